@@ -1,0 +1,61 @@
+# Set-up is part of every target: the first run creates .venv, installs the
+# pinned dependencies, builds the interfaces into the environment and
+# installs this package; later runs only redo the steps whose inputs changed.
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMPS := $(VENV)/.stamps
+INTERFACES_BUILD := $(VENV)/build/interfaces
+PYTEST_ARGS ?=
+
+# Keep DDS discovery on this machine unless the caller chose otherwise.
+export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
+
+.PHONY: demo test lint colcon constraints clean
+demo: $(STAMPS)/package
+	$(BIN)/dyn-dnn-ros demo
+
+test: $(STAMPS)/package
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMPS)/package
+	$(BIN)/python -m pytest test/test_lint.py
+
+# The ROS-host route: build both packages with colcon into build/ install/.
+colcon: $(STAMPS)/package
+	AMENT_PREFIX_PATH=$(abspath $(VENV)) CMAKE_PREFIX_PATH=$(abspath $(VENV)) \
+	  $(BIN)/colcon build --base-paths . interfaces
+
+$(STAMPS)/venv:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q pip==24.3.1 setuptools==79.0.1 wheel==0.48.0
+	mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/deps: requirements.txt constraints.txt $(STAMPS)/venv
+	$(BIN)/python -m pip install -q -r requirements.txt -c constraints.txt
+	touch $@
+
+$(STAMPS)/interfaces: $(STAMPS)/deps interfaces/CMakeLists.txt interfaces/package.xml \
+		$(wildcard msg/*.msg srv/*.srv)
+	mkdir -p $(INTERFACES_BUILD)
+	cmake -S interfaces -B $(INTERFACES_BUILD) -DCMAKE_BUILD_TYPE=Release \
+	  -DCMAKE_PREFIX_PATH=$(abspath $(VENV)) -DCMAKE_INSTALL_PREFIX=$(abspath $(VENV)) \
+	  -DPython3_EXECUTABLE=$(abspath $(BIN))/python -DBUILD_TESTING=OFF > $(VENV)/build/interfaces.log
+	cmake --build $(INTERFACES_BUILD) -j 2 >> $(VENV)/build/interfaces.log
+	cmake --install $(INTERFACES_BUILD) >> $(VENV)/build/interfaces.log
+	touch $@
+
+# Editable install: code changes need no reinstall, and a checkout reads
+# config/ and models/ from the source tree (dyn_dnn_ros/share.py).
+$(STAMPS)/package: $(STAMPS)/interfaces setup.py setup.cfg package.xml \
+		$(wildcard launch/*.py config/*.yaml config/*/*.yaml models/*/*)
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation --use-pep517 -e .
+	touch $@
+
+constraints:
+	$(BIN)/python -m pip freeze --exclude-editable | sort > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
+clean:
+	rm -rf $(VENV) build install log

@@ -1,0 +1,289 @@
+"""Operating-point libraries: the measured menu a worker can switch between.
+
+A library is one YAML file per target and device (for example
+``config/operating_points_cpu.yaml``). Each point names a sub-network (and,
+for translation, a beam policy), its measured latency at each CPU thread
+count, its predicted latency and its quality. The design-time tools write
+libraries; the manager reads them to pick a point that fits a budget.
+
+File layout::
+
+    target: translation          # or perception
+    device: cpu                  # cpu | cuda
+    quality_metric: bleu         # bleu | accuracy
+    meta: {host: ..., torch_version: ..., created: ..., source: ...}
+    points:
+      - name: tr_cpu_a
+        subnet: {encoder_embed_dim: 256, ...}   # plain key/values
+        beam: {mode: fixed, width: 5}           # translation only
+        latency_ms: {1: 80.1, 2: 47.9}           # measured, by thread count
+        predicted_latency_ms: 46.0
+        quality: 27.4
+        metrics: {val_loss: 3.1, params: 14200000}
+"""
+
+from dataclasses import dataclass, field
+import math
+import os
+from pathlib import Path
+import tempfile
+from typing import Any
+
+import yaml
+
+TARGETS = ('translation', 'perception')
+DEVICES = ('cpu', 'cuda')
+BEAM_MODES = ('fixed', 'dynamic')
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class BeamPolicy:
+    """How wide the decoder searches: a fixed width or the dynamic policy."""
+
+    mode: str = 'fixed'
+    width: int = 5
+    bw_min: int = 1
+    bw_max: int = 5
+    sigma_min: float = 0.0
+    sigma_max: float = 1.0
+    metric: str = 'std'
+
+    def __post_init__(self):
+        validate_beam_policy(self)
+
+    def to_dict(self):
+        if self.mode == 'fixed':
+            return {'mode': 'fixed', 'width': self.width}
+        return {'mode': 'dynamic', 'bw_min': self.bw_min, 'bw_max': self.bw_max,
+                'sigma_min': self.sigma_min, 'sigma_max': self.sigma_max,
+                'metric': self.metric}
+
+    @classmethod
+    def from_dict(cls, data):
+        if not isinstance(data, dict):
+            raise ValueError(f'beam: expected a mapping, got {data!r}')
+        unknown = set(data) - {'mode', 'width', 'bw_min', 'bw_max', 'sigma_min', 'sigma_max',
+                               'metric'}
+        if unknown:
+            raise ValueError(f'beam: unknown field(s) {sorted(unknown)}')
+        return cls(**data)
+
+    def describe(self):
+        if self.mode == 'fixed':
+            return f'fixed width {self.width}'
+        return (f'dynamic {self.metric} bw {self.bw_min}..{self.bw_max} '
+                f'sigma {self.sigma_min:g}..{self.sigma_max:g}')
+
+
+def validate_beam_policy(policy):
+    """Raise ValueError naming the parameter when a beam policy is unusable."""
+    if policy.mode not in BEAM_MODES:
+        raise ValueError(f'beam.mode: must be one of {BEAM_MODES}, got {policy.mode!r}')
+    for name in ('width', 'bw_min', 'bw_max'):
+        value = getattr(policy, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f'beam.{name}: must be an integer >= 1, got {value!r}')
+    for name in ('sigma_min', 'sigma_max'):
+        value = getattr(policy, name)
+        if not _is_number(value) or not math.isfinite(value) or value < 0:
+            raise ValueError(f'beam.{name}: must be a finite number >= 0, got {value!r}')
+    if policy.mode == 'dynamic':
+        if policy.bw_min > policy.bw_max:
+            raise ValueError(f'beam.bw_min: {policy.bw_min} must not exceed '
+                             f'bw_max {policy.bw_max}')
+        if policy.sigma_min >= policy.sigma_max:
+            raise ValueError(f'beam.sigma_min: {policy.sigma_min} must be below '
+                             f'sigma_max {policy.sigma_max}')
+        if policy.metric not in ('std', 'gap'):
+            raise ValueError(f"beam.metric: must be 'std' or 'gap', got {policy.metric!r}")
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    name: str
+    target: str
+    subnet: dict
+    latency_ms: dict  # thread count -> measured milliseconds
+    quality: float
+    predicted_latency_ms: float = math.nan
+    beam: BeamPolicy | None = None
+    metrics: dict = field(default_factory=dict)
+
+    def latency_at(self, threads):
+        """Measured latency with ``threads`` CPU threads.
+
+        An unmeasured count falls back to the nearest measured count below it
+        (fewer threads is the pessimistic side); below the smallest measured
+        count, the smallest one scaled linearly, as if work were perfectly
+        parallel, which again over- rather than under-estimates.
+        """
+        if threads < 1:
+            raise ValueError(f'threads: must be >= 1, got {threads}')
+        if threads in self.latency_ms:
+            return self.latency_ms[threads]
+        lower = [t for t in self.latency_ms if t < threads]
+        if lower:
+            return self.latency_ms[max(lower)]
+        smallest = min(self.latency_ms)
+        return self.latency_ms[smallest] * smallest / threads
+
+    def to_dict(self):
+        data = {'name': self.name, 'subnet': dict(self.subnet)}
+        if self.beam is not None:
+            data['beam'] = self.beam.to_dict()
+        data['latency_ms'] = {int(t): float(ms) for t, ms in sorted(self.latency_ms.items())}
+        data['predicted_latency_ms'] = float(self.predicted_latency_ms)
+        data['quality'] = float(self.quality)
+        if self.metrics:
+            data['metrics'] = dict(self.metrics)
+        return data
+
+
+def _point_from_dict(data, target, where):
+    if not isinstance(data, dict):
+        raise ValueError(f'{where}: expected a mapping, got {type(data).__name__}')
+    for key in ('name', 'subnet', 'latency_ms', 'quality'):
+        if key not in data:
+            raise ValueError(f'{where}: missing field {key!r}')
+    name = data['name']
+    if not isinstance(name, str) or not name:
+        raise ValueError(f'{where}.name: must be a non-empty string, got {name!r}')
+    if not isinstance(data['subnet'], dict):
+        raise ValueError(f'{where}.subnet: expected a mapping')
+    latency = data['latency_ms']
+    if not isinstance(latency, dict) or not latency:
+        raise ValueError(f'{where}.latency_ms: expected a non-empty mapping thread count -> ms')
+    parsed_latency = {}
+    for threads, ms in latency.items():
+        try:
+            threads = int(threads)
+        except (TypeError, ValueError):
+            raise ValueError(f'{where}.latency_ms: thread count {threads!r} is not an integer') \
+                from None
+        if threads < 1 or not _is_number(ms) or not math.isfinite(ms) or ms <= 0:
+            raise ValueError(f'{where}.latency_ms[{threads}]: must be a positive number of '
+                             f'milliseconds at >= 1 thread, got {ms!r}')
+        parsed_latency[threads] = float(ms)
+    quality = data['quality']
+    if not _is_number(quality) or not math.isfinite(quality):
+        raise ValueError(f'{where}.quality: must be a finite number, got {quality!r}')
+    predicted = data.get('predicted_latency_ms', math.nan)
+    if predicted is None:
+        predicted = math.nan
+    if not _is_number(predicted):
+        raise ValueError(f'{where}.predicted_latency_ms: must be a number, got {predicted!r}')
+    beam = None
+    if data.get('beam') is not None:
+        try:
+            beam = BeamPolicy.from_dict(data['beam'])
+        except (TypeError, ValueError) as error:
+            raise ValueError(f'{where}.{error}') from None
+    metrics = data.get('metrics') or {}
+    if not isinstance(metrics, dict):
+        raise ValueError(f'{where}.metrics: expected a mapping')
+    unknown = set(data) - {'name', 'subnet', 'beam', 'latency_ms', 'predicted_latency_ms',
+                           'quality', 'metrics'}
+    if unknown:
+        raise ValueError(f'{where}: unknown field(s) {sorted(unknown)}')
+    return OperatingPoint(name=name, target=target, subnet=dict(data['subnet']),
+                          latency_ms=parsed_latency, quality=float(quality),
+                          predicted_latency_ms=float(predicted), beam=beam,
+                          metrics=dict(metrics))
+
+
+@dataclass
+class OperatingPointLibrary:
+    target: str
+    device: str
+    quality_metric: str
+    points: list
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.target not in TARGETS:
+            raise ValueError(f'target: must be one of {TARGETS}, got {self.target!r}')
+        if self.device not in DEVICES:
+            raise ValueError(f'device: must be one of {DEVICES}, got {self.device!r}')
+        names = [p.name for p in self.points]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f'points: duplicate name(s) {duplicates}')
+
+    @property
+    def names(self):
+        return [p.name for p in self.points]
+
+    def get(self, name):
+        for point in self.points:
+            if point.name == name:
+                return point
+        raise KeyError(f'unknown operating point {name!r} for {self.target}; '
+                       f'known: {", ".join(self.names) or "(none)"}')
+
+    def by_quality(self):
+        """Points from best to worst quality (ties: faster first)."""
+        return sorted(self.points, key=lambda p: (-p.quality, min(p.latency_ms.values())))
+
+    def fastest(self, threads=1):
+        return min(self.points, key=lambda p: p.latency_at(threads))
+
+    def to_dict(self):
+        return {'target': self.target, 'device': self.device,
+                'quality_metric': self.quality_metric, 'meta': dict(self.meta),
+                'points': [p.to_dict() for p in self.points]}
+
+    @classmethod
+    def from_dict(cls, data, where='library'):
+        if not isinstance(data, dict):
+            raise ValueError(f'{where}: expected a mapping at the top level')
+        for key in ('target', 'device', 'quality_metric', 'points'):
+            if key not in data:
+                raise ValueError(f'{where}: missing field {key!r}')
+        if not isinstance(data['points'], list) or not data['points']:
+            raise ValueError(f'{where}.points: expected a non-empty list')
+        target = data['target']
+        if target not in TARGETS:
+            raise ValueError(f'{where}.target: must be one of {TARGETS}, got {target!r}')
+        points = [_point_from_dict(p, target, f'{where}.points[{i}]')
+                  for i, p in enumerate(data['points'])]
+        try:
+            return cls(target=target, device=data['device'],
+                       quality_metric=str(data['quality_metric']), points=points,
+                       meta=dict(data.get('meta') or {}))
+        except ValueError as error:
+            raise ValueError(f'{where}.{error}') from None
+
+    @classmethod
+    def load(cls, path):
+        path = Path(path)
+        try:
+            text = path.read_text(encoding='utf-8')
+        except OSError as error:
+            raise ValueError(f'{path}: cannot read operating-point library ({error.strerror})') \
+                from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ValueError(f'{path}: malformed YAML ({error})'.replace('\n', ' ')) from None
+        return cls.from_dict(data, where=path.name)
+
+    def save(self, path):
+        """Write atomically: a reader never sees a half-written library."""
+        write_yaml_atomic(path, self.to_dict())
+
+
+def write_yaml_atomic(path, data: Any):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'w', encoding='utf-8') as stream:
+            yaml.safe_dump(data, stream, sort_keys=False, default_flow_style=None)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,242 @@
+"""Scripted overrides on top of real readings ("one core from t=10 s"), for tests and demos.
+
+A scenario file is YAML::
+
+    name: core_drop
+    steps:
+      - at: 10.0                  # seconds after the scenario starts
+        set: {cpus: 1, power_mode: 5W}
+      - at: 40.0
+        clear: [cpus]             # back to real readings for these fields
+
+Steps apply in time order; each ``set`` adds or replaces overrides and each
+``clear`` removes them, so the overrides in force at ``t`` are the fold of
+all steps with ``at <= t``.
+"""
+
+from dataclasses import dataclass
+import math
+from pathlib import Path
+
+from dyn_dnn_ros.resources.capacity import CapacityConfig, estimate
+from dyn_dnn_ros.resources.snapshot import ResourceSnapshot
+
+
+class _Invalid(Exception):
+    """A bad value; the loader adds the file and field to the message."""
+
+
+def _number(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise _Invalid(f'must be a number, got {value!r}')
+    return float(value)
+
+
+def _positive_int(value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _Invalid(f'must be a positive integer, got {value!r}')
+    return value
+
+
+def _fraction(value):
+    value = _number(value)
+    if not 0 <= value <= 1:
+        raise _Invalid(f'must be between 0 and 1, got {value:g}')
+    return value
+
+
+def _scale(value):
+    value = _number(value)
+    if not 0 < value <= 1:
+        raise _Invalid(f'must be in (0, 1], got {value:g}')
+    return value
+
+
+def _mode_name(value):
+    # nvpmodel modes have names ("MAXN", "15W") and ids; YAML reads an id as int.
+    if isinstance(value, bool) or not isinstance(value, str | int) or str(value).strip() == '':
+        raise _Invalid(f'must be a non-empty string, got {value!r}')
+    return str(value).strip()
+
+
+def _flag(value):
+    if not isinstance(value, bool):
+        raise _Invalid(f'must be true or false, got {value!r}')
+    return value
+
+
+def _megabytes(value):
+    value = _number(value)
+    if not 0 <= value < math.inf:
+        raise _Invalid(f'must be a finite number >= 0, got {value:g}')
+    return value
+
+
+# Overridable field -> validator returning the normalised value.
+FIELDS = {
+    'cpus': _positive_int,              # caps allowed (and so usable) CPUs
+    'cpu_utilization': _fraction,       # extra load from "other programs" on every CPU
+    'freq_scale': _scale,               # multiplies current frequency / availability
+    'power_mode': _mode_name,
+    'gpu_available': _flag,             # false hides the GPU; true keeps real readings
+    'memory_available_mb': _megabytes,
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    at: float
+    values: dict
+    clear: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    steps: tuple[Step, ...]
+    source: str = '<scenario>'
+
+    @classmethod
+    def load(cls, path) -> 'Scenario':
+        """Read and validate a scenario file; ValueError names the file and the field."""
+        import yaml  # only scenario users need PyYAML
+
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise ValueError(f'{path}: scenario file not found') from None
+        except OSError as exc:
+            raise ValueError(f'{path}: cannot read scenario file: {exc.strerror}') from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, 'problem_mark', None)
+            where = f' at line {mark.line + 1}' if mark is not None else ''
+            problem = getattr(exc, 'problem', None) or type(exc).__name__
+            raise ValueError(f'{path}: malformed YAML: {problem}{where}') from None
+        return cls.from_dict(data, source=str(path), default_name=path.stem)
+
+    @classmethod
+    def from_dict(cls, data, source='<scenario>', default_name='scenario') -> 'Scenario':
+        def fail(where, message):
+            raise ValueError(f'{source}: {where}: {message}')
+
+        if not isinstance(data, dict):
+            fail('top level', f'must be a mapping with "name" and "steps", got {data!r}')
+        unknown = sorted(set(data) - {'name', 'description', 'steps'})
+        if unknown:
+            fail(unknown[0], 'unknown key; expected name, description, steps')
+        name = data.get('name', default_name)
+        if not isinstance(name, str) or not name:
+            fail('name', f'must be a non-empty string, got {name!r}')
+        raw_steps = data.get('steps')
+        if not isinstance(raw_steps, list) or not raw_steps:
+            fail('steps', f'must be a non-empty list, got {raw_steps!r}')
+
+        steps = []
+        for i, raw in enumerate(raw_steps):
+            where = f'steps[{i}]'
+            if not isinstance(raw, dict):
+                fail(where, f'must be a mapping with "at" and "set"/"clear", got {raw!r}')
+            unknown = sorted(set(raw) - {'at', 'set', 'clear'})
+            if unknown:
+                fail(f'{where}.{unknown[0]}', 'unknown key; expected at, set, clear')
+            if 'at' not in raw:
+                fail(f'{where}.at', 'missing')
+            at = raw['at']
+            if isinstance(at, bool) or not isinstance(at, int | float) or not (
+                    0 <= at < math.inf):
+                fail(f'{where}.at', f'must be a finite number of seconds >= 0, got {at!r}')
+            if steps and at < steps[-1].at:
+                fail(f'{where}.at', f'steps must be in time order, {at:g} s comes after '
+                                    f'{steps[-1].at:g} s')
+            if 'set' not in raw and 'clear' not in raw:
+                fail(where, 'needs "set" and/or "clear"')
+            values = raw.get('set', {})
+            if not isinstance(values, dict):
+                fail(f'{where}.set', f'must be a mapping of field: value, got {values!r}')
+            checked = {}
+            for key, value in values.items():
+                if key not in FIELDS:
+                    fail(f'{where}.set.{key}', f'unknown field; known: {", ".join(FIELDS)}')
+                try:
+                    checked[key] = FIELDS[key](value)
+                except _Invalid as exc:
+                    fail(f'{where}.set.{key}', str(exc))
+            clear = raw.get('clear', [])
+            if not isinstance(clear, list):
+                fail(f'{where}.clear', f'must be a list of field names, got {clear!r}')
+            for j, key in enumerate(clear):
+                if key not in FIELDS:
+                    fail(f'{where}.clear[{j}]',
+                         f'unknown field {key!r}; known: {", ".join(FIELDS)}')
+            steps.append(Step(float(at), checked, tuple(clear)))
+        return cls(name, tuple(steps), source)
+
+    @property
+    def duration(self) -> float:
+        """Time of the last step, in seconds."""
+        return self.steps[-1].at
+
+    def overrides_at(self, t: float) -> dict:
+        """Return the overrides in force ``t`` seconds after the scenario started."""
+        if math.isnan(t):
+            raise ValueError('t: must be a number of seconds, got nan')
+        overrides = {}
+        for step in self.steps:
+            if step.at > t:
+                break
+            for key in step.clear:
+                overrides.pop(key, None)
+            overrides.update(step.values)
+        return overrides
+
+    def apply(self, snapshot: ResourceSnapshot, t: float,
+              capacity: CapacityConfig = CapacityConfig()) -> ResourceSnapshot:
+        """Return ``snapshot`` with the overrides at ``t``, usable CPUs recomputed."""
+        return apply_overrides(snapshot, self.overrides_at(t), capacity)
+
+
+def _describe(key, value) -> str:
+    if isinstance(value, bool):
+        value = 'true' if value else 'false'
+    elif isinstance(value, float):
+        value = f'{value:g}'
+    return f'{key}={value}'
+
+
+def apply_overrides(snapshot: ResourceSnapshot, overrides: dict,
+                    capacity: CapacityConfig = CapacityConfig()) -> ResourceSnapshot:
+    """Return a copy of ``snapshot`` with ``overrides`` and usable/availability redone."""
+    snap = snapshot.copy()
+    freq_scale = 1.0
+    if 'cpus' in overrides:
+        cap = overrides['cpus']
+        snap.cpu_count_allowed = min(snap.cpu_count_allowed, cap) if (
+            snap.cpu_count_allowed > 0) else cap
+    if 'cpu_utilization' in overrides:
+        extra = overrides['cpu_utilization']
+        snap.cpu_utilization = [min(1.0, (0.0 if math.isnan(u) else u) + extra)
+                                for u in snap.cpu_utilization]
+        total = snap.cpu_utilization_total
+        snap.cpu_utilization_total = min(1.0, (0.0 if math.isnan(total) else total) + extra)
+    if 'freq_scale' in overrides:
+        scale = overrides['freq_scale']
+        if snap.cpu_freq_current_mhz:
+            snap.cpu_freq_current_mhz = [f * scale for f in snap.cpu_freq_current_mhz]
+        else:
+            freq_scale = scale  # no frequencies to scale: scale availability itself
+    if 'power_mode' in overrides:
+        snap.power_mode = overrides['power_mode']
+    if overrides.get('gpu_available') is False:
+        snap.gpu_present, snap.gpu_name = False, ''
+        for name in ('gpu_utilization', 'gpu_freq_mhz', 'gpu_freq_max_mhz',
+                     'gpu_memory_used_mb', 'gpu_memory_total_mb'):
+            setattr(snap, name, math.nan)
+    if 'memory_available_mb' in overrides:
+        value = overrides['memory_available_mb']
+        total = snap.memory_total_mb
+        snap.memory_available_mb = value if math.isnan(total) else min(value, total)
+    snap.overrides = [_describe(k, overrides[k]) for k in FIELDS if k in overrides]
+    return estimate(snap, capacity, freq_scale)

@@ -1,0 +1,1 @@
+"""English->German translation: corpus, tokenizer and the weight-sharing Transformer."""

@@ -1,0 +1,85 @@
+import math
+
+import pytest
+import yaml
+
+from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPoint, OperatingPointLibrary
+
+
+def make_library():
+    points = [
+        OperatingPoint('big', 'translation', {'decoder_layers': 6}, {1: 90.0, 2: 50.0}, 27.0,
+                       predicted_latency_ms=48.0, beam=BeamPolicy('fixed', width=5),
+                       metrics={'val_loss': 3.1}),
+        OperatingPoint('small', 'translation', {'decoder_layers': 1}, {1: 20.0, 2: 12.0}, 24.0,
+                       beam=BeamPolicy('dynamic', bw_min=1, bw_max=4, sigma_min=0.5,
+                                       sigma_max=2.0)),
+    ]
+    return OperatingPointLibrary('translation', 'cpu', 'bleu', points, meta={'host': 'x'})
+
+
+def test_round_trip_preserves_everything(tmp_path):
+    path = tmp_path / 'lib.yaml'
+    make_library().save(path)
+    assert [p.name for p in tmp_path.iterdir()] == ['lib.yaml']  # no temp file left
+    loaded = OperatingPointLibrary.load(path)
+    # compared as text: the unpredicted point's NaN latency is never == itself
+    assert yaml.safe_dump(loaded.to_dict()) == yaml.safe_dump(make_library().to_dict())
+    assert math.isnan(loaded.get('small').predicted_latency_ms)
+    assert loaded.get('small').beam.describe() == 'dynamic std bw 1..4 sigma 0.5..2'
+    assert [p.name for p in loaded.by_quality()] == ['big', 'small']
+    assert loaded.fastest(threads=2).name == 'small'
+
+
+def test_latency_at_falls_back_pessimistically():
+    point = OperatingPoint('p', 'translation', {}, {2: 50.0, 4: 30.0}, 1.0)
+    assert point.latency_at(2) == 50.0
+    assert point.latency_at(3) == 50.0   # nearest measured count below
+    assert point.latency_at(8) == 30.0
+    assert point.latency_at(1) == 100.0  # below all measurements: scaled up
+    with pytest.raises(ValueError, match='threads'):
+        point.latency_at(0)
+
+
+@pytest.mark.parametrize('policy, field', [
+    (dict(mode='dynamic', bw_min=0, bw_max=4), 'bw_min'),
+    (dict(mode='dynamic', bw_min=5, bw_max=4), 'bw_min'),
+    (dict(mode='dynamic', sigma_min=2.0, sigma_max=1.0), 'sigma_min'),
+    (dict(mode='dynamic', sigma_min=math.nan), 'sigma_min'),
+    (dict(mode='wide'), 'mode'),
+    (dict(mode='fixed', width=0), 'width'),
+])
+def test_bad_beam_policies_name_the_parameter(policy, field):
+    with pytest.raises(ValueError, match=f'beam.{field}'):
+        BeamPolicy(**policy)
+
+
+@pytest.mark.parametrize('mutate, message', [
+    (lambda d: d['points'][0].pop('latency_ms'), "points\\[0\\]: missing field 'latency_ms'"),
+    (lambda d: d['points'][1]['latency_ms'].update({1: -3.0}), 'points\\[1\\].latency_ms\\[1\\]'),
+    (lambda d: d['points'][0].update(quality=math.nan), 'points\\[0\\].quality'),
+    (lambda d: d['points'][1].update(name='big'), 'duplicate name'),
+    (lambda d: d.update(device='tpu'), 'device'),
+    (lambda d: d['points'][0]['beam'].update(width=0), 'points\\[0\\].beam.width'),
+])
+def test_bad_files_name_the_field(tmp_path, mutate, message):
+    data = make_library().to_dict()
+    mutate(data)
+    path = tmp_path / 'bad.yaml'
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ValueError, match=message):
+        OperatingPointLibrary.load(path)
+
+
+def test_unreadable_and_malformed_files(tmp_path):
+    with pytest.raises(ValueError, match='missing.yaml: cannot read'):
+        OperatingPointLibrary.load(tmp_path / 'missing.yaml')
+    path = tmp_path / 'broken.yaml'
+    path.write_text('points: [unclosed')
+    with pytest.raises(ValueError, match='broken.yaml: malformed YAML'):
+        OperatingPointLibrary.load(path)
+
+
+def test_unknown_point_lists_known_ones():
+    with pytest.raises(KeyError, match='known: big, small'):
+        make_library().get('medium')
