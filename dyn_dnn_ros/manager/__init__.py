@@ -1,0 +1,1 @@
+"""Run-time adaptation core: choose operating points that meet latency budgets."""

@@ -1,0 +1,173 @@
+"""Per-target adaptation: when to switch operating points.
+
+Rules (the manager node feeds events in and applies the decisions):
+- a new budget or a change in usable threads re-chooses at once and jumps
+  straight to the chosen point, not one step at a time;
+- a result over budget steps down at once (after folding its latency into the
+  correction, so the next choice already knows the point is slower);
+- stepping up needs ``step_up_after`` consecutive on-time results with the
+  current point, so a noisy measurement cannot make the worker oscillate;
+- resource information older than ``stale_after_s`` falls back to the
+  conservative assumption of a single thread;
+- a forced point (experiments) overrides all of this until released.
+"""
+
+from dataclasses import dataclass
+import math
+
+from dyn_dnn_ros.manager.policy import Choice, LatencyModel, check_budget
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    step_up_after: int = 5
+    stale_after_s: float = 3.0
+    conservative_threads: int = 1
+
+    def __post_init__(self):
+        if self.step_up_after < 1:
+            raise ValueError(f'step_up_after: must be >= 1, got {self.step_up_after}')
+        if not (math.isfinite(self.stale_after_s) and self.stale_after_s > 0):
+            raise ValueError(f'stale_after_s: must be positive, got {self.stale_after_s}')
+        if self.conservative_threads < 1:
+            raise ValueError(f'conservative_threads: must be >= 1, got '
+                             f'{self.conservative_threads}')
+
+
+@dataclass(frozen=True)
+class Decision:
+    point: str
+    threads: int
+    expected_ms: float
+    reason: str
+    fits: bool = True
+
+
+class TargetController:
+
+    def __init__(self, model: LatencyModel, config: ControllerConfig = ControllerConfig(),
+                 initial_threads: int = 1):
+        self.model = model
+        self.config = config
+        self.budget_ms = math.nan
+        self.min_quality = None
+        self.available_threads = max(1, int(initial_threads))
+        self.last_availability = -math.inf
+        self.current = None          # the point in force
+        self.threads = None          # the thread count in force
+        self.forced = None
+        self.on_time = 0
+        self.switches = 0
+        self.last_reason = 'no budget yet'
+
+    # -- what the choice is based on ----------------------------------------
+    def is_stale(self, now):
+        return now - self.last_availability > self.config.stale_after_s
+
+    def planning_threads(self, now):
+        if self.is_stale(now):
+            return min(self.config.conservative_threads, self.available_threads)
+        return self.available_threads
+
+    # -- events ---------------------------------------------------------------
+    def set_budget(self, budget_ms, now, min_quality=None) -> Decision:
+        problem = check_budget(budget_ms)
+        if problem:
+            raise ValueError(problem)
+        self.budget_ms = float(budget_ms)
+        self.min_quality = min_quality
+        return self._switch(self._choose(now), now)
+
+    def on_availability(self, usable_threads, now) -> Decision | None:
+        was_stale = self.is_stale(now)
+        threads = max(1, int(usable_threads))
+        changed = threads != self.available_threads
+        self.available_threads = threads
+        self.last_availability = now
+        if math.isnan(self.budget_ms) or not (changed or was_stale):
+            return None
+        choice = self._choose(now)
+        if self._better(choice) and not changed:
+            return None  # fresh data again, same threads: stepping up waits for results
+        # A real change in threads jumps straight to the point chosen for it.
+        return self._switch(choice, now, why=f'{threads} usable thread(s)')
+
+    def on_result(self, point, latency_ms, threads, now) -> Decision | None:
+        self.model.observe(point, latency_ms, threads)
+        if math.isnan(self.budget_ms) or point != self.current:
+            return None  # a result produced before the last switch says nothing new
+        if latency_ms > self.budget_ms:
+            self.on_time = 0
+            if self.forced is not None:
+                return None
+            choice = self._choose(now)
+            if choice.point == self.current and self._has_faster(now):
+                # The correction has not yet pushed the current point out of the
+                # budget; a miss still means step down now.
+                choice = self.model.choose(self.budget_ms, self.planning_threads(now),
+                                           self.min_quality, faster_than=self.current)
+            return self._switch(choice, now, why=f'result {latency_ms:.1f} ms missed '
+                                                 f'{self.budget_ms:g} ms')
+        self.on_time += 1
+        if self.on_time < self.config.step_up_after:
+            return None
+        self.on_time = 0
+        choice = self._choose(now)
+        if choice.point != self.current and self._better(choice):
+            return self._switch(choice, now, why=f'{self.config.step_up_after} results on time')
+        return None
+
+    def on_stale(self, now) -> Decision | None:
+        """Called periodically; falls back once when resource data goes stale."""
+        if math.isnan(self.budget_ms) or not self.is_stale(now):
+            return None
+        choice = self._choose(now)
+        if choice.point == self.current and self.threads == self.planning_threads(now):
+            return None
+        return self._switch(choice, now, why='resource information is stale')
+
+    def force(self, name, now) -> Decision:
+        self.model.library.get(name)  # KeyError names the known points
+        self.forced = name
+        return self._switch(self._choose(now), now)
+
+    def release(self, now) -> Decision | None:
+        self.forced = None
+        if math.isnan(self.budget_ms):
+            return None
+        return self._switch(self._choose(now), now)
+
+    # -- internals --------------------------------------------------------------
+    def _choose(self, now) -> Choice:
+        threads = self.planning_threads(now)
+        if self.forced is not None:
+            return Choice(self.forced, self.model.expected_ms(self.forced, threads), True,
+                          'forced')
+        if math.isnan(self.budget_ms):
+            fastest = self.model.library.fastest(threads)
+            return Choice(fastest.name, self.model.expected_ms(fastest.name, threads), True,
+                          'no budget: fastest point')
+        return self.model.choose(self.budget_ms, threads, self.min_quality)
+
+    def _has_faster(self, now):
+        threads = self.planning_threads(now)
+        current = self.model.expected_ms(self.current, threads)
+        return any(self.model.expected_ms(p.name, threads) < current
+                   for p in self.model.library.points)
+
+    def _better(self, choice):
+        if self.current is None:
+            return True
+        library = self.model.library
+        return library.get(choice.point).quality > library.get(self.current).quality
+
+    def _switch(self, choice, now, why=None) -> Decision:
+        threads = self.planning_threads(now)
+        if choice.point != self.current:
+            self.switches += 1 if self.current is not None else 0
+            self.on_time = 0
+        self.current, self.threads = choice.point, threads
+        self.last_reason = f'{why}: {choice.reason}' if why else choice.reason
+        return Decision(choice.point, threads, choice.expected_ms, self.last_reason,
+                        choice.fits)
+

@@ -1,0 +1,145 @@
+"""A bounded inference queue served by one background thread.
+
+Nodes hand jobs in from executor callbacks (which must stay quick) and get
+results back through callbacks. When the queue is full the oldest waiting job
+is dropped and reported, so fresh requests are never starved by stale ones
+(with depth 1 this is "latest image wins"). The setting a job runs with (an
+operating point) is read once when the job starts, so every result says
+exactly which setting produced it, and a switch never lands mid-job.
+"""
+
+from collections import deque
+from dataclasses import dataclass
+import threading
+import time
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Finished:
+    job: Any
+    setting: Any
+    output: Any
+    error: str          # '' when the job succeeded
+    queued_s: float     # time spent waiting in the queue
+    run_s: float        # time spent processing
+
+
+class InferenceWorker:
+
+    def __init__(self, process: Callable[[Any, Any], Any], on_finished: Callable[[Finished], None],
+                 on_dropped: Callable[[Any], None], depth: int, setting: Any = None,
+                 name: str = 'inference'):
+        if depth < 1:
+            raise ValueError(f'depth: must be >= 1, got {depth}')
+        self._process = process
+        self._on_finished = on_finished
+        self._on_dropped = on_dropped
+        self._queue = deque()
+        self._depth = depth
+        self._setting = setting
+        self._condition = threading.Condition()
+        self._running = True
+        self._busy = False
+        self.processed = 0
+        self.dropped = 0
+        self.errors = 0
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    # -- called from any thread ---------------------------------------------
+    def submit(self, job):
+        dropped = []
+        with self._condition:
+            if not self._running:
+                dropped.append(job)
+            else:
+                self._queue.append((job, time.monotonic()))
+                while len(self._queue) > self._depth:
+                    dropped.append(self._queue.popleft()[0])
+                self._condition.notify()
+            self.dropped += len(dropped)
+        for old in dropped:
+            self._on_dropped(old)
+
+    @property
+    def setting(self):
+        with self._condition:
+            return self._setting
+
+    def set_setting(self, setting):
+        """Takes effect for the next job that starts."""
+        with self._condition:
+            self._setting = setting
+
+    def set_depth(self, depth):
+        if depth < 1:
+            raise ValueError(f'depth: must be >= 1, got {depth}')
+        dropped = []
+        with self._condition:
+            self._depth = depth
+            while len(self._queue) > depth:
+                dropped.append(self._queue.popleft()[0])
+            self.dropped += len(dropped)
+        for old in dropped:
+            self._on_dropped(old)
+
+    @property
+    def queue_depth(self):
+        with self._condition:
+            return len(self._queue)
+
+    @property
+    def busy(self):
+        with self._condition:
+            return self._busy
+
+    def wait_idle(self, timeout=None):
+        """True once nothing is queued or running (tests, shutdown)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._condition:
+            while self._queue or self._busy:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._condition.wait(remaining)
+            return True
+
+    def stop(self, timeout=5.0):
+        with self._condition:
+            self._running = False
+            leftover = [job for job, _ in self._queue]
+            self._queue.clear()
+            self.dropped += len(leftover)
+            self._condition.notify_all()
+        for job in leftover:
+            self._on_dropped(job)
+        self._thread.join(timeout)
+
+    # -- the worker thread --------------------------------------------------
+    def _serve(self):
+        while True:
+            with self._condition:
+                while self._running and not self._queue:
+                    self._condition.wait()
+                if not self._running:
+                    return
+                job, queued_at = self._queue.popleft()
+                setting = self._setting
+                self._busy = True
+            started = time.monotonic()
+            output, error = None, ''
+            try:
+                output = self._process(job, setting)
+            except Exception as exc:  # one bad job must not stop the worker
+                error = f'{type(exc).__name__}: {exc}'
+                self.errors += 1
+            finished = Finished(job, setting, output, error, started - queued_at,
+                                time.monotonic() - started)
+            self.processed += 1
+            try:
+                self._on_finished(finished)
+            finally:
+                with self._condition:
+                    self._busy = False
+                    self._condition.notify_all()

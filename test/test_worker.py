@@ -1,0 +1,107 @@
+import threading
+import time
+
+import pytest
+
+from dyn_dnn_ros.runtime.worker import InferenceWorker
+
+
+class Recorder:
+    def __init__(self):
+        self.finished, self.dropped = [], []
+
+    def worker(self, process, depth, setting=None):
+        return InferenceWorker(process, self.finished.append, self.dropped.append, depth,
+                               setting)
+
+
+def test_full_queue_drops_the_oldest_waiting_job():
+    gate = threading.Event()
+    rec = Recorder()
+    worker = rec.worker(lambda job, setting: gate.wait(5) and job * 10, depth=2)
+    try:
+        worker.submit(1)                 # starts running, blocked on the gate
+        time_limit = time.monotonic() + 5
+        while not worker.busy and time.monotonic() < time_limit:
+            time.sleep(0.001)
+        for job in (2, 3, 4, 5):
+            worker.submit(job)           # queue holds 2 -> drops 2, then 3
+        assert rec.dropped == [2, 3] and worker.queue_depth == 2
+        gate.set()
+        assert worker.wait_idle(timeout=5)
+        assert [f.job for f in rec.finished] == [1, 4, 5]
+        assert [f.output for f in rec.finished] == [10, 40, 50]
+        assert worker.processed == 3 and worker.dropped == 2
+    finally:
+        worker.stop()
+
+
+def test_a_switch_applies_to_the_next_job_and_results_name_their_setting():
+    gate = threading.Event()
+    rec = Recorder()
+    worker = rec.worker(lambda job, setting: gate.wait(5) and setting, depth=4, setting='a')
+    try:
+        worker.submit('first')
+        while not worker.busy:
+            time.sleep(0.001)
+        worker.set_setting('b')          # mid-job: the running job keeps 'a'
+        worker.submit('second')
+        gate.set()
+        assert worker.wait_idle(timeout=5)
+        assert [(f.job, f.setting, f.output) for f in rec.finished] == [
+            ('first', 'a', 'a'), ('second', 'b', 'b')]
+    finally:
+        worker.stop()
+
+
+def test_a_failing_job_is_reported_and_the_worker_keeps_serving():
+    rec = Recorder()
+
+    def process(job, setting):
+        if job == 'bad':
+            raise RuntimeError('kaputt')
+        return job.upper()
+
+    worker = rec.worker(process, depth=4)
+    try:
+        for job in ('bad', 'ok'):
+            worker.submit(job)
+        assert worker.wait_idle(timeout=5)
+        assert rec.finished[0].error == 'RuntimeError: kaputt' and rec.finished[0].output is None
+        assert rec.finished[1].output == 'OK' and worker.errors == 1
+    finally:
+        worker.stop()
+
+
+def test_stop_answers_waiting_jobs_as_dropped_and_refuses_new_ones():
+    gate = threading.Event()
+    rec = Recorder()
+    worker = rec.worker(lambda job, setting: gate.wait(5), depth=8)
+    worker.submit(1)
+    while not worker.busy:
+        time.sleep(0.001)
+    worker.submit(2)
+    gate.set()
+    worker.stop()
+    worker.submit(3)
+    assert 3 in rec.dropped
+    assert sorted(rec.dropped + [f.job for f in rec.finished]) == [1, 2, 3]
+
+
+def test_depth_is_validated_and_can_shrink():
+    rec = Recorder()
+    with pytest.raises(ValueError, match='depth'):
+        rec.worker(lambda j, s: j, depth=0)
+    gate = threading.Event()
+    worker = rec.worker(lambda j, s: gate.wait(5), depth=4)
+    try:
+        worker.submit(0)
+        while not worker.busy:
+            time.sleep(0.001)
+        for job in (1, 2, 3):
+            worker.submit(job)
+        worker.set_depth(1)
+        assert rec.dropped == [1, 2] and worker.queue_depth == 1
+    finally:
+        gate.set()
+        worker.stop()
