@@ -13,6 +13,7 @@ COMMANDS = {
     'train': ('train', 'train the SuperTransformer (HAT + sandwich rule)'),
     'translate': ('translate', 'translate stdin to stdout with a sub-network'),
     'evaluate': ('evaluate', 'BLEU of a sub-network on the test split'),
+    'calibrate-beam': ('calibrate_beam', 'propose dynamic beam-width thresholds from validation'),
     'wenet-train': ('wenet_train', 'train the WeNet CNN on handwritten digits'),
     'wenet-dse': ('wenet_dse', 'greedy design-space exploration of WeNet'),
     'demo': ('demo', 'run the system demo (resource monitor over DDS for now)'),

@@ -1,0 +1,49 @@
+"""``dyn-dnn-ros evaluate``: BLEU of a sub-network and beam policy on a corpus split."""
+
+from pathlib import Path
+import sys
+
+from dyn_dnn_ros.commands.translate import (
+    add_beam_arguments,
+    add_model_arguments,
+    add_subnet_arguments,
+    load_translator,
+    model_options,
+    subnet_and_beam,
+)
+
+HELP = 'BLEU of a sub-network on the test split'
+# Corpus files are data, not shipped with the package: they stay in the checkout.
+DEFAULT_CORPUS_DIR = Path(__file__).resolve().parents[2] / 'data' / 'corpus'
+
+
+def add_arguments(parser):
+    parser.add_argument('--split', choices=('test', 'valid'), default='test',
+                        help='corpus split (default: %(default)s)')
+    parser.add_argument('--limit', type=int, default=None, metavar='N',
+                        help='only the first N sentences')
+    parser.add_argument('--corpus-dir', type=Path, default=DEFAULT_CORPUS_DIR,
+                        help='folder with {test,valid}.{en,de} (default: %(default)s)')
+    add_model_arguments(parser)
+    add_subnet_arguments(parser)
+    add_beam_arguments(parser)
+
+
+def run(args) -> int:
+    from dyn_dnn_ros.translation.translator import read_split
+    try:
+        options = model_options(args)
+        subnet, beam = subnet_and_beam(args)
+        sources, references = read_split(args.corpus_dir, args.split, args.limit)
+        translator = load_translator(options)
+        subnet = translator.subnet(subnet)
+        result = translator.evaluate(sources, references, subnet, beam, args.patience,
+                                     progress=True)
+    except ValueError as err:
+        print(f'dyn-dnn-ros evaluate: {err}', file=sys.stderr)
+        return 2
+    print(f'{args.split}: {result.sentences} sentences, sub-network {subnet.key()}, '
+          f'{beam.describe()}, patience {args.patience:g}')
+    print(f'BLEU {result.bleu:.2f}  average beam width {result.avg_width:.2f}  '
+          f'perplexity {result.perplexity:.2f}  time {result.seconds:.2f} s')
+    return 0

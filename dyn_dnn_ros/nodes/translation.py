@@ -1,0 +1,327 @@
+"""Translation node: English -> German with a switchable SubTransformer.
+
+Subscribes ``translation_requests`` (TranslationRequest) and
+``translation_requests_text`` (std_msgs/String, for quick use), publishes
+``translation_results`` (TranslationResult, with the request's header). The
+operating point and beam policy are parameters: the manager switches them
+with a parameter set, which is checked in the on-set callback and applied
+after it succeeded, between two requests (a result always names the point
+that produced it). Inference runs on a worker thread behind a bounded queue;
+when it is full the oldest waiting request is answered with STATUS_DROPPED.
+"""
+
+from collections import deque
+from dataclasses import dataclass
+import math
+import sys
+import time
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from std_msgs.msg import String
+import torch
+
+from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPointLibrary
+from dyn_dnn_ros.ros.diagnostics import ERROR, OK, WARN, Updater
+from dyn_dnn_ros.ros.params import ParameterSpec, ValidatedParameters
+from dyn_dnn_ros.runtime.worker import InferenceWorker
+from dyn_dnn_ros.share import config_path
+from dyn_dnn_ros.translation.design_space import SubnetConfig
+from dyn_dnn_ros_interfaces.msg import TranslationRequest, TranslationResult
+
+NODE_NAME = 'translation_node'
+STATUS = {'ok': TranslationResult.STATUS_OK, 'truncated': TranslationResult.STATUS_TRUNCATED,
+          'empty': TranslationResult.STATUS_EMPTY}
+BEAM_PARAMETERS = ('beam_mode', 'beam_width', 'bw_min', 'bw_max', 'sigma_min', 'sigma_max',
+                   'beam_metric')
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Everything one request is translated with; swapped whole, never edited."""
+
+    point: str
+    subnet: object
+    beam: BeamPolicy
+    threads: int
+    budget_ms: float
+    max_source_tokens: int
+
+
+@dataclass(frozen=True)
+class Request:
+    header: object
+    id: str
+    text: str
+
+
+def beam_from(values):
+    """The BeamPolicy the beam parameters describe (ValueError names the bad one)."""
+    return BeamPolicy(mode=values['beam_mode'], width=values['beam_width'],
+                      bw_min=values['bw_min'], bw_max=values['bw_max'],
+                      sigma_min=float(values['sigma_min']), sigma_max=float(values['sigma_max']),
+                      metric=values['beam_metric'])
+
+
+def resolve_device(name):
+    if name == 'auto':
+        return 'cuda' if torch.cuda.is_available() else 'cpu'
+    if name == 'cuda' and not torch.cuda.is_available():
+        raise ValueError('device: cuda was asked for but torch sees no CUDA device')
+    return name
+
+
+class LatencyWindow:
+    """The last N latencies, for p50/p95 and deadline misses on diagnostics."""
+
+    def __init__(self, size=100):
+        self.samples = deque(maxlen=size)   # (latency_ms, budget_ms)
+
+    def add(self, latency_ms, budget_ms):
+        self.samples.append((latency_ms, budget_ms))
+
+    def percentile(self, q):
+        values = sorted(latency for latency, _ in self.samples)
+        if not values:
+            return math.nan
+        return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+
+    def misses(self):
+        return sum(1 for latency, budget in self.samples if budget > 0 and latency > budget)
+
+
+class TranslationNode(Node):
+
+    def __init__(self, translator=None, library=None, **node_kwargs):
+        super().__init__(NODE_NAME, **node_kwargs)
+        self.params = ValidatedParameters(self, [
+            ParameterSpec('operating_point', '', 'operating point of the library to run '
+                          '("" = the best-quality point)', check=self._check_point),
+            ParameterSpec('beam_mode', 'fixed', 'beam search: fixed width or dynamic',
+                          choices=('fixed', 'dynamic')),
+            ParameterSpec('beam_width', 5, 'fixed beam width', integer_range=(1, 16)),
+            ParameterSpec('bw_min', 1, 'dynamic policy: narrowest beam', integer_range=(1, 16)),
+            ParameterSpec('bw_max', 5, 'dynamic policy: widest beam', integer_range=(1, 16)),
+            ParameterSpec('sigma_min', 0.5, 'dynamic policy: spread at or below which the '
+                          'beam is widest', float_range=(0.0, 1000.0)),
+            ParameterSpec('sigma_max', 2.0, 'dynamic policy: spread at or above which the '
+                          'beam is narrowest', float_range=(0.0, 1000.0)),
+            ParameterSpec('beam_metric', 'std', 'dynamic policy: spread of the top-k scores '
+                          '(std) or gap between the best two (gap)', choices=('std', 'gap')),
+            ParameterSpec('model_path', '', 'SuperTransformer safetensors ("" = shipped)',
+                          read_only=True),
+            ParameterSpec('spm_path', '', 'SentencePiece model ("" = shipped)', read_only=True),
+            ParameterSpec('library_path', '', 'operating-point library YAML '
+                          '("" = config/operating_points_cpu.yaml)', read_only=True),
+            ParameterSpec('device', 'cpu', 'torch device', choices=('cpu', 'cuda', 'auto'),
+                          read_only=True),
+            ParameterSpec('threads', max(1, torch.get_num_threads()), 'torch CPU threads',
+                          integer_range=(1, 256)),
+            ParameterSpec('queue_depth', 8, 'requests waiting at most; the oldest is dropped '
+                          'beyond', integer_range=(1, 10000)),
+            ParameterSpec('max_source_tokens', 128, 'longer sources are truncated at a token '
+                          'boundary', integer_range=(1, 4096)),
+            ParameterSpec('qos_depth', 1000, 'history depth of the request and result topics: '
+                          'deep enough that a burst is queued by DDS, not lost',
+                          integer_range=(1, 100000), read_only=True),
+            ParameterSpec('budget_ms', 0.0, 'latency budget in force, reported with each '
+                          'result and on diagnostics (0 = none)', float_range=(0.0, 1e6)),
+        ], apply=self._apply, check_together=self._check_together)
+        self.library = library if library is not None else self._load_library()
+        problems = self.params.startup_problems()
+        if problems:
+            raise ValueError('; '.join(problems))
+        if translator is None:
+            from dyn_dnn_ros.translation.translator import Translator
+            values = self.params.values()
+            translator = Translator.load(values['model_path'] or None,
+                                         values['spm_path'] or None,
+                                         device=resolve_device(values['device']))
+        self.translator = translator
+        longest = translator.model.space.max_positions - 1
+        if self.params.value('max_source_tokens') > longest:
+            raise ValueError(f'max_source_tokens: the model has {longest} source positions, '
+                             f'got {self.params.value("max_source_tokens")}')
+
+        self.window = LatencyWindow()
+        self.received = 0
+        self.published = 0
+        self.last_error = ''
+        self.worker = InferenceWorker(self._translate, self._publish_finished,
+                                      self._publish_dropped, self.params.value('queue_depth'),
+                                      setting=self._setting(self.params.values()),
+                                      name='translation')
+        depth = self.params.value('qos_depth')
+        self.publisher = self.create_publisher(TranslationResult, 'translation_results', depth)
+        self.create_subscription(TranslationRequest, 'translation_requests',
+                                 self._on_request, depth)
+        self.create_subscription(String, 'translation_requests_text', self._on_text, depth)
+        self.updater = Updater(self)
+        self.updater.setHardwareID(self.params.value('device'))
+        self.updater.add('translation', self._diagnose)
+
+    # -- parameters -------------------------------------------------------------
+    def _load_library(self):
+        path = self.params.value('library_path') or config_path('operating_points_cpu.yaml')
+        library = OperatingPointLibrary.load(path)
+        if library.target != 'translation':
+            raise ValueError(f'library_path: {path} is a {library.target} library')
+        return library
+
+    def _point_name(self, name):
+        return name or self.library.by_quality()[0].name
+
+    def _check_point(self, name):
+        library = getattr(self, 'library', None)
+        if library is None or not name:
+            return None
+        if name not in library.names:
+            return f'unknown operating point {name!r}; known: {", ".join(library.names)}'
+        return None
+
+    def _check_together(self, values):
+        try:
+            beam_from(values)
+        except ValueError as error:
+            return str(error)
+        translator = getattr(self, 'translator', None)
+        if translator is not None:
+            longest = translator.model.space.max_positions - 1
+            if values['max_source_tokens'] > longest:
+                return (f'max_source_tokens: the model has {longest} source positions, got '
+                        f'{values["max_source_tokens"]}')
+        return None
+
+    def _setting(self, values):
+        name = self._point_name(values['operating_point'])
+        point = self.library.get(name)
+        return Setting(point=name, subnet=SubnetConfig.from_dict(point.subnet),
+                       beam=beam_from(values), threads=values['threads'],
+                       budget_ms=float(values['budget_ms']),
+                       max_source_tokens=values['max_source_tokens'])
+
+    def _apply(self, changed):
+        if 'queue_depth' in changed:
+            self.worker.set_depth(changed['queue_depth'])
+        # One new Setting from all current values: a point and its beam policy
+        # set together in one atomic parameter set switch together.
+        self.worker.set_setting(self._setting(self.params.values()))
+
+    # -- requests -----------------------------------------------------------------
+    def _on_request(self, msg):
+        self.received += 1
+        self.worker.submit(Request(msg.header, msg.id, msg.text))
+
+    def _on_text(self, msg):
+        self.received += 1
+        request = TranslationRequest()
+        request.header.stamp = self.get_clock().now().to_msg()
+        self.worker.submit(Request(request.header, f'text-{self.received}', msg.data))
+
+    def _translate(self, request, setting):
+        """Runs on the worker thread, the only thread that touches the model."""
+        if torch.get_num_threads() != setting.threads:
+            torch.set_num_threads(setting.threads)
+        self.translator.max_source_tokens = min(
+            setting.max_source_tokens, self.translator.model.space.max_positions - 1)
+        started = time.perf_counter()
+        outcome = self.translator.translate([request.text], subnet=setting.subnet,
+                                            beam=setting.beam)[0]
+        return outcome, (time.perf_counter() - started) * 1000.0
+
+    def _result(self, request, setting):
+        result = TranslationResult(header=request.header, id=request.id,
+                                   operating_point=setting.point,
+                                   budget_ms=setting.budget_ms or math.nan)
+        result.decoder_layers = setting.subnet.decoder_layers
+        return result
+
+    def _publish_finished(self, finished):
+        result = self._result(finished.job, finished.setting)
+        result.queue_ms = finished.queued_s * 1000.0
+        if finished.error:
+            result.status = TranslationResult.STATUS_ERROR
+            result.status_message = finished.error
+            result.latency_ms = finished.run_s * 1000.0
+            self.last_error = finished.error
+            self.get_logger().error(f'request {finished.job.id!r} failed: {finished.error}')
+        else:
+            outcome, latency_ms = finished.output
+            result.text = outcome.text
+            result.status = STATUS[outcome.status]
+            result.status_message = {
+                'ok': '', 'empty': 'the request held no text',
+                'truncated': f'source cut to {outcome.source_tokens} tokens'}[outcome.status]
+            result.average_beam_width = float(outcome.avg_width)
+            result.latency_ms = latency_ms
+            if outcome.status != 'empty':
+                self.window.add(latency_ms, finished.setting.budget_ms)
+        self.publisher.publish(result)
+        self.published += 1
+
+    def _publish_dropped(self, request):
+        result = self._result(request, self.worker.setting)
+        result.status = TranslationResult.STATUS_DROPPED
+        result.status_message = 'request queue full: dropped the oldest waiting request'
+        result.latency_ms = math.nan
+        self.publisher.publish(result)
+        self.published += 1
+
+    # -- diagnostics ----------------------------------------------------------------
+    def _diagnose(self, stat):
+        setting = self.worker.setting
+        p50, p95 = self.window.percentile(50), self.window.percentile(95)
+        misses = self.window.misses()
+        if self.last_error:
+            stat.summary(ERROR, f'last request failed: {self.last_error}')
+        elif misses:
+            stat.summary(WARN, f'{misses} of the last {len(self.window.samples)} results '
+                               f'over the {setting.budget_ms:g} ms budget')
+        else:
+            stat.summary(OK, f'{setting.point}: p95 {p95:.1f} ms' if self.window.samples
+                         else f'{setting.point}: waiting for requests')
+        self.last_error = ''
+        stat.add('operating_point', setting.point)
+        stat.add('decoder_layers', setting.subnet.decoder_layers)
+        stat.add('beam', setting.beam.describe())
+        stat.add('threads', setting.threads)
+        stat.add('budget_ms', setting.budget_ms)
+        stat.add('latency_p50_ms', p50)
+        stat.add('latency_p95_ms', p95)
+        stat.add('deadline_misses', misses)
+        stat.add('window', len(self.window.samples))
+        stat.add('queue_depth', self.worker.queue_depth)
+        stat.add('received', self.received)
+        stat.add('published', self.published)
+        stat.add('dropped', self.worker.dropped)
+        stat.add('errors', self.worker.errors)
+        return stat
+
+    def destroy_node(self):
+        worker = getattr(self, 'worker', None)
+        if worker is not None:
+            worker.stop()
+        return super().destroy_node()
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    try:
+        node = TranslationNode()
+    except (ValueError, KeyError) as error:
+        print(f'{NODE_NAME}: {error}', file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The dynamic beam-width policy (Jahier Pagliari et al., GLSVLSI 2019) and its calibration.
+
+At every decoding step the search looks at the best ``bw_max`` candidate
+scores of a sentence. When they are spread out (high standard deviation), the
+best continuation clearly dominates and a narrow beam is enough; when they are
+close together, the search keeps the full width. The width follows a
+piece-wise linear map of the spread::
+
+    width = bw_max                      spread <= sigma_min
+    width = bw_min                      spread >= sigma_max
+    linear in between, rounded to the nearest integer (halves round up)
+
+Two spread metrics are offered: ``std``, the paper's standard deviation of
+the candidate scores, and ``gap``, the margin between the best and the
+second-best candidate (a log-probability difference, i.e. the log of their
+probability ratio). The policy parameters themselves live in
+``dyn_dnn_ros.operating_points.BeamPolicy``, which validates them.
+
+Calibration follows the paper: decode validation data at the fixed width
+``bw_max``, collect the per-step metric, and take two percentiles of its
+distribution (the paper uses the 5th and the 50th) as ``sigma_min`` and
+``sigma_max``.
+"""
+
+from dataclasses import dataclass
+import math
+
+import numpy as np
+import torch
+
+from dyn_dnn_ros.operating_points import BeamPolicy
+
+METRICS = ('std', 'gap')
+PAPER_PERCENTILES = (5.0, 50.0)
+# Percentile pairs a calibration table offers besides the paper's.
+CANDIDATE_PERCENTILES = ((5.0, 50.0), (10.0, 50.0), (5.0, 75.0), (10.0, 75.0), (25.0, 75.0),
+                         (5.0, 90.0))
+
+
+def max_width(policy: BeamPolicy) -> int:
+    """The widest beam the policy can ask for: the tensor width the search allocates."""
+    return policy.width if policy.mode == 'fixed' else policy.bw_max
+
+
+def candidate_metric(top_scores: torch.Tensor, metric: str) -> torch.Tensor:
+    """Spread ``[B]`` of each row of ``top_scores`` ``[B, k]`` (sorted best first, k >= 2).
+
+    ``std`` is the population standard deviation of the k scores; ``gap`` is
+    ``top_scores[:, 0] - top_scores[:, 1]``. A row holding ``-inf`` (fewer
+    live candidates than k) gives a non-finite value; ``policy_widths`` maps
+    that to the full width.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"metric: must be one of {METRICS}, got {metric!r}")
+    if top_scores.dim() != 2 or top_scores.shape[1] < 2:
+        raise ValueError(f'top_scores: need shape [B, k>=2], got {tuple(top_scores.shape)}')
+    if metric == 'gap':
+        return top_scores[:, 0] - top_scores[:, 1]
+    return top_scores.std(dim=1, correction=0)
+
+
+def policy_widths(values: torch.Tensor, policy: BeamPolicy) -> torch.Tensor:
+    """Beam widths ``[B]`` (int64) for metric ``values`` ``[B]`` under a dynamic ``policy``."""
+    if policy.mode != 'dynamic':
+        raise ValueError(f"beam.mode: policy_widths needs a dynamic policy, got {policy.mode!r}")
+    # A non-finite spread means the candidates could not be measured (e.g. only
+    # EOS was allowed); keeping the full width is the safe choice.
+    values = torch.where(torch.isfinite(values), values, torch.zeros_like(values))
+    fraction = ((values - policy.sigma_min) / (policy.sigma_max - policy.sigma_min)).clamp(0, 1)
+    width = policy.bw_max - fraction * (policy.bw_max - policy.bw_min)
+    return torch.floor(width + 0.5).long()
+
+
+def width_for(value: float, policy: BeamPolicy) -> int:
+    """``policy_widths`` for one scalar: the policy's curve, for tables and tests."""
+    return int(policy_widths(torch.tensor([float(value)], dtype=torch.float64), policy)[0])
+
+
+# -- calibration ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One calibrated dynamic policy: which percentiles of which metric gave its thresholds."""
+
+    metric: str
+    low_percentile: float
+    high_percentile: float
+    policy: BeamPolicy
+
+    @property
+    def label(self):
+        return f'{self.metric} p{self.low_percentile:g}/p{self.high_percentile:g}'
+
+
+def percentile_thresholds(values, low: float, high: float) -> tuple[float, float]:
+    """``(sigma_min, sigma_max)``: the ``low`` and ``high`` percentiles of ``values``."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        raise ValueError('values: no finite metric values to calibrate from')
+    for name, pct in (('low', low), ('high', high)):
+        if not (isinstance(pct, (int, float)) and math.isfinite(pct) and 0 <= pct <= 100):
+            raise ValueError(f'{name} percentile: must lie in 0..100, got {pct!r}')
+    if low >= high:
+        raise ValueError(f'low percentile {low} must be below high percentile {high}')
+    sigma_min, sigma_max = np.percentile(values, [low, high])
+    return float(sigma_min), float(sigma_max)
+
+
+def calibrate(values_by_metric: dict, bw_min: int, bw_max: int,
+              percentiles=CANDIDATE_PERCENTILES) -> list[Candidate]:
+    """Dynamic policies from each metric's percentile pairs.
+
+    A pair whose two percentiles coincide (a metric that is mostly one value)
+    cannot define a ramp and is left out rather than nudged.
+    """
+    candidates = []
+    for metric, values in values_by_metric.items():
+        if metric not in METRICS:
+            raise ValueError(f'metric: must be one of {METRICS}, got {metric!r}')
+        for low, high in percentiles:
+            sigma_min, sigma_max = percentile_thresholds(values, low, high)
+            if not sigma_max > sigma_min:
+                continue
+            policy = BeamPolicy(mode='dynamic', bw_min=bw_min, bw_max=bw_max,
+                                sigma_min=max(sigma_min, 0.0), sigma_max=sigma_max,
+                                metric=metric)
+            candidates.append(Candidate(metric, low, high, policy))
+    return candidates

@@ -1,0 +1,289 @@
+"""Batched beam search with a fixed or a dynamic (per sentence, per step) beam width.
+
+Layout. Sentences are rows; every sentence owns ``K`` beam slots, ``K`` being
+the fixed width or the policy's ``bw_max``. Slot ``j`` of a sentence is active
+when its cumulative score is finite; inactive slots hold ``-inf``, so every
+candidate they spawn scores ``-inf`` and is never selected. Active beams are
+always packed into the leading slots, and the tensors are cut to the widest
+active sentence at each step: that cut is what turns a narrower beam into less
+decoder work (at batch 1 exactly; in a batch, down to the widest sentence).
+
+One step, for all sentences at once:
+
+1. ``decode_step`` gives next-token log-probabilities of every active beam;
+   a sentence at its length limit may only emit EOS.
+2. Candidates = beam score + token log-prob; one ``topk`` over
+   ``(sentence, beam x vocab)`` ranks them.
+3. The width for the next step: fixed, or the dynamic policy applied to the
+   spread of each sentence's best ``K`` candidates (``beam_policy``).
+4. EOS candidates ranked within the width become finished hypotheses, scored
+   ``log_prob / length ** alpha`` (length counts the EOS); the best ``width``
+   other candidates become the new beams (fairseq's rule).
+5. A sentence stops when it has collected ``ceil(patience * width)`` finished
+   hypotheses (patience 1 is the standard stop; Kasai et al. 2022), when no
+   beam is left, or early, when no running beam can still beat its best
+   finished hypothesis. The bound for that test: extending a beam only adds
+   log-probs <= 0, so its final log-prob ``s'`` is at most its current ``s``
+   (<= 0); dividing a non-positive number by a larger ``length ** alpha``
+   raises it, so ``s' / L ** alpha <= s / L_max ** alpha`` where ``L_max`` is
+   the longest length the limit allows. Comparing with the *best* finished
+   score (not the worst kept) is exact for the 1-best result returned here and
+   stops no later.
+
+Finished sentences leave the batch, and their caches with them.
+"""
+
+from dataclasses import dataclass, field
+import math
+
+import torch
+
+from dyn_dnn_ros.operating_points import BeamPolicy
+from dyn_dnn_ros.translation.beam_policy import candidate_metric, max_width, policy_widths
+
+
+def _finite_number(name, value, minimum, strict=False):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise ValueError(f'{name}: must be a finite number, got {value!r}')
+    if value < minimum or (strict and value == minimum):
+        relation = '>' if strict else '>='
+        raise ValueError(f'{name}: must be {relation} {minimum}, got {value!r}')
+
+
+@dataclass(frozen=True)
+class BeamSearchConfig:
+    """How to search: ``beam`` is a width (fixed) or a ``BeamPolicy``; the rest is shared."""
+
+    beam: BeamPolicy | int = 5
+    alpha: float = 1.0  # length penalty: score = log_prob / length ** alpha
+    max_len_a: float = 1.5  # at most a * source_length + b target tokens (EOS excluded)
+    max_len_b: float = 10
+    patience: float = 1.0  # stop after ceil(patience * width) finished hypotheses
+    record_steps: bool = False  # keep per-step widths and spread metrics (calibration)
+
+    def __post_init__(self):
+        if isinstance(self.beam, int) and not isinstance(self.beam, bool):
+            object.__setattr__(self, 'beam', BeamPolicy(mode='fixed', width=self.beam))
+        if not isinstance(self.beam, BeamPolicy):
+            raise ValueError(f'beam: expected a width or a BeamPolicy, got {self.beam!r}')
+        _finite_number('alpha', self.alpha, 0)
+        _finite_number('max_len_a', self.max_len_a, 0)
+        _finite_number('max_len_b', self.max_len_b, 0)
+        _finite_number('patience', self.patience, 0, strict=True)
+
+    @property
+    def width(self) -> int:
+        """Beam slots per sentence: the fixed width or the policy's ``bw_max``."""
+        return max_width(self.beam)
+
+
+@dataclass
+class Hypothesis:
+    """The best translation of one sentence and how the search got there."""
+
+    tokens: list[int]  # target ids, no BOS/EOS
+    score: float  # log_prob / length ** alpha
+    log_prob: float  # summed token log-probs, EOS included
+    steps: int  # decoder steps the sentence took
+    width_sum: int  # active beams decoded, summed over the steps after the first
+    width_steps: int  # steps counted in width_sum
+    widths: list[int] | None = None  # per step after the first (record_steps)
+    metrics: dict = field(default_factory=dict)  # 'std'/'gap' per step (record_steps)
+
+    @property
+    def length(self) -> int:
+        return len(self.tokens) + 1  # EOS
+
+    @property
+    def avg_width(self) -> float:
+        # A sentence that ended at its first step only ever decoded the BOS beam.
+        return self.width_sum / self.width_steps if self.width_steps else 1.0
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(-self.log_prob / self.length)
+
+
+def pooled_width(items) -> float:
+    """Average width over all steps of all sentences (items with ``width_sum/width_steps``)."""
+    steps = sum(item.width_steps for item in items)
+    return sum(item.width_sum for item in items) / steps if steps else 1.0
+
+
+def _advance(state, rows, parent):
+    """Keep sentences ``rows`` and make new beam ``j`` of row ``r`` continue ``parent[r, j]``.
+
+    ``DecoderState.select`` and ``reorder`` keep the beam count fixed; here the
+    count changes with the width, so the caches are re-indexed directly, in a
+    single ``index_select`` per tensor.
+    """
+    if rows.numel() != state.sentences:
+        state.cross = [tuple(t.index_select(0, rows) for t in c) for c in state.cross]
+    cache_rows = (rows[:, None] * state.beams + parent).reshape(-1)
+    state.cache = [(k.index_select(0, cache_rows), v.index_select(0, cache_rows))
+                   for k, v in state.cache]
+    state.beams = parent.shape[1]
+
+
+def select_candidates(top_scores, top_tokens, width, eos_id):
+    """Split ranked candidates ``[R, k]`` into those that finish and those that continue.
+
+    EOS candidates ranked within ``width`` (``[R]``) finish; the best ``width``
+    non-EOS candidates continue. Candidates scoring ``-inf`` (spawned by
+    inactive slots or banned tokens) do neither.
+    """
+    live = torch.isfinite(top_scores)
+    is_eos = top_tokens.eq(eos_id)
+    rank = torch.arange(top_scores.shape[1], device=top_scores.device)
+    finish = live & is_eos & (rank[None, :] < width[:, None])
+    going = live & ~is_eos
+    keep = going & (going.cumsum(dim=1) <= width[:, None])
+    return finish, keep
+
+
+@torch.no_grad()
+def beam_search(model, src_tokens, config: BeamSearchConfig = BeamSearchConfig()):
+    """Translate ``[B, S]`` source ids (with EOS, right-padded) with the active sub-network.
+
+    Returns one ``Hypothesis`` per sentence, in input order.
+    """
+    if src_tokens.dim() != 2 or src_tokens.shape[0] == 0:
+        raise ValueError(f'src_tokens: expected a non-empty [B, S] tensor, '
+                         f'got shape {tuple(src_tokens.shape)}')
+    was_training = model.training
+    model.eval()
+    try:
+        return _search(model, src_tokens, config)
+    finally:
+        model.train(was_training)
+
+
+def _search(model, src, config):
+    policy, slots, alpha = config.beam, config.width, config.alpha
+    dynamic = policy.mode == 'dynamic'
+    device, vocab, eos = src.device, model.vocab_size, model.eos_id
+    n = src.shape[0]
+
+    # Per sentence (indexed by sentence number). Targets stay inside the positions
+    # the model was trained on.
+    limit = (src.ne(model.pad_id).sum(dim=1).float() * config.max_len_a
+             + config.max_len_b).long().clamp(max=model.space.max_positions - 1)
+    longest_norm = (limit + 1).double() ** alpha
+    best_score = torch.full((n,), -math.inf, dtype=torch.float64, device=device)
+    best_log_prob = torch.full_like(best_score, -math.inf)
+    best_tokens = torch.full((n, int(limit.max()) + 1), model.pad_id, dtype=torch.long,
+                             device=device)
+    best_length = torch.zeros(n, dtype=torch.long, device=device)
+    collected = torch.zeros(n, dtype=torch.long, device=device)
+    steps = torch.zeros(n, dtype=torch.long, device=device)
+    width_sum = torch.zeros(n, dtype=torch.long, device=device)
+    width_steps = torch.zeros(n, dtype=torch.long, device=device)
+    trace = []  # (sentence numbers, active beams, std, gap, forced) per step if recording
+
+    # Per running sentence (row). Every sentence starts with the single BOS beam.
+    sentence = torch.arange(n, device=device)
+    history = torch.full((n, 1, 1), model.bos_id, dtype=torch.long, device=device)
+    scores = torch.zeros(n, 1, device=device)
+    state = model.start_decoding(model.encode(src), beams_per_sentence=1)
+    not_eos = torch.ones(vocab, dtype=torch.bool, device=device)
+    not_eos[eos] = False
+    never = [model.pad_id, model.bos_id]  # neither can appear inside a translation
+
+    for t in range(int(limit.max()) + 1):
+        rows, beams = scores.shape
+        active = torch.isfinite(scores).sum(dim=1)
+        log_probs = model.decode_step(history[:, :, -1], state)
+        log_probs[:, :, never] = -math.inf
+        forced = limit[sentence] == t
+        if bool(forced.any()):
+            log_probs = log_probs.masked_fill(forced[:, None, None] & not_eos, -math.inf)
+        candidates = (scores[:, :, None] + log_probs).view(rows, beams * vocab)
+        # Up to one EOS per beam sits among the best, so slots + beams candidates
+        # always hold `slots` continuations.
+        top_scores, top_index = candidates.topk(min(slots + beams, beams * vocab), dim=1)
+        top_scores = top_scores.double()  # small from here on; exact bookkeeping is cheap
+        parent, token = top_index // vocab, top_index % vocab
+
+        # Cumulative scores, not step log-probs: the search ranks candidates by
+        # cumulative score, so their spread says whether the runners-up still
+        # have a chance; step log-probs of different parents are not comparable.
+        # (A spread needs two scores, hence at least two even when slots == 1.)
+        ranked = top_scores[:, :max(slots, 2)]
+        if dynamic:
+            width = policy_widths(candidate_metric(ranked, policy.metric), policy)
+        else:
+            width = torch.full((rows,), slots, dtype=torch.long, device=device)
+        if config.record_steps:
+            trace.append((sentence, active, candidate_metric(ranked, 'std'),
+                          candidate_metric(ranked, 'gap'), forced))
+        if t > 0:
+            width_sum[sentence] += active
+            width_steps[sentence] += 1
+        steps[sentence] = t + 1
+
+        finish, keep = select_candidates(top_scores, token, width, eos)
+        collected[sentence] += finish.sum(dim=1)
+        finished_score = torch.where(finish, top_scores / float(t + 1) ** alpha, -math.inf)
+        step_best, step_rank = finished_score.max(dim=1)
+        better = step_best > best_score[sentence]
+        if bool(better.any()):
+            row = better.nonzero().squeeze(1)
+            winner = sentence[row]
+            best_score[winner] = step_best[row]
+            best_log_prob[winner] = top_scores[row, step_rank[row]]
+            best_tokens[winner, :t] = history[row, parent[row, step_rank[row]], 1:]
+            best_length[winner] = t
+
+        kept = keep.sum(dim=1)
+        best_running = torch.where(keep, top_scores, -math.inf).max(dim=1).values
+        hopeless = best_running / longest_norm[sentence] <= best_score[sentence]
+        enough = collected[sentence] >= torch.ceil(config.patience * width.double()).long()
+        going = ~(enough | hopeless | kept.eq(0))
+        if not bool(going.any()):
+            break
+
+        # Kept candidates first, in rank order; later slots are inactive.
+        order = torch.where(keep, torch.arange(keep.shape[1], device=device), keep.shape[1])
+        order = order.sort(dim=1).indices
+        live_rows = going.nonzero().squeeze(1)
+        new_width = int(kept[live_rows].max())
+        chosen = order[live_rows, :new_width]
+        parent_beam = parent[live_rows].gather(1, chosen)
+        scores = torch.where(keep[live_rows].gather(1, chosen),
+                             top_scores[live_rows].gather(1, chosen), -math.inf).float()
+        past = history[live_rows].gather(
+            1, parent_beam[:, :, None].expand(-1, -1, history.shape[2]))
+        history = torch.cat([past, token[live_rows].gather(1, chosen)[:, :, None]], dim=2)
+        _advance(state, live_rows, parent_beam)
+        sentence = sentence[live_rows]
+
+    return _results(best_tokens, best_length, best_score, best_log_prob, steps, width_sum,
+                    width_steps, trace if config.record_steps else None)
+
+
+def _results(best_tokens, best_length, best_score, best_log_prob, steps, width_sum,
+             width_steps, trace):
+    if not bool(torch.isfinite(best_score).all()):
+        missing = (~torch.isfinite(best_score)).nonzero().squeeze(1).tolist()
+        raise RuntimeError(f'beam search ended sentences {missing} without a hypothesis')
+    tokens, lengths = best_tokens.tolist(), best_length.tolist()
+    results = [
+        Hypothesis(tokens=row[:length], score=score, log_prob=log_prob, steps=step,
+                   width_sum=wsum, width_steps=wsteps)
+        for row, length, score, log_prob, step, wsum, wsteps in zip(
+            tokens, lengths, best_score.tolist(), best_log_prob.tolist(), steps.tolist(),
+            width_sum.tolist(), width_steps.tolist(), strict=True)]
+    if trace is not None:
+        for result in results:
+            result.widths, result.metrics = [], {'std': [], 'gap': []}
+        for t, (sentence, active, std, gap, forced) in enumerate(trace):
+            numbers, active, forced = sentence.tolist(), active.tolist(), forced.tolist()
+            std, gap = std.tolist(), gap.tolist()
+            for i, number in enumerate(numbers):
+                result = results[number]
+                if t > 0:
+                    result.widths.append(active[i])
+                if not forced[i]:  # only EOS was allowed: the spread means nothing
+                    result.metrics['std'].append(std[i])
+                    result.metrics['gap'].append(gap[i])
+    return results

@@ -1,0 +1,111 @@
+"""Elastic layers: one super-sized weight, of which a sub-network uses the leading part.
+
+Each layer keeps its own active sizes, set by the model's ``set_subnet``; nothing
+global is read. A sub-network always takes the *first* rows/columns, so slicing
+returns views of the super weight: switching sub-networks copies nothing.
+"""
+
+import math
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+def set_active(module, **sizes):
+    """Record active sizes (plain ints) on ``module``.
+
+    Writes the instance dict directly: ``nn.Module.__setattr__`` costs about 2 us
+    per call, which would make ``set_subnet`` (~200 writes) take half a millisecond.
+    """
+    module.__dict__.update(sizes)
+
+
+def _check(name, value, limit):
+    if not 0 < value <= limit:
+        raise ValueError(f'{name}={value} outside 1..{limit} of this layer')
+    return value
+
+
+class LinearSuper(nn.Module):
+    def __init__(self, super_in, super_out, bias=True):
+        super().__init__()
+        self.super_in, self.super_out = super_in, super_out
+        self.weight = nn.Parameter(torch.empty(super_out, super_in))
+        self.bias = nn.Parameter(torch.zeros(super_out)) if bias else None
+        nn.init.xavier_uniform_(self.weight)
+        self.in_dim, self.out_dim = super_in, super_out
+
+    def set_sample(self, in_dim, out_dim):
+        set_active(self, in_dim=_check('in_dim', in_dim, self.super_in),
+                   out_dim=_check('out_dim', out_dim, self.super_out))
+
+    def forward(self, x):
+        if self.in_dim == self.super_in and self.out_dim == self.super_out:
+            # Unsliced: a slice's backward would allocate and fill a zero gradient first.
+            return F.linear(x, self.weight, self.bias)
+        bias = None if self.bias is None else self.bias[:self.out_dim]
+        return F.linear(x, self.weight[:self.out_dim, :self.in_dim], bias)
+
+    def extra_repr(self):
+        return f'{self.in_dim}/{self.super_in} -> {self.out_dim}/{self.super_out}'
+
+
+class EmbeddingSuper(nn.Module):
+    """Token embedding shared by encoder, decoder and output projection.
+
+    The encoder and decoder may use different widths of the one table, so the
+    width is an argument of ``forward`` rather than stored state.
+    """
+
+    def __init__(self, num_embeddings, super_dim, padding_idx):
+        super().__init__()
+        self.super_dim, self.padding_idx = super_dim, padding_idx
+        self.weight = nn.Parameter(torch.empty(num_embeddings, super_dim))
+        nn.init.normal_(self.weight, mean=0.0, std=super_dim ** -0.5)
+        with torch.no_grad():
+            self.weight[padding_idx].zero_()
+
+    def forward(self, tokens, dim):
+        return F.embedding(tokens, self._columns(dim), self.padding_idx)
+
+    def logits(self, x):
+        """Project hidden states ``[..., d]`` onto the vocabulary (tied weights)."""
+        return F.linear(x, self._columns(x.shape[-1]))
+
+    def _columns(self, dim):
+        _check('embed dim', dim, self.super_dim)
+        return self.weight if dim == self.super_dim else self.weight[:, :dim]
+
+
+class LayerNormSuper(nn.Module):
+    def __init__(self, super_dim):
+        super().__init__()
+        self.super_dim = super_dim
+        self.weight = nn.Parameter(torch.ones(super_dim))
+        self.bias = nn.Parameter(torch.zeros(super_dim))
+        self.dim = super_dim
+
+    def set_sample(self, dim):
+        set_active(self, dim=_check('dim', dim, self.super_dim))
+
+    def forward(self, x):
+        if self.dim == self.super_dim:
+            return F.layer_norm(x, (self.dim,), self.weight, self.bias)
+        return F.layer_norm(x, (self.dim,), self.weight[:self.dim], self.bias[:self.dim])
+
+    def extra_repr(self):
+        return f'{self.dim}/{self.super_dim}'
+
+
+def sinusoidal_positions(positions, dim):
+    """Fixed sinusoidal position embeddings ``[len(positions), dim]`` (fairseq's layout).
+
+    Computed on the fly rather than tabulated: the width changes with the
+    sub-network and the cost is tiny next to a single attention layer.
+    """
+    half = dim // 2
+    inv_freq = torch.exp(torch.arange(half, device=positions.device, dtype=torch.float32)
+                         * -(math.log(10000.0) / (half - 1)))
+    angles = positions.float()[:, None] * inv_freq[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)

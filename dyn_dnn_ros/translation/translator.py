@@ -1,0 +1,271 @@
+"""The translation facade: text in, text out, with any sub-network and beam policy.
+
+``Translator`` is what the command line, the benchmarks and the ROS node use.
+It owns one SuperTransformer and its tokenizer; each call names the
+sub-network and the beam policy, so switching between operating points costs
+nothing but the call. Sentences are grouped by length into batches (less
+padding, shorter tails) and handed back in input order.
+"""
+
+from dataclasses import dataclass, field
+import math
+from pathlib import Path
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+import yaml
+
+from dyn_dnn_ros.operating_points import BeamPolicy
+from dyn_dnn_ros.translation.batching import encode_sources
+from dyn_dnn_ros.translation.beam_search import BeamSearchConfig, beam_search, pooled_width
+from dyn_dnn_ros.translation.design_space import SubnetConfig
+
+MODEL_FILE = 'supertransformer.safetensors'
+SPM_FILE = 'spm.model'
+STATUSES = ('ok', 'truncated', 'empty')
+SPLITS = ('train', 'valid', 'test')
+
+
+def default_model_path() -> Path:
+    from dyn_dnn_ros.share import model_path
+    return model_path('translation', MODEL_FILE)
+
+
+def default_spm_path() -> Path:
+    from dyn_dnn_ros.share import model_path
+    return model_path('translation', SPM_FILE)
+
+
+@dataclass
+class TranslationOutcome:
+    """One translated sentence and what it cost."""
+
+    text: str
+    status: str  # 'ok', 'truncated' (source cut to max_source_tokens) or 'empty'
+    avg_width: float  # mean active beams per decoding step; 0 for empty input
+    decoder_layers: int
+    source_tokens: int  # tokens actually translated (after truncation), EOS excluded
+    latency_s: float  # wall time of the batch that carried this sentence
+    tokens: list[int] = field(default_factory=list)  # target ids, no BOS/EOS
+    log_prob: float = 0.0  # model log-probability of tokens + EOS
+    steps: int = 0
+    width_sum: int = 0
+    width_steps: int = 0
+
+
+@dataclass
+class Evaluation:
+    bleu: float  # sacrebleu corpus BLEU, detokenized, case-sensitive
+    avg_width: float  # pooled over all decoding steps of all sentences
+    perplexity: float  # exp(-mean log-prob per target token, EOS included) of the outputs
+    seconds: float  # translation wall time (tokenization and detokenization included)
+    sentences: int
+    hypotheses: list[str]
+
+
+def read_split(corpus_dir, split, limit=None):
+    """Source (English) and reference (German) lines of one corpus split."""
+    if split not in SPLITS:
+        raise ValueError(f'split: must be one of {SPLITS}, got {split!r}')
+    if limit is not None and limit < 1:
+        raise ValueError(f'limit: must be >= 1, got {limit}')
+    texts = []
+    for lang in ('en', 'de'):
+        path = Path(corpus_dir) / f'{split}.{lang}'
+        try:
+            texts.append(path.read_text(encoding='utf-8').splitlines())
+        except OSError as err:
+            raise ValueError(f'{path}: cannot read corpus split ({err.strerror})') from None
+    sources, references = texts
+    if len(sources) != len(references):
+        raise ValueError(f'{Path(corpus_dir) / split}.en has {len(sources)} lines but .de has '
+                         f'{len(references)}')
+    return sources[:limit], references[:limit]
+
+
+def subnet_from_spec(spec, space) -> SubnetConfig:
+    """The sub-network a spec names, validated against ``space``.
+
+    A spec is ``'largest'``, ``'smallest'``, a YAML file (a sub-network, or a
+    mapping with one under ``subnet:``), a dict or a ``SubnetConfig``.
+    """
+    if isinstance(spec, SubnetConfig):
+        return space.validate(spec)
+    if spec == 'largest':
+        return space.largest()
+    if spec == 'smallest':
+        return space.smallest()
+    where = 'subnet'
+    if isinstance(spec, (str, Path)):
+        path = Path(spec)
+        try:
+            spec = yaml.safe_load(path.read_text(encoding='utf-8'))
+        except OSError as err:
+            raise ValueError(f"subnet: {path} is not 'largest', 'smallest' or a readable "
+                             f'YAML file ({err.strerror})') from None
+        except yaml.YAMLError as err:
+            raise ValueError(f'subnet: {path}: malformed YAML ({err})') from None
+        where = str(path)
+    if isinstance(spec, dict) and isinstance(spec.get('subnet'), dict):
+        spec = spec['subnet']
+    try:
+        return space.validate(SubnetConfig.from_dict(spec))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f'{where}: {err}') from None
+
+
+class Translator:
+    """Translate English text to German with a chosen sub-network and beam policy."""
+
+    def __init__(self, model, tokenizer, device='cpu', max_source_tokens=None, batch_size=8,
+                 alpha=1.0, max_len_a=1.5, max_len_b=10):
+        for name in ('vocab_size', 'pad_id', 'bos_id', 'eos_id'):
+            if getattr(model, name) != getattr(tokenizer, name):
+                raise ValueError(f'tokenizer {name}={getattr(tokenizer, name)} does not match '
+                                 f'the model ({getattr(model, name)})')
+        longest = model.space.max_positions - 1  # one position is the EOS
+        max_source_tokens = longest if max_source_tokens is None else max_source_tokens
+        if not isinstance(max_source_tokens, int) or not 1 <= max_source_tokens <= longest:
+            raise ValueError(f'max_source_tokens: must be an integer in 1..{longest} (the '
+                             f'positions the model was trained on), got {max_source_tokens!r}')
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f'batch_size: must be an integer >= 1, got {batch_size!r}')
+        # Validates alpha and the length limits once, with their names.
+        self.search_defaults = BeamSearchConfig(alpha=alpha, max_len_a=max_len_a,
+                                                max_len_b=max_len_b)
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.max_source_tokens = max_source_tokens
+        self.batch_size = batch_size
+
+    @classmethod
+    def load(cls, model_path=None, spm_path=None, device='cpu', **options):
+        """The shipped model and tokenizer (``models/translation/``) unless paths are given."""
+        from dyn_dnn_ros.translation.checkpoint import load_model
+        from dyn_dnn_ros.translation.tokenizer import Tokenizer
+        model_path = Path(model_path) if model_path is not None else default_model_path()
+        spm_path = Path(spm_path) if spm_path is not None else default_spm_path()
+        tokenizer = Tokenizer(spm_path)
+        model = load_model(model_path, device=device)
+        return cls(model, tokenizer, device=device, **options)
+
+    @property
+    def space(self):
+        return self.model.space
+
+    def subnet(self, spec) -> SubnetConfig:
+        return subnet_from_spec(spec, self.space)
+
+    def search_config(self, beam=None, patience=1.0, record_steps=False) -> BeamSearchConfig:
+        d = self.search_defaults
+        return BeamSearchConfig(beam=BeamPolicy() if beam is None else beam, alpha=d.alpha,
+                                max_len_a=d.max_len_a, max_len_b=d.max_len_b,
+                                patience=patience, record_steps=record_steps)
+
+    def encode(self, texts):
+        """Source ids and status per text: cut after ``max_source_tokens`` tokens if longer."""
+        encoded = []
+        for text in texts:
+            if not isinstance(text, str):
+                raise ValueError(f'texts: expected strings, got {type(text).__name__}')
+            ids = self.tokenizer.encode(text)
+            if not ids:
+                encoded.append(([], 'empty'))
+            elif len(ids) > self.max_source_tokens:
+                encoded.append((ids[:self.max_source_tokens], 'truncated'))
+            else:
+                encoded.append((ids, 'ok'))
+        return encoded
+
+    def translate(self, texts, subnet=None, beam: BeamPolicy | None = None, patience=1.0,
+                  progress=False) -> list[TranslationOutcome]:
+        """Translate ``texts`` (one sentence each) and return one outcome per text, in order.
+
+        ``subnet``: a ``SubnetConfig`` or spec (see ``subnet_from_spec``); None
+        keeps the active one. ``beam``: a ``BeamPolicy``; None is fixed width 5.
+        Empty or blank text gives an empty translation with status 'empty'.
+        Text longer than ``max_source_tokens`` tokens is cut at a token boundary
+        after that many tokens, translated, and marked 'truncated'. Characters
+        the tokenizer does not know become its unknown token.
+        """
+        if isinstance(texts, str):
+            raise ValueError('texts: expected a list of strings, got one string')
+        config = self.search_config(beam, patience)
+        if subnet is not None:
+            self.model.set_subnet(self.subnet(subnet))
+        layers = self.model.subnet.decoder_layers
+        encoded = self.encode(texts)
+        outcomes = [None] * len(encoded)
+        for i, (_, status) in enumerate(encoded):
+            if status == 'empty':
+                outcomes[i] = TranslationOutcome('', 'empty', 0.0, layers, 0, 0.0)
+        todo = [i for i, (ids, _) in enumerate(encoded) if ids]
+        for chunk, results, seconds in self._run(
+                [encoded[i][0] for i in todo], config, progress):
+            for j, result in zip(chunk, results, strict=True):
+                ids, status = encoded[todo[j]]
+                outcomes[todo[j]] = TranslationOutcome(
+                    text=self.tokenizer.decode(result.tokens), status=status,
+                    avg_width=result.avg_width, decoder_layers=layers, source_tokens=len(ids),
+                    latency_s=seconds, tokens=result.tokens, log_prob=result.log_prob,
+                    steps=result.steps, width_sum=result.width_sum,
+                    width_steps=result.width_steps)
+        return outcomes
+
+    def search(self, sources, subnet=None, config: BeamSearchConfig | None = None,
+               progress=False):
+        """Beam-search pre-tokenized sources (ids without EOS); ``Hypothesis`` list, in order."""
+        if subnet is not None:
+            self.model.set_subnet(self.subnet(subnet))
+        config = self.search_config() if config is None else config
+        hypotheses = [None] * len(sources)
+        for chunk, results, _ in self._run(sources, config, progress):
+            for j, result in zip(chunk, results, strict=True):
+                hypotheses[j] = result
+        return hypotheses
+
+    def _run(self, sources, config, progress):
+        """Yield ``(indices, hypotheses, seconds)`` per length-sorted batch of ``sources``."""
+        order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+        starts = range(0, len(order), self.batch_size)
+        for start in tqdm(starts, desc='translating', unit='batch', disable=not progress,
+                          leave=False):
+            chunk = order[start:start + self.batch_size]
+            began = time.perf_counter()
+            src = encode_sources([sources[i] for i in chunk], self.model.pad_id,
+                                 self.model.eos_id).to(self.device)
+            results = beam_search(self.model, src, config)
+            yield chunk, results, time.perf_counter() - began
+
+    def evaluate(self, sources, references, subnet=None, beam=None, patience=1.0,
+                 progress=False) -> Evaluation:
+        """Corpus BLEU (sacrebleu defaults: 13a tokenization, case-sensitive) and costs."""
+        import sacrebleu
+        if len(sources) != len(references) or not sources:
+            raise ValueError(f'sources/references: need equally many and at least one, got '
+                             f'{len(sources)} and {len(references)}')
+        began = time.perf_counter()
+        outcomes = self.translate(sources, subnet, beam, patience, progress)
+        seconds = time.perf_counter() - began
+        hypotheses = [o.text for o in outcomes]
+        done = [o for o in outcomes if o.status != 'empty']
+        tokens = sum(len(o.tokens) + 1 for o in done)
+        perplexity = math.exp(-sum(o.log_prob for o in done) / tokens) if tokens else math.nan
+        bleu = sacrebleu.corpus_bleu(hypotheses, [list(references)]).score
+        return Evaluation(bleu=bleu, avg_width=pooled_width(done), perplexity=perplexity,
+                          seconds=seconds, sentences=len(sources), hypotheses=hypotheses)
+
+    def step_metrics(self, texts, subnet=None, width=5, progress=False) -> dict:
+        """Per-step candidate spreads (``'std'``, ``'gap'``) of fixed-width decoding of ``texts``.
+
+        The raw material of calibration: the dynamic policy's thresholds are
+        percentiles of these distributions.
+        """
+        sources = [ids for ids, _ in self.encode(texts) if ids]
+        config = self.search_config(BeamPolicy(mode='fixed', width=width), record_steps=True)
+        hypotheses = self.search(sources, subnet, config, progress)
+        return {metric: np.array([v for h in hypotheses for v in h.metrics[metric]])
+                for metric in ('std', 'gap')}

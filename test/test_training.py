@@ -1,0 +1,262 @@
+"""Training: losses, batching, sandwich rule, learning, resume, greedy decoding, a full fit."""
+
+import json
+import math
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dyn_dnn_ros.translation.batching import TokenBatcher, collate
+from dyn_dnn_ros.translation.checkpoint import load_model
+from dyn_dnn_ros.translation.design_space import DesignSpace
+from dyn_dnn_ros.translation.greedy import greedy_decode
+from dyn_dnn_ros.translation.supernet import SuperTransformer
+from dyn_dnn_ros.translation.training import (
+    TrainConfig,
+    Trainer,
+    distillation_loss,
+    inverse_sqrt_schedule,
+    label_smoothed_nll_loss,
+)
+
+VOCAB, PAD, BOS, EOS = 24, 0, 2, 3
+
+torch.set_num_threads(1)  # tiny models: one thread avoids contention on a shared CPU
+
+SPACE = DesignSpace(encoder_embed_dim=(32, 48), decoder_embed_dim=(32, 48), ffn_dim=(32, 64),
+                    heads=(1, 2), encoder_layers=(2,), decoder_layers=(1, 2), ende=(1, 2),
+                    head_dim=16, max_positions=32)
+
+
+def reversal_pairs(count, seed):
+    """A real (if small) translation task: the target is the reversed source."""
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(count):
+        src = [rng.randrange(4, VOCAB) for _ in range(rng.randint(2, 8))]
+        pairs.append((src, src[::-1]))
+    return pairs
+
+
+def make_trainer(tmp_path, mode='sandwich', **overrides):
+    torch.manual_seed(0)
+    model = SuperTransformer(SPACE, VOCAB, PAD, BOS, EOS, dropout=0.1)
+    options = dict(run_dir=tmp_path / 'run', mode=mode, lr=3e-3, warmup=10, max_tokens=64,
+                   epochs=1, log_every=1, valid_sentences=8, seed=3)
+    options.update(overrides)
+    valid = reversal_pairs(16, seed=99)
+    return Trainer(TrainConfig(**options), model, reversal_pairs(200, seed=1), valid,
+                   valid_references=[' '.join(map(str, t)) for _, t in valid],
+                   detokenize=lambda ids: ' '.join(map(str, ids)))
+
+
+# -- losses and schedule ------------------------------------------------------------
+
+
+def test_label_smoothing_matches_torch_and_is_sane():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, VOCAB, generator=g)
+    target = torch.randint(4, VOCAB, (2, 5), generator=g)
+    target[1, 3:] = PAD
+    lprobs = F.log_softmax(logits, dim=-1)
+    loss, nll = label_smoothed_nll_loss(lprobs, target, 0.1, PAD)
+    expected = F.cross_entropy(logits.view(-1, VOCAB), target.view(-1), ignore_index=PAD,
+                               label_smoothing=0.1, reduction='sum')
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert nll.item() == pytest.approx(F.cross_entropy(
+        logits.view(-1, VOCAB), target.view(-1), ignore_index=PAD, reduction='sum').item(),
+        rel=1e-5)
+    # uniform prediction: every token costs log V, smoothed or not
+    uniform = torch.full((1, 3, VOCAB), -math.log(VOCAB))
+    loss, nll = label_smoothed_nll_loss(uniform, torch.tensor([[5, 6, PAD]]), 0.1, PAD)
+    assert loss.item() == pytest.approx(2 * math.log(VOCAB))
+    assert nll.item() == pytest.approx(2 * math.log(VOCAB))
+    # a confident correct prediction has ~0 NLL but pays for smoothing
+    confident = F.log_softmax(torch.nn.functional.one_hot(torch.tensor([[5]]), VOCAB) * 30.0, -1)
+    loss, nll = label_smoothed_nll_loss(confident.float(), torch.tensor([[5]]), 0.1, PAD)
+    assert nll.item() < 1e-6 and 0.1 * 25 < loss.item() < 0.1 * 31
+
+
+def test_distillation_loss_is_zero_for_identical_predictions():
+    lprobs = F.log_softmax(torch.randn(2, 4, VOCAB), dim=-1)
+    target = torch.tensor([[5, 6, 7, PAD], [5, PAD, PAD, PAD]])
+    assert distillation_loss(lprobs, lprobs, target, PAD).item() == pytest.approx(0, abs=1e-5)
+    other = F.log_softmax(torch.randn(2, 4, VOCAB), dim=-1)
+    assert distillation_loss(lprobs, other, target, PAD).item() > 0
+
+
+def test_inverse_sqrt_schedule():
+    f = inverse_sqrt_schedule(100)
+    assert f(1) == pytest.approx(0.01) and f(50) == pytest.approx(0.5)
+    assert f(100) == pytest.approx(1.0) and f(400) == pytest.approx(0.5)
+
+
+# -- batching -----------------------------------------------------------------------
+
+
+def test_collate_adds_bos_eos_and_pads():
+    batch = collate([([5, 6, 7], [8]), ([9], [10, 11])], PAD, BOS, EOS)
+    assert batch.src.tolist() == [[5, 6, 7, EOS], [9, EOS, PAD, PAD]]
+    assert batch.tgt_input.tolist() == [[BOS, 8, PAD], [BOS, 10, 11]]
+    assert batch.tgt_output.tolist() == [[8, EOS, PAD], [10, 11, EOS]]
+    assert batch.src_tokens == 6 and batch.tgt_tokens == 5
+
+
+def test_token_batches_cover_everything_within_budget():
+    pairs = reversal_pairs(300, seed=4)
+    batcher = TokenBatcher(pairs, 40, PAD, BOS, EOS, seed=5)
+    batches = batcher.epoch_batches(0)
+    assert sorted(i for b in batches for i in b) == list(range(300))
+    for b in batches:
+        batch = batcher.collate(b)
+        assert batch.src.numel() <= 40 and batch.tgt_output.numel() <= 40
+    assert batcher.epoch_batches(0) == batches  # replayable on resume
+    assert batcher.epoch_batches(1) != batches  # reshuffled per epoch
+    shards = [batcher.epoch_batches(0, rank, 3) for rank in range(3)]
+    assert len({len(s) for s in shards}) == 1
+    flat = [i for s in shards for b in s for i in b]
+    assert len(flat) == len(set(flat))
+    with pytest.raises(ValueError, match='pair 0 has 9 tokens'):
+        TokenBatcher([([4] * 8, [5])], 8, PAD, BOS, EOS)
+
+
+# -- training -----------------------------------------------------------------------
+
+
+def test_sandwich_step_visits_largest_smallest_and_random(tmp_path):
+    trainer = make_trainer(tmp_path, random_subnets=2)
+    batch = trainer.batcher.collate(trainer.batcher.epoch_batches(0)[0])
+    stats = trainer.train_step([batch])
+    assert stats['subnets'][0] == SPACE.largest().key()
+    assert stats['subnets'][1] == SPACE.smallest().key()
+    assert len(stats['subnets']) == 4 and len(stats['loss']) == 4
+    assert all(0 < x < 2 * math.log(VOCAB) for x in stats['loss'])
+    assert trainer.step == 1
+    # gradients reached the deepest layer (only the largest uses it) and the embedding
+    assert trainer.model.decoder_layers[1].ffn.fc1.weight.grad.abs().sum() > 0
+
+
+def test_random_mode_samples_one_subnet_per_step(tmp_path):
+    trainer = make_trainer(tmp_path, mode='random')
+    batch = trainer.batcher.collate(trainer.batcher.epoch_batches(0)[0])
+    keys = {trainer.train_step([batch])['subnets'][0] for _ in range(6)}
+    assert len(keys) > 1
+
+
+def fixed_batch_loss(trainer, batch, subnet):
+    model = trainer.model
+    model.eval()
+    model.set_subnet(subnet)
+    with torch.no_grad():
+        lprobs = F.log_softmax(model(batch.src, batch.tgt_input), dim=-1)
+        return (label_smoothed_nll_loss(lprobs, batch.tgt_output, 0.0, PAD)[1]
+                / batch.tgt_tokens).item()
+
+
+def test_training_steps_reduce_the_loss(tmp_path):
+    trainer = make_trainer(tmp_path, random_subnets=1, accum=2)
+    batch = collate(reversal_pairs(12, seed=7), PAD, BOS, EOS)
+    before = {name: fixed_batch_loss(trainer, batch, cfg)
+              for name, cfg in (('largest', SPACE.largest()), ('smallest', SPACE.smallest()))}
+    for _ in range(40):
+        trainer.train_step([batch, batch])
+    after = {name: fixed_batch_loss(trainer, batch, cfg)
+             for name, cfg in (('largest', SPACE.largest()), ('smallest', SPACE.smallest()))}
+    for name in before:
+        assert after[name] < 0.6 * before[name], (name, before[name], after[name])
+
+
+def test_resume_restores_step_optimizer_and_randomness(tmp_path):
+    first = make_trainer(tmp_path)
+    batches = [first.batcher.collate(b) for b in first.batcher.epoch_batches(0)[:4]]
+    for batch in batches[:3]:
+        first.train_step([batch])
+    first.step_in_epoch = 3
+    first.save_checkpoint()
+
+    second = make_trainer(tmp_path)  # fresh weights, fresh optimiser
+    second.resume()
+    assert (second.step, second.step_in_epoch) == (3, 3)
+    assert second.scheduler.last_epoch == first.scheduler.last_epoch
+    state_a, state_b = first.optimizer.state_dict(), second.optimizer.state_dict()
+    for key, value in state_a['state'].items():
+        torch.testing.assert_close(state_b['state'][key]['exp_avg'], value['exp_avg'])
+    # continuing both from the restored random state gives the same sub-networks,
+    # dropout masks and so the same weights
+    restored = torch.get_rng_state()
+    first_stats = first.train_step([batches[3]])
+    torch.set_rng_state(restored)
+    second_stats = second.train_step([batches[3]])
+    assert first_stats['subnets'] == second_stats['subnets']
+    for a, b in zip(first.model.parameters(), second.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_resume_rejects_a_different_model(tmp_path):
+    trainer = make_trainer(tmp_path)
+    trainer.save_checkpoint()
+    other = SuperTransformer(SPACE, VOCAB + 1, PAD, BOS, EOS)
+    config = TrainConfig(run_dir=tmp_path / 'run')
+    with pytest.raises(ValueError, match='checkpoint_last.pt: checkpoint vocab_size=24'):
+        Trainer(config, other, reversal_pairs(10, 0)).resume()
+
+
+def test_greedy_decode_agrees_with_teacher_forcing(tmp_path):
+    trainer = make_trainer(tmp_path)
+    batch = collate(reversal_pairs(4, seed=8), PAD, BOS, EOS)
+    for _ in range(15):
+        trainer.train_step([batch])
+    model = trainer.model
+    model.set_subnet(SPACE.largest())
+    model.train()
+    outputs = greedy_decode(model, batch.src, max_len_a=1.0, max_len_b=3)
+    assert model.training  # mode restored
+    model.eval()
+    for row, ids in enumerate(outputs):
+        src_len = int(batch.src[row].ne(PAD).sum())
+        assert len(ids) <= src_len + 3 and EOS not in ids
+        with torch.no_grad():
+            logits = model(batch.src[row:row + 1], torch.tensor([[BOS] + ids]))
+        predicted = logits.argmax(-1)[0].tolist()
+        assert predicted[:len(ids)] == ids  # each greedy choice is the argmax
+        if len(ids) < src_len + 3:
+            assert predicted[len(ids)] == EOS  # stopped early only at EOS
+
+
+def test_fit_writes_logs_checkpoints_and_a_loadable_model(tmp_path):
+    trainer = make_trainer(tmp_path, epochs=3, mode='sandwich')
+    summary = trainer.fit()
+    run = tmp_path / 'run'
+    assert summary.epoch == 3 and summary.step == 3 * len(trainer.batcher.epoch_batches(0))
+    records = [json.loads(line) for line in (run / 'log.jsonl').read_text().splitlines()]
+    steps = [r for r in records if 'step' in r and 'loss' in r]
+    assert steps and all(r['tokens_per_s'] > 0 for r in steps)
+    valid = [r['valid'] for r in records if 'valid' in r]
+    assert len(valid) == 3 and set(valid[0]) >= {'largest', 'smallest'}
+    assert all(0 <= v[name]['bleu'] <= 100 for v in valid for name in ('largest', 'smallest'))
+    nll = [v['largest']['valid_nll'] for v in valid]
+    assert nll[-1] < nll[0] and nll[-1] < math.log(VOCAB)  # it learned something
+    assert (run / 'checkpoint_last.pt').is_file()
+    best = load_model(run / 'model_best.safetensors')
+    assert best.vocab_size == VOCAB
+
+
+def test_max_steps_stops_early_and_resumes_mid_epoch(tmp_path):
+    trainer = make_trainer(tmp_path, max_steps=3)
+    summary = trainer.fit()
+    assert summary.step == 3 and summary.epoch == 0
+    resumed = make_trainer(tmp_path, max_steps=5)
+    resumed.resume()
+    assert resumed.step_in_epoch == 3
+    assert resumed.fit().step == 5
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="mode='hat' not in"):
+        TrainConfig(mode='hat').validate()
+    with pytest.raises(ValueError, match='accum=0'):
+        TrainConfig(accum=0).validate()
+    with pytest.raises(ValueError, match="device='tpu'"):
+        TrainConfig(device='tpu').validate()

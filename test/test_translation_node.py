@@ -1,0 +1,140 @@
+"""The translation node over real DDS, with a small random-weight model."""
+
+import math
+import threading
+
+import pytest
+from rclpy.parameter import Parameter
+from ros_harness import MessageCollector, set_parameters, wait_until
+from std_msgs.msg import String
+from translation_fixtures import SPM, write_tiny_model
+
+from dyn_dnn_ros.nodes.translation import TranslationNode
+from dyn_dnn_ros_interfaces.msg import TranslationRequest, TranslationResult
+
+pytestmark = pytest.mark.ros
+
+
+@pytest.fixture(scope='module')
+def tiny_files(tmp_path_factory):
+    return write_tiny_model(tmp_path_factory.mktemp('tiny'))
+
+
+def start(ros, namespace, tiny_files, **parameters):
+    model_path, library_path = tiny_files
+    values = dict(model_path=str(model_path), spm_path=str(SPM),
+                  library_path=str(library_path), threads=1, max_source_tokens=48)
+    values.update(parameters)
+    return ros.add(TranslationNode(
+        context=ros.context, namespace=namespace,
+        parameter_overrides=[Parameter(k, value=v) for k, v in values.items()]))
+
+
+def request(probe, publisher, rid, text, frame='cam'):
+    msg = TranslationRequest(id=rid, text=text)
+    msg.header.stamp = probe.get_clock().now().to_msg()
+    msg.header.frame_id = frame
+    publisher.publish(msg)
+    return msg
+
+
+def test_results_carry_the_request_header_id_and_operating_point(ros, probe, tiny_files):
+    node = start(ros, '/tr1', tiny_files, budget_ms=250.0)
+    try:
+        results = MessageCollector(probe, TranslationResult, '/tr1/translation_results')
+        publisher = probe.create_publisher(TranslationRequest, '/tr1/translation_requests', 10)
+        wait_until(lambda: publisher.get_subscription_count() > 0)
+        sent = request(probe, publisher, 'r-1', 'Open the file')
+        result = results.wait_for(lambda m: m.id == 'r-1', timeout=30)[0]
+        assert result.header.stamp == sent.header.stamp and result.header.frame_id == 'cam'
+        assert result.status == TranslationResult.STATUS_OK
+        assert result.operating_point == 'big'        # best quality by default
+        assert result.decoder_layers == 2
+        # The beam parameters are the policy in force (default fixed 5); the
+        # manager sets a point's library beam policy together with the point.
+        assert result.average_beam_width == pytest.approx(5.0)
+        assert result.latency_ms > 0 and result.budget_ms == 250.0
+        text_pub = probe.create_publisher(String, '/tr1/translation_requests_text', 10)
+        wait_until(lambda: text_pub.get_subscription_count() > 0)
+        text_pub.publish(String(data='Save the document'))
+        plain = results.wait_for(lambda m: m.id.startswith('text-'), timeout=30)[0]
+        assert plain.status == TranslationResult.STATUS_OK and plain.text
+    finally:
+        ros.remove(node)
+
+
+def test_empty_and_huge_texts_get_a_status(ros, probe, tiny_files):
+    node = start(ros, '/tr2', tiny_files)
+    try:
+        results = MessageCollector(probe, TranslationResult, '/tr2/translation_results')
+        publisher = probe.create_publisher(TranslationRequest, '/tr2/translation_requests', 10)
+        wait_until(lambda: publisher.get_subscription_count() > 0)
+        request(probe, publisher, 'empty', '   ')
+        request(probe, publisher, 'huge', 'word ' * 20000)   # 100k characters
+        empty = results.wait_for(lambda m: m.id == 'empty', timeout=30)[0]
+        assert empty.status == TranslationResult.STATUS_EMPTY and empty.text == ''
+        huge = results.wait_for(lambda m: m.id == 'huge', timeout=60)[0]
+        assert huge.status == TranslationResult.STATUS_TRUNCATED
+        assert '48 tokens' in huge.status_message
+    finally:
+        ros.remove(node)
+
+
+def test_parameter_sets_are_checked_and_switch_between_requests(ros, probe, tiny_files):
+    node = start(ros, '/tr3', tiny_files)
+    target = 'tr3/translation_node'
+    try:
+        for values, expected in [
+            ({'operating_point': 'huge'}, 'unknown operating point'),
+            ({'sigma_min': math.nan}, 'sigma_min'),
+            ({'beam_mode': 'dynamic', 'bw_min': 4, 'bw_max': 2}, 'bw_min'),
+            ({'beam_mode': 'dynamic', 'sigma_min': 3.0, 'sigma_max': 1.0}, 'sigma_min'),
+            ({'queue_depth': 0}, 'queue_depth'),
+        ]:
+            result = set_parameters(probe, target, values, atomically=True)[0]
+            assert not result.successful and expected in result.reason, result.reason
+        assert node.worker.setting.point == 'big' and node.worker.setting.beam.width == 5
+
+        ok = set_parameters(probe, target, {'operating_point': 'small', 'beam_width': 1},
+                            atomically=True)[0]
+        assert ok.successful, ok.reason
+        wait_until(lambda: node.worker.setting.point == 'small')
+        results = MessageCollector(probe, TranslationResult, '/tr3/translation_results')
+        publisher = probe.create_publisher(TranslationRequest, '/tr3/translation_requests', 10)
+        wait_until(lambda: publisher.get_subscription_count() > 0)
+        request(probe, publisher, 'after', 'Close the window')
+        result = results.wait_for(lambda m: m.id == 'after', timeout=30)[0]
+        assert result.operating_point == 'small' and result.decoder_layers == 1
+        assert result.average_beam_width == pytest.approx(1.0)
+    finally:
+        ros.remove(node)
+
+
+def test_a_burst_of_500_requests_is_fully_answered(ros, probe, tiny_files):
+    node = start(ros, '/tr4', tiny_files, queue_depth=4)
+    try:
+        results = MessageCollector(probe, TranslationResult, '/tr4/translation_results',
+                                   qos=1000)
+        publisher = probe.create_publisher(TranslationRequest, '/tr4/translation_requests',
+                                           1000)
+        wait_until(lambda: publisher.get_subscription_count() > 0)
+        done = threading.Event()
+
+        def burst():
+            for i in range(500):
+                request(probe, publisher, f'b{i}', f'Item number {i}')
+            done.set()
+
+        threading.Thread(target=burst).start()
+        assert done.wait(30)
+        answered = results.wait_for(count=500, timeout=120)
+        ids = {m.id for m in answered}
+        assert ids == {f'b{i}' for i in range(500)}
+        dropped = [m for m in answered if m.status == TranslationResult.STATUS_DROPPED]
+        assert dropped and all('queue full' in m.status_message for m in dropped)
+        assert node.worker.dropped == len(dropped)
+        # Still serving afterwards.
+        request(probe, publisher, 'later', 'Print')
+        results.wait_for(lambda m: m.id == 'later', timeout=30)
+    finally:
+        ros.remove(node)
