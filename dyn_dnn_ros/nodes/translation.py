@@ -120,8 +120,9 @@ class TranslationNode(Node):
                           integer_range=(1, 256)),
             ParameterSpec('queue_depth', 8, 'requests waiting at most; the oldest is dropped '
                           'beyond', integer_range=(1, 10000)),
-            ParameterSpec('max_source_tokens', 128, 'longer sources are truncated at a token '
-                          'boundary', integer_range=(1, 4096)),
+            ParameterSpec('max_source_tokens', 0, 'longer sources are truncated at a token '
+                          'boundary (0 = the most the model was trained for)',
+                          integer_range=(0, 4096)),
             ParameterSpec('qos_depth', 1000, 'history depth of the request and result topics: '
                           'deep enough that a burst is queued by DDS, not lost',
                           integer_range=(1, 100000), read_only=True),
@@ -223,8 +224,8 @@ class TranslationNode(Node):
         """Runs on the worker thread, the only thread that touches the model."""
         if torch.get_num_threads() != setting.threads:
             torch.set_num_threads(setting.threads)
-        self.translator.max_source_tokens = min(
-            setting.max_source_tokens, self.translator.model.space.max_positions - 1)
+        longest = self.translator.model.space.max_positions - 1
+        self.translator.max_source_tokens = min(setting.max_source_tokens or longest, longest)
         started = time.perf_counter()
         outcome = self.translator.translate([request.text], subnet=setting.subnet,
                                             beam=setting.beam)[0]

@@ -1,0 +1,429 @@
+"""Manager node: meets latency budgets by switching the workers' operating points.
+
+Services (relative names, so they follow the namespace):
+``set_latency_budget``, ``list_operating_points``, ``force_operating_point``.
+Subscribes the resource monitor's ``hardware_availability`` and each
+worker's results; decides with ``dyn_dnn_ros.manager`` (closed-loop expected
+latency, step down at once, step up after on-time results, conservative on
+stale resource data) and applies a decision by setting the worker's
+parameters atomically through its parameter service, checking the answer.
+A worker that rejects a set is reported, not retried until the decision
+changes; a worker that restarts gets the current decision again.
+"""
+
+from dataclasses import dataclass
+import math
+import sys
+import time
+
+from diagnostic_msgs.msg import KeyValue
+from rcl_interfaces.srv import SetParametersAtomically
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from dyn_dnn_ros.manager.controller import ControllerConfig, TargetController
+from dyn_dnn_ros.manager.policy import LatencyModel, PolicyConfig
+from dyn_dnn_ros.operating_points import OperatingPointLibrary
+from dyn_dnn_ros.ros.diagnostics import ERROR, OK, STALE, WARN, Updater
+from dyn_dnn_ros.ros.params import ParameterSpec, ValidatedParameters
+from dyn_dnn_ros.share import config_path
+from dyn_dnn_ros_interfaces.msg import BeamPolicy as BeamPolicyMsg
+from dyn_dnn_ros_interfaces.msg import (
+    ClassificationResult,
+    HardwareAvailability,
+    TranslationResult,
+)
+from dyn_dnn_ros_interfaces.msg import OperatingPoint as OperatingPointMsg
+from dyn_dnn_ros_interfaces.srv import ForceOperatingPoint, ListOperatingPoints, SetLatencyBudget
+
+NODE_NAME = 'dnn_manager'
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    name: str
+    library: str
+    worker: str
+    results_topic: str
+    result_type: type
+    ok_statuses: tuple
+
+
+TARGETS = {
+    'translation': TargetSpec('translation', 'operating_points_cpu.yaml', 'translation_node',
+                              'translation_results', TranslationResult,
+                              (TranslationResult.STATUS_OK, TranslationResult.STATUS_TRUNCATED)),
+    'perception': TargetSpec('perception', 'operating_points_perception_cpu.yaml',
+                             'perception_node', 'classification_results', ClassificationResult,
+                             (ClassificationResult.STATUS_OK,)),
+}
+
+
+def worker_parameters(decision, point, budget_ms):
+    """The worker parameters that put ``decision`` in force."""
+    values = {'operating_point': decision.point, 'threads': decision.threads,
+              'budget_ms': float(budget_ms) if math.isfinite(budget_ms) else 0.0}
+    if point.beam is not None:
+        beam = point.beam
+        values['beam_mode'] = beam.mode
+        if beam.mode == 'fixed':
+            values['beam_width'] = beam.width
+        else:
+            values.update(bw_min=beam.bw_min, bw_max=beam.bw_max,
+                          sigma_min=float(beam.sigma_min), sigma_max=float(beam.sigma_max),
+                          beam_metric=beam.metric)
+    return values
+
+
+def point_message(point, library):
+    subnet = [KeyValue(key=k, value=str(v)) for k, v in point.subnet.items()]
+    msg = OperatingPointMsg(name=point.name, target=library.target, subnet=subnet,
+                            predicted_latency_ms=float(point.predicted_latency_ms),
+                            quality=float(point.quality), quality_metric=library.quality_metric)
+    threads = sorted(point.latency_ms)
+    msg.measured_threads = threads
+    msg.measured_latency_ms = [float(point.latency_ms[t]) for t in threads]
+    if point.beam is not None:
+        msg.has_beam_policy = True
+        b = point.beam
+        msg.beam_policy = BeamPolicyMsg(mode=b.mode, width=b.width, bw_min=b.bw_min,
+                                        bw_max=b.bw_max, sigma_min=float(b.sigma_min),
+                                        sigma_max=float(b.sigma_max), metric=b.metric)
+    return msg
+
+
+class Target:
+    """One managed worker: its controller and the state of applying decisions."""
+
+    def __init__(self, node, spec, library, controller):
+        self.spec = spec
+        self.library = library
+        self.controller = controller
+        self.worker = spec.worker
+        self.client = node.create_client(SetParametersAtomically,
+                                         f'{spec.worker}/set_parameters_atomically')
+        self.wanted = None       # parameter values that should be in force
+        self.applied = None      # values the worker accepted last
+        self.in_flight = False
+        self.rejected = ''       # the worker's reason for refusing `wanted`
+        self.worker_ready = None    # None until the first check
+        self.results = 0
+        self.misses = 0
+        self.set_failures = 0
+        self.foreign_results = 0   # consecutive results from a point we did not apply
+
+
+class ManagerNode(Node):
+
+    def __init__(self, **node_kwargs):
+        super().__init__(NODE_NAME, **node_kwargs)
+        self.params = ValidatedParameters(self, [
+            ParameterSpec('targets', 'translation,perception', 'comma-separated targets to '
+                          'manage', read_only=True, check=self._check_targets),
+            ParameterSpec('translation_library', '', 'translation operating-point library '
+                          '("" = config/operating_points_cpu.yaml)', read_only=True),
+            ParameterSpec('translation_worker', 'translation_node', 'translation node name '
+                          '(relative to this namespace, or absolute)', read_only=True),
+            ParameterSpec('perception_library', '', 'perception operating-point library '
+                          '("" = config/operating_points_perception_cpu.yaml)', read_only=True),
+            ParameterSpec('perception_worker', 'perception_node', 'perception node name',
+                          read_only=True),
+            ParameterSpec('safety_margin', 0.85, 'a point fits when its expected latency is '
+                          'at most this fraction of the budget', float_range=(0.05, 1.0)),
+            ParameterSpec('ewma_alpha', 0.3, 'weight of the newest measured/library latency '
+                          'ratio', float_range=(0.01, 1.0)),
+            ParameterSpec('step_up_after', 5, 'on-time results before stepping up',
+                          integer_range=(1, 1000)),
+            ParameterSpec('stale_after_s', 3.0, 'resource information older than this is '
+                          'stale', float_range=(0.1, 3600.0)),
+            ParameterSpec('control_period_s', 0.25, 'seconds between staleness and worker '
+                          'checks', float_range=(0.01, 60.0), read_only=True),
+        ], apply=self._apply_tuning)
+        problems = self.params.startup_problems()
+        if problems:
+            raise ValueError('; '.join(problems))
+
+        self.targets = {}
+        self.disabled = {}
+        for name in [t.strip() for t in self.params.value('targets').split(',') if t.strip()]:
+            spec = TARGETS[name]
+            spec = TargetSpec(name, self.params.value(f'{name}_library') or
+                              str(config_path(spec.library)),
+                              self.params.value(f'{name}_worker'), spec.results_topic,
+                              spec.result_type, spec.ok_statuses)
+            try:
+                library = OperatingPointLibrary.load(spec.library)
+                if library.target != name:
+                    raise ValueError(f'{spec.library}: is a {library.target} library')
+            except ValueError as error:
+                self.disabled[name] = str(error)
+                self.get_logger().warning(f'{name} not managed: {error}')
+                continue
+            target = Target(self, spec, library, self._controller(library))
+            self.targets[name] = target
+            self.create_subscription(spec.result_type, spec.results_topic,
+                                     lambda msg, t=target: self._on_result(t, msg), 100)
+
+        self.availability = None
+        self.availability_time = math.nan
+        self.create_subscription(HardwareAvailability, 'hardware_availability',
+                                 self._on_availability, 10)
+        self.create_service(SetLatencyBudget, 'set_latency_budget', self._set_budget)
+        self.create_service(ListOperatingPoints, 'list_operating_points', self._list_points)
+        self.create_service(ForceOperatingPoint, 'force_operating_point', self._force_point)
+        self.create_timer(self.params.value('control_period_s'), self._tick)
+        self.updater = Updater(self)
+        self.updater.setHardwareID('manager')
+        self.updater.add('resources', self._diagnose_resources)
+        for name in list(self.targets) + list(self.disabled):
+            self.updater.add(name, lambda stat, n=name: self._diagnose_target(n, stat))
+
+    # -- configuration --------------------------------------------------------------
+    @staticmethod
+    def _check_targets(value):
+        names = [t.strip() for t in value.split(',') if t.strip()]
+        unknown = [n for n in names if n not in TARGETS]
+        if unknown:
+            return f'unknown target(s) {unknown}; known: {", ".join(TARGETS)}'
+        return None
+
+    def _controller(self, library):
+        values = self.params.values()
+        model = LatencyModel(library, PolicyConfig(safety_margin=values['safety_margin'],
+                                                   ewma_alpha=values['ewma_alpha']))
+        return TargetController(model, ControllerConfig(
+            step_up_after=values['step_up_after'], stale_after_s=values['stale_after_s']))
+
+    def _apply_tuning(self, changed):
+        values = self.params.values()
+        for target in self.targets.values():
+            ctl = target.controller
+            ctl.model.config = PolicyConfig(safety_margin=values['safety_margin'],
+                                            ewma_alpha=values['ewma_alpha'])
+            ctl.config = ControllerConfig(step_up_after=values['step_up_after'],
+                                          stale_after_s=values['stale_after_s'])
+
+    # -- inputs -----------------------------------------------------------------------
+    def _target(self, name):
+        if name in self.targets:
+            return self.targets[name], ''
+        if name in self.disabled:
+            return None, f'target {name!r} is not managed: {self.disabled[name]}'
+        return None, f'unknown target {name!r}; known: {", ".join(self.targets) or "(none)"}'
+
+    def _on_availability(self, msg):
+        now = time.monotonic()
+        self.availability, self.availability_time = msg, now
+        for target in self.targets.values():
+            decision = target.controller.on_availability(msg.usable_threads, now)
+            if decision is not None:
+                self._put_in_force(target, decision)
+
+    def _on_result(self, target, msg):
+        if msg.status not in target.spec.ok_statuses or not math.isfinite(msg.latency_ms):
+            return
+        target.results += 1
+        ctl = target.controller
+        if math.isfinite(ctl.budget_ms) and msg.latency_ms > ctl.budget_ms:
+            target.misses += 1
+        if msg.operating_point not in target.library.names:
+            return
+        if target.applied is not None and not target.in_flight and \
+                msg.operating_point != target.applied['operating_point']:
+            # Queued work can finish with the previous point, but a run of such
+            # results means the worker lost our setting (e.g. it restarted).
+            target.foreign_results += 1
+            if target.foreign_results >= 3:
+                target.applied, target.foreign_results = None, 0
+                self._send(target)
+        else:
+            target.foreign_results = 0
+        decision = ctl.on_result(msg.operating_point, msg.latency_ms,
+                                 ctl.threads or ctl.available_threads, time.monotonic())
+        if decision is not None:
+            self._put_in_force(target, decision)
+
+    # -- services ---------------------------------------------------------------------
+    def _set_budget(self, request, response):
+        target, problem = self._target(request.target)
+        if target is None:
+            response.success, response.message = False, problem
+            return response
+        min_quality = request.min_quality
+        if not math.isfinite(min_quality) or min_quality <= 0:
+            min_quality = None
+        try:
+            decision = target.controller.set_budget(request.budget_ms, time.monotonic(),
+                                                    min_quality)
+        except ValueError as error:
+            response.success, response.message = False, str(error)
+            return response
+        self._put_in_force(target, decision)
+        response.success = True
+        response.operating_point = decision.point
+        response.expected_latency_ms = float(decision.expected_ms)
+        response.message = decision.reason if decision.fits else f'WARNING: {decision.reason}'
+        return response
+
+    def _list_points(self, request, response):
+        target, problem = self._target(request.target)
+        if target is None:
+            response.success, response.message = False, problem
+            return response
+        response.success = True
+        response.current = target.controller.current or ''
+        response.points = [point_message(p, target.library) for p in target.library.points]
+        return response
+
+    def _force_point(self, request, response):
+        target, problem = self._target(request.target)
+        if target is None:
+            response.success, response.message = False, problem
+            return response
+        now = time.monotonic()
+        if not request.name:
+            decision = target.controller.release(now)
+            response.success, response.message = True, 'released: automatic selection'
+            if decision is not None:
+                self._put_in_force(target, decision)
+                response.operating_point = decision.point
+            return response
+        try:
+            decision = target.controller.force(request.name, now)
+        except KeyError as error:
+            response.success, response.message = False, str(error.args[0])
+            return response
+        self._put_in_force(target, decision)
+        response.success, response.operating_point = True, decision.point
+        response.message = f'forced {decision.point}'
+        return response
+
+    # -- applying decisions ---------------------------------------------------------------
+    def _put_in_force(self, target, decision):
+        point = target.library.get(decision.point)
+        wanted = worker_parameters(decision, point, target.controller.budget_ms)
+        if wanted != target.wanted:
+            target.wanted = wanted
+            target.rejected = ''
+        self._send(target)
+
+    def _send(self, target):
+        if target.wanted is None or target.in_flight or target.wanted == target.applied:
+            return
+        if target.rejected or not target.client.service_is_ready():
+            return  # refused sets wait for a new decision; a missing worker for its return
+        request = SetParametersAtomically.Request()
+        request.parameters = [Parameter(k, value=v).to_parameter_msg()
+                              for k, v in target.wanted.items()]
+        target.in_flight = True
+        sent = dict(target.wanted)
+        future = target.client.call_async(request)
+        future.add_done_callback(lambda f: self._sent(target, sent, f))
+
+    def _sent(self, target, sent, future):
+        target.in_flight = False
+        try:
+            result = future.result().result
+        except Exception as error:  # worker went away mid-call
+            target.set_failures += 1
+            self.get_logger().warning(f'setting {target.worker} failed: {error}')
+            return
+        if result.successful:
+            target.applied = sent
+            self.get_logger().info(f'{target.spec.name}: {sent["operating_point"]} with '
+                                   f'{sent["threads"]} thread(s) in force')
+        else:
+            target.set_failures += 1
+            if sent == target.wanted:
+                target.rejected = result.reason
+            self.get_logger().error(f'{target.worker} refused {sent}: {result.reason}')
+        self._send(target)  # a newer decision may have arrived meanwhile
+
+    def _tick(self):
+        now = time.monotonic()
+        for target in self.targets.values():
+            decision = target.controller.on_stale(now)
+            if decision is not None:
+                self._put_in_force(target, decision)
+            ready = target.client.service_is_ready()
+            if ready and target.worker_ready is False:
+                # A worker that (re)starts has its own defaults: apply ours again.
+                target.applied = None
+                target.rejected = ''
+            target.worker_ready = ready
+            self._send(target)
+
+    # -- diagnostics ------------------------------------------------------------------------
+    def _diagnose_resources(self, stat):
+        msg = self.availability
+        if msg is None:
+            stat.summary(STALE, 'no hardware availability received yet')
+            return stat
+        age = time.monotonic() - self.availability_time
+        stale = any(t.controller.is_stale(time.monotonic()) for t in self.targets.values())
+        stat.summary(STALE if stale else OK,
+                     f'resource data {age:.1f} s old' + (': planning for one thread'
+                                                          if stale else ''))
+        stat.add('seconds_since_update', age)
+        stat.add('usable_threads', msg.usable_threads)
+        stat.add('usable_cpus', msg.usable_cpus)
+        stat.add('availability', msg.availability)
+        stat.add('overrides', ', '.join(msg.overrides) or '(none)')
+        return stat
+
+    def _diagnose_target(self, name, stat):
+        if name in self.disabled:
+            stat.summary(WARN, f'not managed: {self.disabled[name]}')
+            return stat
+        target = self.targets[name]
+        ctl = target.controller
+        now = time.monotonic()
+        if target.rejected:
+            stat.summary(ERROR, f'{target.worker} refused the last set: {target.rejected}')
+        elif not target.worker_ready:
+            stat.summary(WARN, f'worker {target.worker} not reachable')
+        elif ctl.is_stale(now) and math.isfinite(ctl.budget_ms):
+            stat.summary(WARN, f'{ctl.current}: resource data stale, conservative choice')
+        elif ctl.current is None:
+            stat.summary(OK, 'no budget set')
+        else:
+            stat.summary(OK, f'{ctl.current} for {ctl.budget_ms:g} ms')
+        stat.add('budget_ms', ctl.budget_ms)
+        stat.add('operating_point', ctl.current or '(none)')
+        stat.add('forced', ctl.forced or '(no)')
+        stat.add('threads', ctl.threads if ctl.threads is not None else '(none)')
+        stat.add('why', ctl.last_reason)
+        if ctl.current is not None:
+            stat.add('expected_latency_ms', ctl.model.expected_ms(ctl.current,
+                                                                  ctl.planning_threads(now)))
+            stat.add('correction_ratio', ctl.model.ratio[ctl.current])
+        stat.add('switches', ctl.switches)
+        stat.add('results', target.results)
+        stat.add('deadline_misses', target.misses)
+        stat.add('set_failures', target.set_failures)
+        stat.add('in_force', 'yes' if target.applied == target.wanted else 'pending')
+        return stat
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    try:
+        node = ManagerNode()
+    except ValueError as error:
+        print(f'{NODE_NAME}: {error}', file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

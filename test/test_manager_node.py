@@ -1,0 +1,202 @@
+"""The manager node over real DDS with a real (small, random-weight) translation worker."""
+
+import math
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray
+import pytest
+from rclpy.parameter import Parameter
+from ros_harness import MessageCollector, call_service, wait_until
+from translation_fixtures import SPM, write_tiny_model
+
+from dyn_dnn_ros.nodes.manager import ManagerNode
+from dyn_dnn_ros.nodes.translation import TranslationNode
+from dyn_dnn_ros.operating_points import OperatingPointLibrary
+from dyn_dnn_ros.ros.diagnostics import level_value
+from dyn_dnn_ros_interfaces.msg import HardwareAvailability, TranslationRequest, TranslationResult
+from dyn_dnn_ros_interfaces.srv import ForceOperatingPoint, ListOperatingPoints, SetLatencyBudget
+
+pytestmark = pytest.mark.ros
+
+
+@pytest.fixture(scope='module')
+def tiny_files(tmp_path_factory):
+    return write_tiny_model(tmp_path_factory.mktemp('tiny_manager'))
+
+
+class System:
+    """A manager, a translation worker and a stand-in resource monitor in one namespace."""
+
+    def __init__(self, ros, probe, namespace, tiny_files, manager_library=None, **manager):
+        self.ros, self.probe, self.ns = ros, probe, namespace
+        self.model_path, self.library_path = tiny_files
+        self.worker = self.start_worker()
+        values = dict(targets='translation', stale_after_s=1.0,
+                      translation_library=str(manager_library or self.library_path))
+        values.update(manager)
+        self.manager = ros.add(ManagerNode(
+            context=ros.context, namespace=namespace,
+            parameter_overrides=[Parameter(k, value=v) for k, v in values.items()]))
+        self.availability = probe.create_publisher(HardwareAvailability,
+                                                   f'{namespace}/hardware_availability', 10)
+        self.requests = probe.create_publisher(TranslationRequest,
+                                               f'{namespace}/translation_requests', 10)
+        self.results = MessageCollector(probe, TranslationResult,
+                                        f'{namespace}/translation_results')
+        wait_until(lambda: self.manager.targets['translation'].client.service_is_ready(),
+                   message='worker parameter service')
+
+    def start_worker(self):
+        return self.ros.add(TranslationNode(
+            context=self.ros.context, namespace=self.ns, parameter_overrides=[
+                Parameter('model_path', value=str(self.model_path)),
+                Parameter('spm_path', value=str(SPM)),
+                Parameter('library_path', value=str(self.library_path)),
+                Parameter('threads', value=1)]))
+
+    def publish_threads(self, threads):
+        self.availability.publish(HardwareAvailability(usable_threads=threads,
+                                                       usable_cpus=float(threads)))
+
+    def budget(self, budget_ms, target='translation'):
+        return call_service(self.probe, SetLatencyBudget, f'{self.ns}/set_latency_budget',
+                            SetLatencyBudget.Request(target=target, budget_ms=budget_ms,
+                                                     min_quality=math.nan))
+
+    def translate(self, rid, text='Open the file'):
+        wait_until(lambda: self.requests.get_subscription_count() > 0)
+        self.requests.publish(TranslationRequest(id=rid, text=text))
+        return self.results.wait_for(lambda m: m.id == rid, timeout=30)[0]
+
+    def stop(self):
+        for node in (self.manager, self.worker):
+            self.ros.remove(node)
+
+
+def test_budget_service_switches_the_worker_and_results_show_it(ros, probe, tiny_files):
+    system = System(ros, probe, '/m1', tiny_files)
+    try:
+        system.publish_threads(2)
+        answer = system.budget(6.0)      # only 'small' (5 ms at 2 threads) fits 0.85 x 6
+        assert answer.success and answer.operating_point == 'small', answer.message
+        assert answer.expected_latency_ms == pytest.approx(5.0)
+        wait_until(lambda: system.worker.worker.setting.point == 'small', message='switch')
+        setting = system.worker.worker.setting
+        assert setting.beam.width == 1 and setting.budget_ms == 6.0 and setting.threads == 2
+        result = system.translate('after-budget')
+        assert result.operating_point == 'small' and result.budget_ms == 6.0
+
+        answer = system.budget(1000.0)
+        assert answer.operating_point == 'big'
+        wait_until(lambda: system.worker.worker.setting.point == 'big')
+        assert system.worker.worker.setting.beam.width == 3   # big's library beam policy
+
+        listing = call_service(probe, ListOperatingPoints, '/m1/list_operating_points',
+                               ListOperatingPoints.Request(target='translation'))
+        assert listing.success and listing.current == 'big'
+        assert [p.name for p in listing.points] == ['big', 'small']
+        assert list(listing.points[1].measured_threads) == [1, 2]
+    finally:
+        system.stop()
+
+
+@pytest.mark.parametrize('target, budget, expected', [
+    ('translation', math.nan, 'budget_ms'),
+    ('translation', -5.0, 'budget_ms'),
+    ('translation', 0.0, 'budget_ms'),
+    ('speech', 50.0, "unknown target 'speech'"),
+])
+def test_bad_budgets_and_targets_are_refused(ros, probe, tiny_files, target, budget, expected):
+    system = System(ros, probe, '/m2', tiny_files)
+    try:
+        answer = system.budget(budget, target=target)
+        assert not answer.success and expected in answer.message
+        assert system.manager.targets['translation'].controller.current is None
+        assert system.budget(50.0).success  # still serving
+    finally:
+        system.stop()
+
+
+def test_force_and_release(ros, probe, tiny_files):
+    system = System(ros, probe, '/m3', tiny_files)
+    try:
+        system.publish_threads(2)
+        system.budget(6.0)
+        force = call_service(probe, ForceOperatingPoint, '/m3/force_operating_point',
+                             ForceOperatingPoint.Request(target='translation', name='huge'))
+        assert not force.success and 'known: big, small' in force.message
+        force = call_service(probe, ForceOperatingPoint, '/m3/force_operating_point',
+                             ForceOperatingPoint.Request(target='translation', name='big'))
+        assert force.success and force.operating_point == 'big'
+        wait_until(lambda: system.worker.worker.setting.point == 'big')
+        release = call_service(probe, ForceOperatingPoint, '/m3/force_operating_point',
+                               ForceOperatingPoint.Request(target='translation', name=''))
+        assert release.success and release.operating_point == 'small'
+        wait_until(lambda: system.worker.worker.setting.point == 'small')
+    finally:
+        system.stop()
+
+
+def test_losing_a_core_and_stale_resources_fall_back(ros, probe, tiny_files):
+    system = System(ros, probe, '/m4', tiny_files)
+    try:
+        system.publish_threads(2)
+        assert system.budget(15.0).operating_point == 'big'     # 12 ms at 2 threads
+        wait_until(lambda: system.worker.worker.setting.point == 'big')
+        system.publish_threads(1)                                 # big: 20 ms > 12.75
+        wait_until(lambda: system.worker.worker.setting.point == 'small', message='drop')
+        assert system.worker.worker.setting.threads == 1
+        system.publish_threads(2)
+        wait_until(lambda: system.worker.worker.setting.point == 'big', message='recover')
+        # No availability for longer than stale_after_s: plan for one thread.
+        collector = MessageCollector(probe, DiagnosticArray, '/diagnostics')
+        wait_until(lambda: system.worker.worker.setting.threads == 1, timeout=10,
+                   message='stale fallback')
+        assert system.worker.worker.setting.point == 'small'
+        collector.wait_for(lambda a: any(
+            s.name == 'dnn_manager: resources' and level_value(s.level) == 3
+            for s in a.status), timeout=10)
+    finally:
+        system.stop()
+
+
+def test_refused_sets_are_reported_not_retried(ros, probe, tiny_files, tmp_path):
+    # The manager's library has a point the worker's library does not know.
+    library = OperatingPointLibrary.load(tiny_files[1])
+    data = library.to_dict()
+    data['points'][1]['name'] = 'ghost'
+    path = tmp_path / 'manager_library.yaml'
+    OperatingPointLibrary.from_dict(data).save(path)
+    system = System(ros, probe, '/m5', tiny_files, manager_library=path)
+    try:
+        system.publish_threads(2)
+        assert system.budget(6.0).operating_point == 'ghost'
+        target = system.manager.targets['translation']
+        wait_until(lambda: target.rejected, message='refusal')
+        assert 'unknown operating point' in target.rejected
+        failures = target.set_failures
+        time.sleep(1.0)                      # several control periods
+        assert target.set_failures == failures == 1
+        collector = MessageCollector(probe, DiagnosticArray, '/diagnostics')
+        collector.wait_for(lambda a: any(
+            s.name == 'dnn_manager: translation' and level_value(s.level) == 2 and
+            'refused' in s.message for s in a.status), timeout=10)
+        assert system.worker.worker.setting.point == 'big'   # worker state untouched
+    finally:
+        system.stop()
+
+
+def test_a_restarted_worker_gets_the_choice_again(ros, probe, tiny_files):
+    system = System(ros, probe, '/m6', tiny_files)
+    try:
+        system.publish_threads(2)
+        system.budget(6.0)
+        wait_until(lambda: system.worker.worker.setting.point == 'small')
+        ros.remove(system.worker)
+        wait_until(lambda: not system.manager.targets['translation'].client.service_is_ready(),
+                   message='worker gone')
+        system.worker = system.start_worker()     # comes back with its defaults ('big')
+        wait_until(lambda: system.worker.worker.setting.point == 'small', timeout=10,
+                   message='choice re-applied')
+    finally:
+        system.stop()
