@@ -37,6 +37,9 @@ setup(
         'console_scripts': [
             'dyn-dnn-ros = dyn_dnn_ros.cli:main',
             'resource_monitor = dyn_dnn_ros.nodes.resource_monitor:main',
+            'translation_node = dyn_dnn_ros.nodes.translation:main',
+            'perception_node = dyn_dnn_ros.nodes.perception:main',
+            'dnn_manager = dyn_dnn_ros.nodes.manager:main',
         ],
     },
 )

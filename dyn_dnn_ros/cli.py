@@ -14,8 +14,14 @@ COMMANDS = {
     'translate': ('translate', 'translate stdin to stdout with a sub-network'),
     'evaluate': ('evaluate', 'BLEU of a sub-network on the test split'),
     'calibrate-beam': ('calibrate_beam', 'propose dynamic beam-width thresholds from validation'),
+    'latency': ('latency', 'measure the latency dataset of random sub-networks'),
+    'predictor': ('predictor', 'fit the latency predictor to a latency dataset'),
+    'search': ('search', 'evolutionary search for the best sub-network under a latency limit'),
+    'sweep': ('sweep', 'search a range of latency limits and write the operating-point library'),
+    'design-report': ('design_report', 'design-space choices the library uses; reduced space'),
     'wenet-train': ('wenet_train', 'train the WeNet CNN on handwritten digits'),
     'wenet-dse': ('wenet_dse', 'greedy design-space exploration of WeNet'),
+    'bringup': ('bringup', 'start the whole system in one process'),
     'demo': ('demo', 'run the system demo (resource monitor over DDS for now)'),
 }
 

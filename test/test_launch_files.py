@@ -14,10 +14,11 @@ import rclpy
 from rclpy.parameter import Parameter
 import yaml
 
-from dyn_dnn_ros.nodes import resource_monitor
+from dyn_dnn_ros.nodes import manager, perception, resource_monitor, translation
 from dyn_dnn_ros.nodes.resource_monitor import ResourceMonitorNode
 
-NODE_NAMES = [resource_monitor.NODE_NAME]
+NODE_NAMES = [resource_monitor.NODE_NAME, translation.NODE_NAME, perception.NODE_NAME,
+              manager.NODE_NAME]
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((ROOT / 'launch').glob('*.launch.py'))
@@ -70,7 +71,8 @@ def parameter_files():
 
 def test_parameter_files_use_the_ros_parameters_layout():
     files = parameter_files()
-    assert {p.name for p in files} >= {'resource_monitor.yaml', 'diagnostic_aggregator.yaml'}
+    assert {p.name for p in files} >= {'resource_monitor.yaml', 'diagnostic_aggregator.yaml',
+                                       'dyn_dnn_ros.yaml'}
     for path in files:
         for node_name, section in yaml.safe_load(path.read_text()).items():
             assert set(section) == {'ros__parameters'}, f'{path.name}: {node_name}'
@@ -98,3 +100,18 @@ def test_monitor_reads_its_parameter_file():
         node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
+
+
+def test_system_parameter_file_names_only_declared_parameters():
+    """Every parameter in config/dyn_dnn_ros.yaml is one its node declares."""
+    import inspect
+    sections = yaml.safe_load((ROOT / 'config' / 'dyn_dnn_ros.yaml').read_text())
+    # '/**/name' matches the node in any namespace, as the bringup's --namespace needs.
+    assert set(sections) == {f'/**/{name}' for name in NODE_NAMES}
+    modules = {resource_monitor.NODE_NAME: resource_monitor, translation.NODE_NAME: translation,
+               perception.NODE_NAME: perception, manager.NODE_NAME: manager}
+    for key, section in sections.items():
+        node_name = key.removeprefix('/**/')
+        source = inspect.getsource(modules[node_name])
+        for parameter in section['ros__parameters']:
+            assert f"ParameterSpec('{parameter}'" in source, f'{node_name}.{parameter}'

@@ -1,0 +1,240 @@
+"""Perception node: image classification with a switchable WeNet.
+
+Subscribes ``image`` (sensor_msgs/Image; SensorData QoS by default, the
+``qos`` parameter changes it) and publishes ``classification_results`` with
+the image's header. Encodings rgb8, bgr8 and mono8 are decoded; anything
+else, and images whose size, step and data length disagree, get a status
+instead of a label. One image waits at most: the latest image wins.
+"""
+
+import math
+import sys
+import time
+
+import numpy as np
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+import torch
+
+from dyn_dnn_ros.nodes.translation import LatencyWindow, resolve_device
+from dyn_dnn_ros.operating_points import OperatingPointLibrary
+from dyn_dnn_ros.perception.preprocess import to_model_input
+from dyn_dnn_ros.perception.wenet import GroupConfig, load_model
+from dyn_dnn_ros.ros.diagnostics import ERROR, OK, WARN, Updater
+from dyn_dnn_ros.ros.params import ParameterSpec, ValidatedParameters
+from dyn_dnn_ros.ros.qos import QOS_CHOICES, qos_profile
+from dyn_dnn_ros.runtime.worker import InferenceWorker
+from dyn_dnn_ros.share import config_path, model_path
+from dyn_dnn_ros_interfaces.msg import ClassificationResult
+
+NODE_NAME = 'perception_node'
+CHANNELS = {'rgb8': 3, 'bgr8': 3, 'mono8': 1}
+
+
+def decode_image(msg):
+    """HxW or HxWx3 uint8 RGB array from a sensor_msgs/Image, or (None, status, why)."""
+    if msg.encoding not in CHANNELS:
+        return None, ClassificationResult.STATUS_BAD_ENCODING, (
+            f'unsupported encoding {msg.encoding!r}; supported: {", ".join(CHANNELS)}')
+    channels = CHANNELS[msg.encoding]
+    if msg.width == 0 or msg.height == 0:
+        return None, ClassificationResult.STATUS_BAD_IMAGE, (
+            f'empty image ({msg.width}x{msg.height})')
+    if msg.step < msg.width * channels:
+        return None, ClassificationResult.STATUS_BAD_IMAGE, (
+            f'step {msg.step} is shorter than width x channels = {msg.width * channels}')
+    if len(msg.data) != msg.step * msg.height:
+        return None, ClassificationResult.STATUS_BAD_IMAGE, (
+            f'data holds {len(msg.data)} bytes, step x height = {msg.step * msg.height}')
+    rows = np.frombuffer(bytes(msg.data), dtype=np.uint8).reshape(msg.height, msg.step)
+    pixels = rows[:, :msg.width * channels]
+    if channels == 1:
+        return pixels.reshape(msg.height, msg.width), ClassificationResult.STATUS_OK, ''
+    image = pixels.reshape(msg.height, msg.width, 3)
+    if msg.encoding == 'bgr8':
+        image = image[..., ::-1]
+    return image, ClassificationResult.STATUS_OK, ''
+
+
+class PerceptionNode(Node):
+
+    def __init__(self, saved_model=None, library=None, **node_kwargs):
+        super().__init__(NODE_NAME, **node_kwargs)
+        self.params = ValidatedParameters(self, [
+            ParameterSpec('operating_point', '', 'operating point of the library to run '
+                          '("" = the best-quality point)', check=self._check_point),
+            ParameterSpec('model_dir', '', 'trained WeNet folder ("" = shipped)',
+                          read_only=True),
+            ParameterSpec('library_path', '', 'operating-point library YAML '
+                          '("" = config/operating_points_perception_cpu.yaml)', read_only=True),
+            ParameterSpec('device', 'cpu', 'torch device', choices=('cpu', 'cuda', 'auto'),
+                          read_only=True),
+            ParameterSpec('threads', 1, 'torch CPU threads', integer_range=(1, 256)),
+            ParameterSpec('qos', 'sensor_data', 'QoS of the image subscription',
+                          choices=QOS_CHOICES, read_only=True),
+            ParameterSpec('top_k', 3, 'labels reported per image', integer_range=(1, 100)),
+            ParameterSpec('budget_ms', 0.0, 'latency budget in force, reported with each '
+                          'result and on diagnostics (0 = none)', float_range=(0.0, 1e6)),
+        ], apply=self._apply)
+        if library is None:
+            path = self.params.value('library_path') or \
+                config_path('operating_points_perception_cpu.yaml')
+            library = OperatingPointLibrary.load(path)
+            if library.target != 'perception':
+                raise ValueError(f'library_path: {path} is a {library.target} library')
+        self.library = library
+        problems = self.params.startup_problems()
+        if problems:
+            raise ValueError('; '.join(problems))
+        if saved_model is None:
+            saved_model = load_model(self.params.value('model_dir') or
+                                     model_path('perception', 'wenet'))
+        self.device = torch.device(resolve_device(self.params.value('device')))
+        self.saved = saved_model
+        self.model = saved_model.model.to(self.device).eval()
+        for point in library.points:   # every point must run on this model
+            self.model.space.validate(GroupConfig.from_dict(point.subnet))
+
+        self.window = LatencyWindow()
+        self.received = 0
+        self.bad_images = 0
+        self.last_error = ''
+        self.started = time.monotonic()
+        self.worker = InferenceWorker(self._classify, self._publish_finished,
+                                      self._publish_dropped, depth=1,
+                                      setting=self._setting(), name='perception')
+        self.publisher = self.create_publisher(ClassificationResult,
+                                               'classification_results', 10)
+        self.create_subscription(Image, 'image', self._on_image,
+                                 qos_profile(self.params.value('qos')))
+        self.updater = Updater(self)
+        self.updater.setHardwareID(str(self.device))
+        self.updater.add('perception', self._diagnose)
+
+    # -- parameters -------------------------------------------------------------
+    def _check_point(self, name):
+        library = getattr(self, 'library', None)
+        if library is None or not name or name in library.names:
+            return None
+        return f'unknown operating point {name!r}; known: {", ".join(library.names)}'
+
+    def _setting(self):
+        name = self.params.value('operating_point') or self.library.by_quality()[0].name
+        point = self.library.get(name)
+        return {'point': name, 'groups': GroupConfig.from_dict(point.subnet),
+                'threads': self.params.value('threads'),
+                'top_k': self.params.value('top_k'),
+                'budget_ms': float(self.params.value('budget_ms'))}
+
+    def _apply(self, changed):
+        self.worker.set_setting(self._setting())
+
+    # -- images -------------------------------------------------------------------
+    def _result(self, header, setting):
+        return ClassificationResult(header=header, operating_point=setting['point'], label=-1,
+                                    budget_ms=setting['budget_ms'] or math.nan)
+
+    def _on_image(self, msg):
+        self.received += 1
+        image, status, why = decode_image(msg)
+        if image is None:
+            self.bad_images += 1
+            result = self._result(msg.header, self.worker.setting)
+            result.status, result.status_message = status, why
+            result.latency_ms = math.nan
+            self.publisher.publish(result)
+            return
+        self.worker.submit((msg.header, image))
+
+    def _classify(self, job, setting):
+        """Runs on the worker thread, the only thread that touches the model."""
+        _, image = job
+        if torch.get_num_threads() != setting['threads']:
+            torch.set_num_threads(setting['threads'])
+        started = time.perf_counter()
+        if self.model.groups != setting['groups']:
+            self.model.set_groups(setting['groups'])
+        x = to_model_input(image, self.saved.preprocess).to(self.device)
+        with torch.inference_mode():
+            probabilities = torch.softmax(self.model(x)[0], dim=-1)
+        k = min(setting['top_k'], probabilities.numel())
+        scores, labels = probabilities.topk(k)
+        return scores.tolist(), labels.tolist(), (time.perf_counter() - started) * 1000.0
+
+    def _publish_finished(self, finished):
+        header, _ = finished.job
+        result = self._result(header, finished.setting)
+        if finished.error:
+            result.status = ClassificationResult.STATUS_ERROR
+            result.status_message = finished.error
+            result.latency_ms = finished.run_s * 1000.0
+            self.last_error = finished.error
+        else:
+            scores, labels, latency_ms = finished.output
+            result.status = ClassificationResult.STATUS_OK
+            result.label, result.score = labels[0], scores[0]
+            result.label_name = self.saved.classes[labels[0]]
+            result.top_k_labels, result.top_k_scores = labels, scores
+            result.latency_ms = latency_ms
+            self.window.add(latency_ms, finished.setting['budget_ms'])
+        self.publisher.publish(result)
+
+    def _publish_dropped(self, job):
+        pass  # latest image wins: a superseded camera frame needs no answer
+
+    # -- diagnostics ----------------------------------------------------------------
+    def _diagnose(self, stat):
+        setting = self.worker.setting
+        misses = self.window.misses()
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        if self.last_error:
+            stat.summary(ERROR, f'last image failed: {self.last_error}')
+        elif misses:
+            stat.summary(WARN, f'{misses} of the last {len(self.window.samples)} results '
+                               f'over the {setting["budget_ms"]:g} ms budget')
+        else:
+            stat.summary(OK, f'{setting["point"]}: {self.received / elapsed:.1f} images/s')
+        self.last_error = ''
+        stat.add('operating_point', setting['point'])
+        stat.add('groups', setting['groups'].key())
+        stat.add('threads', setting['threads'])
+        stat.add('budget_ms', setting['budget_ms'])
+        stat.add('rate_hz', self.received / elapsed)
+        stat.add('latency_p50_ms', self.window.percentile(50))
+        stat.add('latency_p95_ms', self.window.percentile(95))
+        stat.add('deadline_misses', misses)
+        stat.add('received', self.received)
+        stat.add('superseded', self.worker.dropped)
+        stat.add('bad_images', self.bad_images)
+        stat.add('errors', self.worker.errors)
+        return stat
+
+    def destroy_node(self):
+        worker = getattr(self, 'worker', None)
+        if worker is not None:
+            worker.stop()
+        return super().destroy_node()
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    try:
+        node = PerceptionNode()
+    except (ValueError, KeyError) as error:
+        print(f'{NODE_NAME}: {error}', file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
