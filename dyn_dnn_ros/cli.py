@@ -22,7 +22,7 @@ COMMANDS = {
     'wenet-train': ('wenet_train', 'train the WeNet CNN on handwritten digits'),
     'wenet-dse': ('wenet_dse', 'greedy design-space exploration of WeNet'),
     'bringup': ('bringup', 'start the whole system in one process'),
-    'demo': ('demo', 'run the system demo (resource monitor over DDS for now)'),
+    'demo': ('demo', 'adaptation demo: dynamic operating points vs a static model'),
 }
 
 

@@ -1,86 +1,121 @@
-"""``dyn-dnn-ros demo``: the system demo.
+"""``dyn-dnn-ros demo``: the adaptation demo, dynamic operating points vs a static model.
 
-For now (until the translation runtime lands) it starts the resource monitor
-node in this process, replays a short scenario on top of this machine's real
-readings, and prints what a subscriber receives over DDS.
+Starts the system in this process, sends test-split sentences at a steady
+rate for ``--duration`` seconds while the budget changes through the
+manager's service and a real CPU-burning process takes a core away, then
+runs the same scenario with the best point fixed. Prints a table, saves a
+timeline PNG and a JSON report.
 """
 
+import json
 import math
 import os
-import threading
-import time
-
-DEFAULT_SCENARIO = 'demo_core_drop'
+from pathlib import Path
+import sys
 
 
 def add_arguments(parser):
-    parser.add_argument('--seconds', type=float, default=10.0,
-                        help='how long to run (default: %(default)s)')
-    parser.add_argument('--scenario', default=DEFAULT_SCENARIO,
-                        help='scenario file or shipped name ("" for none; '
-                             'default: %(default)s)')
-    parser.add_argument('--rate', type=float, default=2.0, help='messages per second')
+    parser.add_argument('--library', help='translation operating-point library (default: '
+                        'config/operating_points_cpu.yaml)')
+    parser.add_argument('--model', default='', help='SuperTransformer file (default: shipped)')
+    parser.add_argument('--spm', default='', help='SentencePiece model (default: shipped)')
+    parser.add_argument('--corpus-dir', help='folder with test.en/test.de (default: '
+                        'data/corpus)')
+    parser.add_argument('--duration', type=float, default=100.0,
+                        help='seconds per run (default: %(default)s)')
+    parser.add_argument('--rate', type=float, default=None,
+                        help='requests per second (default: from the library)')
+    parser.add_argument('--runs', default='dynamic,static',
+                        help='runs to make, in order (default: %(default)s)')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='CPU threads of the worker (default: all allowed CPUs)')
+    parser.add_argument('--out-dir', default='runs/demo',
+                        help='where the PNG and JSON go (default: %(default)s)')
+    parser.add_argument('--report', help='JSON summary path (default: OUT_DIR/report.json)')
+    parser.add_argument('--plot', help='timeline PNG path (default: OUT_DIR/timeline.png)')
 
 
-def _fmt(value, spec='.2f'):
-    return '-' if math.isnan(value) else format(value, spec)
+def _progress(mode, t, duration, sent, answered, setting, burning):
+    line = (f'\r[{mode:7}] {t:5.1f}/{duration:.0f} s  sent {sent:4d}  answered {answered:4d}  '
+            f'point {setting.point:>12}  threads {setting.threads}  '
+            f'budget {setting.budget_ms:6.0f} ms  {"CPU burner ON " if burning else " " * 14}')
+    print(line, end='', file=sys.stderr, flush=True)
+
+
+def format_table(summaries):
+    rows = [('run', 'deadline hits', 'under load', 'BLEU', 'switches', 'mean latency',
+             'mean response', 'dropped')]
+    for name, s in summaries.items():
+        rows.append((name, f'{s["deadline_hit_rate"]:.1%}',
+                     f'{s.get("deadline_hit_rate_under_load", math.nan):.1%}',
+                     f'{s["bleu"]:.2f}', str(s['switches']), f'{s["mean_latency_ms"]:.1f} ms',
+                     f'{s["mean_response_ms"]:.1f} ms', str(s['dropped'] + s['lost'])))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ['| ' + ' | '.join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + ' |'
+             for r in rows]
+    lines.insert(1, '|' + '|'.join('-' * (w + 2) for w in widths) + '|')
+    return '\n'.join(lines)
 
 
 def run(args):
-    if not (args.seconds > 0 and math.isfinite(args.seconds)):
-        print(f'demo: --seconds must be a positive number, got {args.seconds}')
-        return 2
+    from dyn_dnn_ros.share import config_path, share_dir
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-    from diagnostic_msgs.msg import DiagnosticArray
-    import rclpy
-    from rclpy.executors import MultiThreadedExecutor
-    from rclpy.parameter import Parameter
+    from dyn_dnn_ros.demo.metrics import adaptation_results, run_to_dict, summarize
+    from dyn_dnn_ros.demo.plan import default_plan
+    from dyn_dnn_ros.demo.plot import plot_timeline
+    from dyn_dnn_ros.demo.runner import DemoConfig, default_threads, load_sentences, run_once
+    from dyn_dnn_ros.operating_points import OperatingPointLibrary
 
-    from dyn_dnn_ros.nodes.resource_monitor import ResourceMonitorNode
-    from dyn_dnn_ros_interfaces.msg import HardwareAvailability
-
-    rclpy.init()
+    library_path = Path(args.library) if args.library else \
+        config_path('operating_points_cpu.yaml')
     try:
-        monitor = ResourceMonitorNode(parameter_overrides=[
-            Parameter('scenario', value=args.scenario), Parameter('rate_hz', value=args.rate)])
-    except ValueError as error:
-        print(f'demo: {error}')
-        rclpy.try_shutdown()
+        library = OperatingPointLibrary.load(library_path)
+        threads = args.threads or default_threads()
+        plan = default_plan(library, threads, duration_s=args.duration,
+                            request_rate_hz=args.rate)
+        sentences = load_sentences(args.corpus_dir or share_dir() / 'data' / 'corpus')
+    except (ValueError, OSError) as error:
+        print(f'demo: {error}', file=sys.stderr)
         return 2
-    listener = rclpy.create_node('demo_listener')
-    warned = set()
+    modes = [m.strip() for m in args.runs.split(',') if m.strip()]
+    if not modes or any(m not in ('dynamic', 'static') for m in modes):
+        print(f'demo: --runs takes dynamic and/or static, got {args.runs!r}', file=sys.stderr)
+        return 2
+    config = DemoConfig(plan=plan, library_path=str(library_path), sentences=sentences,
+                        model_path=args.model, spm_path=args.spm, threads=threads)
+    print(f'demo: {len(modes)} run(s) of {plan.duration_s:g} s, {plan.request_rate_hz:.2f} '
+          f'requests/s, {threads} thread(s); events: ' +
+          ', '.join(f'{e.at_s:g} s {e.describe()}' for e in plan.events), flush=True)
 
-    def on_availability(msg):
-        print(f'{time.monotonic() - started:6.1f}s  usable CPUs {_fmt(msg.usable_cpus):>5}  '
-              f'threads {msg.usable_threads}  util {_fmt(msg.cpu_utilization_total)}  '
-              f'mem {_fmt(msg.memory_available_mb / 1024, ".1f")} GB  '
-              f'availability {_fmt(msg.availability)}  '
-              f'overrides [{", ".join(msg.overrides)}]', flush=True)
+    records, summaries = [], {}
+    burn = next((e.at_s for e in plan.events if e.kind == 'burn_start'), None)
+    burn_end = next((e.at_s for e in plan.events if e.kind == 'burn_stop'), plan.duration_s)
+    for mode in modes:
+        record = run_once(mode, config, progress=_progress)
+        print(file=sys.stderr)
+        records.append(record)
+        summary = summarize(record, (burn, burn_end) if burn is not None else None)
+        summary['adaptation_results'] = adaptation_results(
+            record, [e.at_s for e in plan.events])
+        summaries[mode] = summary
 
-    def on_diagnostics(array):
-        for status in array.status:
-            if status.level != b'\x00' and status.name not in warned:
-                warned.add(status.name)
-                print(f'  diagnostics {status.name}: {status.message}', flush=True)
-
-    listener.create_subscription(HardwareAvailability, 'hardware_availability',
-                                 on_availability, 10)
-    listener.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 10)
-    executor = MultiThreadedExecutor()
-    executor.add_node(monitor)
-    executor.add_node(listener)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    started = time.monotonic()
-    print(f'resource monitor over DDS for {args.seconds:g} s, scenario '
-          f'{args.scenario or "(none)"}; ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID", "0")}')
-    spinner.start()
-    try:
-        time.sleep(args.seconds)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        executor.shutdown(timeout_sec=2.0)
-        monitor.destroy_node()
-        listener.destroy_node()
-        rclpy.try_shutdown()
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_path = Path(args.plot) if args.plot else out_dir / 'timeline.png'
+    report_path = Path(args.report) if args.report else out_dir / 'report.json'
+    plot_timeline(plot_path, records, plan, library)
+    report = {'plan': {'duration_s': plan.duration_s, 'request_rate_hz': plan.request_rate_hz,
+                       'threads': threads,
+                       'events': [(e.at_s, e.describe()) for e in plan.events]},
+              'library': str(library_path), 'summaries': summaries,
+              'runs': [run_to_dict(r) for r in records]}
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(json.dumps(report, indent=1, default=str))
+    print(format_table(summaries))
+    for mode, s in summaries.items():
+        print(f'{mode}: results to adapt after each event {s["adaptation_results"]}, '
+              f'switch call to first new-point result {s["switch_to_result_ms_max"]:.1f} ms '
+              f'(+ one inference), DDS overhead p50 {s["dds_overhead_p50_ms"]:.2f} ms, '
+              f'points used {", ".join(s["points_used"])}')
+    print(f'timeline: {plot_path}\nreport: {report_path}')
     return 0

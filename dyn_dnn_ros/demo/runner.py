@@ -1,0 +1,228 @@
+"""Runs the demo scenario against the real nodes over DDS (a ROS client, not core).
+
+Each run brings up its own system in one process (resource monitor,
+translation node, and for the dynamic run the manager), sends test-split
+sentences at a steady rate, changes the budget through the manager's
+service (or, for the static run, only records it on the worker), starts
+and stops a real CPU-burning process, and records every result.
+"""
+
+from dataclasses import dataclass
+import os
+import random
+import threading
+import time
+
+from dyn_dnn_ros.demo.burner import CpuBurner
+from dyn_dnn_ros.demo.metrics import ResultRecord, RunRecord
+
+STATUS_NAMES = {0: 'ok', 1: 'truncated', 2: 'empty', 3: 'dropped', 4: 'error'}
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    plan: object
+    library_path: str
+    sentences: tuple            # (source, reference) pairs, in sending order
+    model_path: str = ''
+    spm_path: str = ''
+    threads: int = 2
+    namespace: str = '/demo'
+    monitor_rate_hz: float = 4.0
+    drain_s: float = 10.0       # how long to wait for the last results
+
+
+def load_sentences(corpus_dir, split='test', seed=0, limit=None):
+    from pathlib import Path
+    corpus_dir = Path(corpus_dir)
+    sources = (corpus_dir / f'{split}.en').read_text(encoding='utf-8').splitlines()
+    references = (corpus_dir / f'{split}.de').read_text(encoding='utf-8').splitlines()
+    if len(sources) != len(references) or not sources:
+        raise ValueError(f'{corpus_dir}: {split}.en and {split}.de must be non-empty and '
+                         'aligned')
+    pairs = list(zip(sources, references, strict=True))
+    random.Random(seed).shuffle(pairs)
+    return tuple(pairs[:limit] if limit else pairs)
+
+
+class _Driver:
+    """The demo's own node: sends requests, records results and availability."""
+
+    def __init__(self, node, namespace):
+        from dyn_dnn_ros_interfaces.msg import (
+            HardwareAvailability,
+            TranslationRequest,
+            TranslationResult,
+        )
+        from dyn_dnn_ros_interfaces.srv import SetLatencyBudget
+        self.node = node
+        self.lock = threading.Lock()
+        self.results = {}
+        self.availability = []
+        self.start = time.monotonic()
+        self.Request = TranslationRequest
+        self.publisher = node.create_publisher(TranslationRequest,
+                                               f'{namespace}/translation_requests', 1000)
+        node.create_subscription(TranslationResult, f'{namespace}/translation_results',
+                                 self._on_result, 1000)
+        node.create_subscription(HardwareAvailability, f'{namespace}/hardware_availability',
+                                 self._on_availability, 10)
+        self.budget_client = node.create_client(SetLatencyBudget,
+                                                f'{namespace}/set_latency_budget')
+        self.SetLatencyBudget = SetLatencyBudget
+
+    def now(self):
+        return time.monotonic() - self.start
+
+    def _on_result(self, msg):
+        with self.lock:
+            self.results[msg.id] = (self.now(), msg)
+
+    def _on_availability(self, msg):
+        with self.lock:
+            self.availability.append((self.now(), int(msg.usable_threads),
+                                      float(msg.availability)))
+
+
+def run_once(mode, config, progress=None):
+    """One run ('dynamic' or 'static') of the plan; returns its RunRecord."""
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    from dyn_dnn_ros.nodes.manager import ManagerNode
+    from dyn_dnn_ros.nodes.resource_monitor import ResourceMonitorNode
+    from dyn_dnn_ros.nodes.translation import TranslationNode
+    from dyn_dnn_ros.operating_points import OperatingPointLibrary
+
+    if mode not in ('dynamic', 'static'):
+        raise ValueError(f'mode: dynamic or static, got {mode!r}')
+    plan = config.plan
+    library = OperatingPointLibrary.load(config.library_path)
+    best = library.by_quality()[0]
+    context = rclpy.Context()
+    rclpy.init(context=context, args=[])
+    record = RunRecord(mode)
+    nodes = []
+    executor = MultiThreadedExecutor(num_threads=6, context=context)
+    burner = CpuBurner()
+    try:
+        def make(cls, **values):
+            node = cls(context=context, namespace=config.namespace,
+                       parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+            nodes.append(node)
+            executor.add_node(node)
+            return node
+
+        make(ResourceMonitorNode, rate_hz=config.monitor_rate_hz)
+        worker_values = dict(library_path=str(config.library_path), threads=config.threads,
+                             queue_depth=4, operating_point=best.name,
+                             budget_ms=float(plan.events[0].value))
+        if config.model_path:
+            worker_values['model_path'] = str(config.model_path)
+        if config.spm_path:
+            worker_values['spm_path'] = str(config.spm_path)
+        if best.beam is not None and best.beam.mode == 'fixed':
+            worker_values['beam_width'] = best.beam.width
+        worker = make(TranslationNode, **worker_values)
+        if mode == 'dynamic':
+            make(ManagerNode, targets='translation', translation_library=str(config.library_path))
+        driver_node = rclpy.create_node('demo_driver', context=context)
+        nodes.append(driver_node)
+        executor.add_node(driver_node)
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner.start()
+        driver = _Driver(driver_node, config.namespace)
+        deadline = time.monotonic() + 20
+        while driver.publisher.get_subscription_count() == 0 or (
+                mode == 'dynamic' and not driver.budget_client.service_is_ready()):
+            if time.monotonic() > deadline:
+                raise RuntimeError('demo: the nodes did not come up within 20 s')
+            time.sleep(0.05)
+        time.sleep(1.0)  # a few availability samples before the clock starts
+
+        driver.start = time.monotonic()
+        sent = {}
+        pending_events = list(plan.events)
+        interval = 1.0 / plan.request_rate_hz
+        index = 0
+        last_progress = -1.0
+        while True:
+            t = driver.now()
+            if t >= plan.duration_s:
+                break
+            while pending_events and pending_events[0].at_s <= t:
+                event = pending_events.pop(0)
+                record.events.append((t, event.describe()))
+                _apply_event(mode, event, driver, worker, burner, record)
+            if index * interval <= t:
+                source, reference = config.sentences[index % len(config.sentences)]
+                rid = f'{mode}-{index}'
+                msg = driver.Request(id=rid, text=source)
+                msg.header.stamp = driver_node.get_clock().now().to_msg()
+                msg.header.frame_id = 'demo'
+                sent[rid] = (t, reference, plan.budget_at(t))
+                driver.publisher.publish(msg)
+                index += 1
+            if progress is not None and t - last_progress >= 0.5:
+                last_progress = t
+                with driver.lock:
+                    answered = len(driver.results)
+                progress(mode, t, plan.duration_s, len(sent), answered, worker.worker.setting,
+                         burner.running)
+            time.sleep(min(0.01, max(0.0, index * interval - driver.now())))
+        burner.stop()
+        drain_until = time.monotonic() + config.drain_s
+        while time.monotonic() < drain_until:
+            with driver.lock:
+                if len(driver.results) >= len(sent):
+                    break
+            time.sleep(0.05)
+        with driver.lock:
+            results = dict(driver.results)
+            record.availability = list(driver.availability)
+        for rid, (t_sent, reference, budget) in sent.items():
+            if rid in results:
+                t_received, msg = results[rid]
+                record.results.append(ResultRecord(
+                    rid, t_sent, t_received, STATUS_NAMES.get(msg.status, 'error'),
+                    msg.operating_point, float(msg.latency_ms), float(msg.queue_ms), budget,
+                    msg.text, reference))
+            else:
+                record.results.append(ResultRecord(rid, t_sent, float('nan'), 'lost', '',
+                                                   float('nan'), float('nan'), budget, '',
+                                                   reference))
+        return record
+    finally:
+        burner.stop()
+        executor.shutdown(timeout_sec=2.0)
+        for node in nodes:
+            node.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+def _apply_event(mode, event, driver, worker, burner, record):
+    from rclpy.parameter import Parameter
+    if event.kind == 'burn_start':
+        burner.start()
+    elif event.kind == 'burn_stop':
+        burner.stop()
+    elif mode == 'dynamic':
+        request = driver.SetLatencyBudget.Request(target='translation',
+                                                  budget_ms=float(event.value),
+                                                  min_quality=float('nan'))
+        called = driver.now()
+        future = driver.budget_client.call_async(request)
+
+        def done(f, t=called, budget=event.value):
+            response = f.result()
+            if response is not None and response.success:
+                record.budget_calls.append((t, budget, response.operating_point))
+        future.add_done_callback(done)
+    else:
+        # The static model ignores budgets; the worker only reports the one in force.
+        worker.set_parameters([Parameter('budget_ms', value=float(event.value))])
+
+
+def default_threads():
+    return len(os.sched_getaffinity(0))

@@ -1,0 +1,104 @@
+"""The demo: its plan and metrics on known records, and a short real run over DDS."""
+
+import json
+import math
+import os
+from pathlib import Path
+import subprocess
+import sys
+
+import pytest
+from translation_fixtures import SPM, write_tiny_model
+
+from dyn_dnn_ros.demo.metrics import (
+    ResultRecord,
+    RunRecord,
+    adaptation_results,
+    summarize,
+    switch_delays_ms,
+)
+from dyn_dnn_ros.demo.plan import DemoPlan, Event, default_plan
+from dyn_dnn_ros.operating_points import OperatingPoint, OperatingPointLibrary
+
+
+def library():
+    def point(name, quality, one, two):
+        return OperatingPoint(name, 'translation', {}, {1: one, 2: two}, quality)
+    return OperatingPointLibrary('translation', 'cpu', 'bleu', [
+        point('large', 30.0, 200.0, 110.0), point('medium', 28.0, 100.0, 60.0),
+        point('small', 25.0, 40.0, 25.0)])
+
+
+def test_default_plan_budgets_follow_the_library():
+    plan = default_plan(library(), threads=2, duration_s=100.0)
+    budgets = [e.value for e in plan.events if e.kind == 'budget']
+    generous, tight = budgets[0], budgets[1]
+    assert 0.85 * generous >= 110.0          # the best point fits with 2 threads
+    assert 0.85 * generous < 200.0           # ... but not on one core
+    assert 0.85 * tight < 110.0              # the tight budget needs a smaller point
+    assert [e.kind for e in plan.events] == ['budget', 'budget', 'budget', 'burn_start',
+                                             'burn_stop']
+    assert plan.burning_at(60.0) and not plan.burning_at(90.0)
+    assert plan.budget_at(30.0) == tight and plan.budget_at(50.0) == generous
+
+
+def test_plan_validation():
+    with pytest.raises(ValueError, match='first event'):
+        DemoPlan(10.0, 1.0, (Event(1.0, 'budget', 5.0),))
+    with pytest.raises(ValueError, match='outside'):
+        DemoPlan(10.0, 1.0, (Event(0.0, 'budget', 5.0), Event(12.0, 'burn_start')))
+    with pytest.raises(ValueError, match='request_rate_hz'):
+        DemoPlan(10.0, math.nan, (Event(0.0, 'budget', 5.0),))
+
+
+def record(rid, sent, received, point, latency, budget=100.0, status='ok'):
+    sentence = 'die Datei wurde erfolgreich gespeichert'
+    return ResultRecord(rid, sent, received, status, point, latency, 0.0, budget, sentence,
+                        sentence)
+
+
+def test_metrics_on_known_records():
+    run = RunRecord('dynamic', results=[
+        record('0', 0.0, 0.05, 'large', 45.0),            # hit
+        record('1', 1.0, 1.20, 'large', 190.0),           # miss (200 ms > 100)
+        record('2', 2.0, 2.06, 'medium', 55.0),           # hit, after the switch
+        record('3', 3.0, 3.04, 'medium', 38.0),           # hit
+        record('4', 4.0, math.nan, '', math.nan, status='lost'),
+    ], budget_calls=[(1.5, 100.0, 'medium')])
+    summary = summarize(run, burn_window=(1.0, 3.0))
+    assert summary['requests'] == 5 and summary['answered'] == 4 and summary['lost'] == 1
+    assert summary['deadline_hit_rate'] == pytest.approx(3 / 5)
+    assert summary['deadline_hit_rate_under_load'] == pytest.approx(1 / 2)
+    assert summary['switches'] == 1 and summary['points_used'] == ['large', 'medium']
+    assert summary['bleu'] == pytest.approx(100.0)
+    assert summary['dds_overhead_p50_ms'] == pytest.approx(5.0, abs=0.01)
+    # Event at 0.9 s: the phase settles on 'medium', reached by its 2nd result.
+    assert adaptation_results(run, [0.0, 0.9]) == [1, 2]
+    assert switch_delays_ms(run) == pytest.approx([2060 - 1500 - 55.0])
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_a_short_demo_runs_end_to_end(tmp_path):
+    model, library_path = write_tiny_model(tmp_path)
+    report = tmp_path / 'report.json'
+    result = subprocess.run(
+        [sys.executable, '-m', 'dyn_dnn_ros.cli', 'demo', '--library', str(library_path),
+         '--model', str(model), '--spm', str(SPM), '--duration', '6', '--rate', '4',
+         '--out-dir', str(tmp_path), '--report', str(report)],
+        capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST'))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert '| dynamic' in result.stdout and '| static' in result.stdout
+    data = json.loads(report.read_text())
+    for name in ('dynamic', 'static'):
+        summary = data['summaries'][name]
+        assert summary['requests'] >= 20
+        assert summary['answered'] + summary['dropped'] + summary['lost'] == \
+            summary['requests']
+        assert 0.0 <= summary['deadline_hit_rate'] <= 1.0
+    static = data['summaries']['static']
+    assert static['points_used'] == ['big'] and static['switches'] == 0
+    dynamic_run = next(r for r in data['runs'] if r['name'] == 'dynamic')
+    assert dynamic_run['budget_calls'], 'budget changes went through the manager service'
+    assert Path(tmp_path / 'timeline.png').read_bytes()[:4] == b'\x89PNG'
