@@ -1,0 +1,150 @@
+"""``dyn-dnn-ros sweep``: searches over a range of constraints -> the operating-point library."""
+
+from pathlib import Path
+import sys
+
+from dyn_dnn_ros.commands.latency import (
+    REPO_ROOT,
+    RUN_DIR,
+    add_protocol_arguments,
+    protocol_from_args,
+)
+from dyn_dnn_ros.commands.search import (
+    add_evolution_arguments,
+    add_fitness_arguments,
+    add_model_arguments,
+    evolution_from_args,
+    load_search_inputs,
+)
+
+HELP = 'search a range of latency constraints and write the operating-point library'
+CONFIG_DIR = REPO_ROOT / 'config'
+DOCS_DIR = REPO_ROOT / 'docs'
+
+
+def _dynamic_policy(text):
+    """``BW_MIN:BW_MAX:SIGMA_MIN:SIGMA_MAX[:METRIC]`` -> a dynamic BeamPolicy."""
+    from dyn_dnn_ros.operating_points import BeamPolicy
+    parts = text.split(':')
+    try:
+        if len(parts) not in (4, 5):
+            raise ValueError
+        metric = parts[4] if len(parts) == 5 else 'std'
+        return BeamPolicy(mode='dynamic', bw_min=int(parts[0]), bw_max=int(parts[1]),
+                          sigma_min=float(parts[2]), sigma_max=float(parts[3]), metric=metric)
+    except ValueError as err:
+        raise ValueError(f'--dynamic: {text!r} is not BW_MIN:BW_MAX:SIGMA_MIN:SIGMA_MAX'
+                         f'[:METRIC] ({err or "wrong number of fields"})') from None
+
+
+def add_arguments(parser):
+    from dyn_dnn_ros.design.sweep import SWEEP_EVOLUTION, SweepConfig
+    d = SweepConfig(run_dir=RUN_DIR, library_path=CONFIG_DIR)
+    parser.add_argument('--run-dir', type=Path, default=RUN_DIR / 'sweep_cpu',
+                        help='folder for searches, measurements and BLEU, for resuming '
+                             '(default: %(default)s)')
+    parser.add_argument('--library', type=Path, default=None,
+                        help=f'library to write (default: {CONFIG_DIR}/'
+                             'operating_points_DEVICE.yaml)')
+    parser.add_argument('--plot', type=Path, default=None,
+                        help=f'Pareto plot PNG (default: {DOCS_DIR}/pareto_DEVICE.png)')
+    parser.add_argument('--constraints', type=float, nargs='+', default=None, metavar='MS',
+                        help='latency constraints (default: geometric between the smallest '
+                             'and largest sub-network\'s predicted latency)')
+    parser.add_argument('--count', type=int, default=d.constraint_count,
+                        help='number of geometric constraints (default: %(default)s)')
+    parser.add_argument('--rank-threads', type=int, default=None,
+                        help='thread count of the constraints and the Pareto front (default: '
+                             'the largest the predictor was fitted for)')
+    parser.add_argument('--threads', type=int, nargs='+', default=None,
+                        help='thread counts the winners are measured at (default: 1..usable '
+                             'CPUs)')
+    parser.add_argument('--beams', type=int, nargs='*', default=[],
+                        help='joint points: also measure every winner with these fixed widths')
+    parser.add_argument('--dynamic', nargs='*', default=[], metavar='POLICY',
+                        help='joint points with dynamic beams BW_MIN:BW_MAX:SIGMA_MIN:SIGMA_MAX'
+                             '[:METRIC] (see `dyn-dnn-ros calibrate-beam`)')
+    parser.add_argument('--bleu-split', choices=('test', 'valid'), default=d.bleu_split)
+    parser.add_argument('--bleu-sentences', type=int, default=d.bleu_sentences,
+                        help='first N sentences of the split for BLEU (default: %(default)s; '
+                             '0: all)')
+    parser.add_argument('--random', type=int, default=d.random_count, metavar='N',
+                        help='random sub-networks measured for the plot (default: '
+                             '%(default)s; 0: none)')
+    parser.add_argument('--random-seed', type=int, default=d.random_seed)
+    parser.add_argument('--random-csv', type=Path, default=None,
+                        help='CSV for the random sub-networks\' latencies (default: '
+                             'RUN/random.csv); the latency dataset\'s CSV with its --seed '
+                             'reuses its measurements')
+    parser.add_argument('--torch-threads', type=int, default=None,
+                        help='torch CPU threads for the fitness and BLEU (default: torch '
+                             'decides)')
+    add_model_arguments(parser)
+    add_fitness_arguments(parser)
+    add_protocol_arguments(parser)
+    add_evolution_arguments(parser, SWEEP_EVOLUTION)
+
+
+def run(args) -> int:
+    import math
+    import time
+
+    import torch
+
+    from dyn_dnn_ros.design.latency_dataset import workload_sources
+    from dyn_dnn_ros.design.sweep import SweepConfig, run_sweep
+    from dyn_dnn_ros.operating_points import BeamPolicy
+    began = time.perf_counter()
+    try:
+        if args.torch_threads is not None:
+            torch.set_num_threads(max(1, args.torch_threads))
+        protocol = protocol_from_args(args)
+        beams = tuple(BeamPolicy('fixed', width=w) for w in args.beams)
+        beams += tuple(_dynamic_policy(text) for text in args.dynamic)
+        config = SweepConfig(
+            run_dir=args.run_dir,
+            library_path=args.library or CONFIG_DIR / f'operating_points_{args.device}.yaml',
+            plot_path=args.plot or DOCS_DIR / f'pareto_{args.device}.png',
+            device=args.device, rank_threads=args.rank_threads,
+            measure_threads=tuple(args.threads) if args.threads else None,
+            constraints_ms=tuple(args.constraints or ()), constraint_count=args.count,
+            evolution=evolution_from_args(args), protocol=protocol, extra_beams=beams,
+            bleu_split=args.bleu_split, bleu_sentences=args.bleu_sentences or None,
+            random_count=args.random, random_seed=args.random_seed,
+            random_csv=args.random_csv)
+        model, tokenizer, predictor, fitness = load_search_inputs(args, args.run_dir)
+        if predictor.meta.get('workload') != protocol.workload:
+            raise ValueError(f'{args.predictor}: fitted on workload '
+                             f'{predictor.meta.get("workload")!r}, the sweep would time '
+                             f'{protocol.workload!r}; pass the latency run\'s options')
+        sources = workload_sources(args.corpus_dir, tokenizer, protocol.sentences,
+                                   protocol.sentence_seed, model.space.max_positions)
+        summary = run_sweep(config, model, tokenizer, predictor, fitness, sources,
+                            args.corpus_dir, meta={'predictor': str(args.predictor)})
+    except ValueError as err:
+        print(f'dyn-dnn-ros sweep: {err}', file=sys.stderr)
+        return 2
+    library, rank = summary.library, summary.library.meta['rank_threads']
+    print(f'{len(summary.constraints_ms)} constraints '
+          f'({", ".join(f"{c:.1f}" for c in summary.constraints_ms)} ms at {rank} threads), '
+          f'{len({c.key for c in summary.candidates})} distinct winners, '
+          f'{len(summary.candidates)} measured candidates, {summary.evaluations} new fitness '
+          f'evaluations')
+    threads = sorted(library.points[0].latency_ms)
+    print(f'{"point":<12} {"beam":<34}  BLEU  val loss  predicted  '
+          + '  '.join(f'{t} thr ms' for t in threads) + '  measured/predicted')
+    for p in library.points:
+        ratio = p.latency_ms[rank] / p.predicted_latency_ms  # NaN: no prediction (beam)
+        print(f'{p.name:<12} {p.beam.describe():<34} {p.quality:5.2f}  '
+              f'{p.metrics["val_loss"]:8.4f}  {p.predicted_latency_ms:9.2f}  '
+              + '  '.join(f'{p.latency_ms[t]:8.2f}' for t in threads)
+              + (f'  {ratio:.3f}' if math.isfinite(ratio) else '  -'))
+    fastest, slowest = library.points[0], library.points[-1]
+    print(f'library span: x{slowest.latency_ms[rank] / fastest.latency_ms[rank]:.2f} '
+          f'({fastest.latency_ms[rank]:.1f} .. {slowest.latency_ms[rank]:.1f} ms)')
+    if summary.cloud:
+        print(f'random sub-networks dominated by the searched front (latency and validation '
+              f'loss): {summary.cloud_dominated} of {len(summary.cloud)}')
+        print(f'wrote {config.plot_path}')
+    print(f'wrote {config.library_path} in {time.perf_counter() - began:.0f} s')
+    return 0

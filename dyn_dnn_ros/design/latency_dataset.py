@@ -1,0 +1,511 @@
+"""The latency dataset: random sub-networks timed on this machine, one CSV row per thread count.
+
+Workload (Parry et al., Fig. 2 step 2, at deployment settings): one source
+sentence at a time (batch 1), translated by the real beam search at the
+deployment width on the super model after ``set_subnet`` (no weight copy, as
+at run time). The sentences are a fixed, seeded set of K validation sentences
+shared by every config, so lengths are realistic and timings comparable. By
+default decoding stops at EOS (the model decides the length) and the mean
+number of decoder steps is recorded; the paper's fixed-length mode (30 steps,
+EOS forbidden) is an option.
+
+Protocol: warm-up rounds, then R timed rounds over the K sentences; a round's
+sample is its mean time per sentence; the fastest and slowest 10 % of the
+samples are dropped and the rest averaged.
+
+Every config is timed at every CPU thread count 1..N, because the run-time
+manager must know what happens when cores disappear. Rows are appended to the
+CSV as they are measured, and a rerun skips the (config, thread count, beam)
+combinations already there.
+"""
+
+import csv
+from dataclasses import dataclass
+from datetime import datetime, timezone
+import json
+import math
+import os
+from pathlib import Path
+import platform
+import random
+import statistics
+import time
+
+import torch
+from tqdm import tqdm
+import yaml
+
+from dyn_dnn_ros.operating_points import BeamPolicy
+from dyn_dnn_ros.translation.batching import encode_sources
+from dyn_dnn_ros.translation.beam_search import BeamSearchConfig, beam_search
+from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
+
+DEVICES = ('cpu', 'cuda')
+MODES = ('eos', 'fixed')
+CSV_COLUMNS = ('key', 'config', 'device', 'threads', 'beam', 'workload', 'torch_version', 'host',
+               'latency_ms', 'std_ms', 'n', 'decoder_steps', 'timestamp')
+# Dimensions a sampling bias may weight; per-layer ones weight every layer alike.
+BIAS_DIMENSIONS = ('encoder_embed_dim', 'decoder_embed_dim', 'ffn_dim', 'heads',
+                   'encoder_layers', 'decoder_layers', 'ende')
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, not the machine's count)."""
+    if hasattr(os, 'sched_getaffinity'):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def check_device(device) -> str:
+    if device not in DEVICES:
+        raise ValueError(f'device: must be one of {DEVICES}, got {device!r}')
+    if device == 'cuda' and not torch.cuda.is_available():
+        raise ValueError('device: cuda requested but CUDA is not available on this machine')
+    return device
+
+
+def default_threads(device) -> tuple[int, ...]:
+    """Every count 1..N on CPU; on CUDA the host threads matter little, so only N."""
+    n = usable_cpus()
+    return tuple(range(1, n + 1)) if device == 'cpu' else (n,)
+
+
+# -- the protocol ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LatencyProtocol:
+    beam: int = 5  # deployment beam width
+    sentences: int = 3  # K: fixed validation sentences per config
+    sentence_seed: int = 0
+    warmup: int = 1  # untimed rounds over the K sentences (after every thread switch)
+    repeats: int = 10  # R timed rounds
+    trim: float = 0.1  # fraction of the samples dropped at each end
+    mode: str = 'eos'  # 'eos': the model decides the length; 'fixed': fixed_length steps
+    fixed_length: int = 30
+
+    def __post_init__(self):
+        for name, low in (('beam', 1), ('sentences', 1), ('warmup', 0), ('repeats', 1),
+                          ('fixed_length', 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f'latency.{name}: must be an integer >= {low}, got {value!r}')
+        if not isinstance(self.trim, (int, float)) or not 0 <= self.trim < 0.5:
+            raise ValueError(f'latency.trim: must be in [0, 0.5), got {self.trim!r}')
+        if self.mode not in MODES:
+            raise ValueError(f'latency.mode: must be one of {MODES}, got {self.mode!r}')
+
+    @property
+    def workload(self) -> str:
+        """What was timed, as recorded in the CSV: rows of one file must agree on it."""
+        length = 'eos' if self.mode == 'eos' else f'fixed{self.fixed_length}'
+        return f'{length}-k{self.sentences}-seed{self.sentence_seed}'
+
+
+def trimmed_stats(samples, trim) -> tuple[float, float, int]:
+    """Mean, standard deviation and count of ``samples`` without the extreme ``trim`` fractions."""
+    values = sorted(samples)
+    if not values:
+        raise ValueError('samples: need at least one timing')
+    if any(not math.isfinite(v) or v < 0 for v in values):
+        raise ValueError(f'samples: timings must be finite and >= 0, got {values}')
+    cut = int(len(values) * trim)
+    kept = values[cut:len(values) - cut]
+    return statistics.fmean(kept), statistics.pstdev(kept), len(kept)
+
+
+@dataclass(frozen=True)
+class Timing:
+    latency_ms: float  # trimmed mean time per sentence
+    std_ms: float
+    n: int  # samples kept
+    decoder_steps: float  # mean decoder steps per sentence
+
+
+@torch.no_grad()
+def fixed_length_search(model, src, width, length) -> int:
+    """Beam search of exactly ``length`` steps with EOS forbidden (the paper's protocol)."""
+    model.eval()
+    device, vocab = src.device, model.vocab_size
+    state = model.start_decoding(model.encode(src), beams_per_sentence=width)
+    tokens = torch.full((1, width), model.bos_id, dtype=torch.long, device=device)
+    # Only the first slot is live at the start, as if the search began with one beam.
+    scores = torch.full((1, width), -math.inf, device=device)
+    scores[0, 0] = 0.0
+    for _ in range(length):
+        log_probs = model.decode_step(tokens, state)
+        log_probs[:, :, model.eos_id] = -math.inf
+        scores, index = (scores[:, :, None] + log_probs).view(1, -1).topk(width, dim=1)
+        state.reorder(index // vocab)
+        tokens = index % vocab
+    return length
+
+
+def _searcher(model, protocol, beam):
+    """A function ``[1, S]`` source -> decoder steps, for the protocol's mode."""
+    if protocol.mode == 'fixed':
+        if beam.mode != 'fixed':
+            raise ValueError('latency.mode: fixed-length timing needs a fixed beam width, '
+                             f'got {beam.describe()}')
+        return lambda src: fixed_length_search(model, src, beam.width, protocol.fixed_length)
+    config = BeamSearchConfig(beam=beam)
+    return lambda src: beam_search(model, src, config)[0].steps
+
+
+def _sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def time_subnet(model, cfg: SubnetConfig, sources, protocol: LatencyProtocol, threads,
+                beam: BeamPolicy | None = None) -> Timing:
+    """Time ``cfg`` translating ``sources`` (``[1, S]`` tensors on the model's device)."""
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f'threads: must be an integer >= 1, got {threads!r}')
+    if not sources:
+        raise ValueError('sources: need at least one workload sentence')
+    beam = BeamPolicy('fixed', protocol.beam) if beam is None else beam
+    model.set_subnet(cfg)
+    search = _searcher(model, protocol, beam)
+    device = sources[0].device
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for _ in range(protocol.warmup):
+            for src in sources:
+                search(src)
+        samples = []
+        for _ in range(protocol.repeats):
+            _sync(device)
+            start = time.perf_counter()
+            steps = [search(src) for src in sources]
+            _sync(device)
+            samples.append((time.perf_counter() - start) * 1e3 / len(sources))
+    finally:
+        torch.set_num_threads(previous)
+    mean, std, n = trimmed_stats(samples, protocol.trim)
+    return Timing(mean, std, n, statistics.fmean(steps))
+
+
+def workload_sources(corpus_dir, tokenizer, count, seed, max_positions) -> list[list[int]]:
+    """``count`` validation sentences (token ids), drawn with ``seed``: every config's workload."""
+    from dyn_dnn_ros.translation.translator import read_split
+    sources, _ = read_split(corpus_dir, 'valid')
+    encoded = [ids for ids in map(tokenizer.encode, sources) if 0 < len(ids) < max_positions]
+    if len(encoded) < count:
+        raise ValueError(f'{corpus_dir}: valid split has {len(encoded)} usable sentences, '
+                         f'fewer than the {count} the workload needs')
+    return random.Random(seed).sample(encoded, count)
+
+
+def source_tensors(model, sources, device) -> list[torch.Tensor]:
+    return [encode_sources([ids], model.pad_id, model.eos_id).to(device) for ids in sources]
+
+
+# -- sampling the design space, per device ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class SamplingBias:
+    """Relative weights of design-space choices for one device; unlisted choices weigh 1.
+
+    The Dynamic-DNN poster's observation (GPUs prefer shallow and wide, CPUs
+    deep and narrow) argues for sampling each device's dataset separately,
+    denser where that device's good sub-networks lie.
+    """
+
+    weights: dict  # dimension -> {choice: weight}
+
+    def check(self, space: DesignSpace, where='bias'):
+        if not isinstance(self.weights, dict):
+            raise ValueError(f'{where}: expected a mapping dimension -> {{choice: weight}}')
+        for dim, table in self.weights.items():
+            if dim not in BIAS_DIMENSIONS:
+                raise ValueError(f'{where}: unknown dimension {dim!r}; expected one of '
+                                 f'{BIAS_DIMENSIONS}')
+            if not isinstance(table, dict) or not table:
+                raise ValueError(f'{where}.{dim}: expected a mapping choice -> weight')
+            for choice, weight in table.items():
+                if choice not in getattr(space, dim):
+                    raise ValueError(f'{where}.{dim}: choice {choice!r} not in the design space '
+                                     f'{list(getattr(space, dim))}')
+                if (not isinstance(weight, (int, float)) or isinstance(weight, bool)
+                        or not math.isfinite(weight) or weight < 0):
+                    raise ValueError(f'{where}.{dim}[{choice}]: weight must be a finite number '
+                                     f'>= 0, got {weight!r}')
+            if not any(self.weight(dim, c) > 0 for c in getattr(space, dim)):
+                raise ValueError(f'{where}.{dim}: every choice has weight 0')
+        return self
+
+    def weight(self, dim, choice) -> float:
+        return float(self.weights.get(dim, {}).get(choice, 1.0))
+
+
+def load_sampling_bias(path, device, space: DesignSpace) -> SamplingBias | None:
+    """The ``device`` section of a bias YAML (``cpu: {decoder_layers: {6: 3}, ...}``), if any."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding='utf-8'))
+    except (OSError, yaml.YAMLError) as err:
+        raise ValueError(f'{path}: cannot read sampling bias: {err}') from None
+    if not isinstance(data, dict) or set(data) - set(DEVICES):
+        raise ValueError(f'{path}: expected sections among {DEVICES}, got '
+                         f'{sorted(data) if isinstance(data, dict) else type(data).__name__}')
+    section = data.get(device)
+    if section is None:
+        return None
+    return SamplingBias(section).check(space, where=f'{path}:{device}')
+
+
+def sample_config(space: DesignSpace, rng: random.Random,
+                  bias: SamplingBias | None = None) -> SubnetConfig:
+    """One random sub-network: HAT's uniform sampling, or weighted by ``bias``."""
+    if bias is None:
+        return space.sample(rng)
+
+    def pick(dim):
+        choices = getattr(space, dim)
+        return rng.choices(choices, weights=[bias.weight(dim, c) for c in choices])[0]
+
+    el, dl = pick('encoder_layers'), pick('decoder_layers')
+    ende = [e for e in space.ende if e <= el]
+    ende_weights = [bias.weight('ende', e) for e in ende]
+    if not any(ende_weights):  # the bias weighted only spans this encoder depth cannot use
+        ende_weights = [1.0] * len(ende)
+    return SubnetConfig(
+        encoder_embed_dim=pick('encoder_embed_dim'), decoder_embed_dim=pick('decoder_embed_dim'),
+        encoder_layers=el, decoder_layers=dl,
+        encoder_ffn=tuple(pick('ffn_dim') for _ in range(el)),
+        encoder_heads=tuple(pick('heads') for _ in range(el)),
+        decoder_ffn=tuple(pick('ffn_dim') for _ in range(dl)),
+        decoder_self_heads=tuple(pick('heads') for _ in range(dl)),
+        decoder_cross_heads=tuple(pick('heads') for _ in range(dl)),
+        decoder_ende=tuple(rng.choices(ende, weights=ende_weights)[0] for _ in range(dl)))
+
+
+def dataset_configs(space: DesignSpace, count, seed, bias=None) -> list[SubnetConfig]:
+    """The smallest and largest sub-networks, then distinct random ones: ``count`` in all.
+
+    Deterministic in ``seed``, so a resumed run measures the same list. The two
+    extremes anchor the predictor at both ends of the latency range.
+    """
+    if not isinstance(count, int) or count < 2:
+        raise ValueError(f'samples: must be an integer >= 2, got {count!r}')
+    rng = random.Random(seed)
+    configs = {c.key(): c for c in (space.smallest(), space.largest())}
+    attempts = 0
+    while len(configs) < count and attempts < 100 * count:
+        cfg = sample_config(space, rng, bias)
+        configs.setdefault(cfg.key(), cfg)
+        attempts += 1
+    return list(configs.values())
+
+
+# -- the CSV -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LatencyRow:
+    config: SubnetConfig
+    device: str
+    threads: int
+    beam: BeamPolicy
+    workload: str
+    latency_ms: float
+    std_ms: float
+    n: int
+    decoder_steps: float
+    torch_version: str = str(torch.__version__)
+    host: str = platform.node()
+    timestamp: str = ''
+
+    @property
+    def key(self) -> str:
+        return self.config.key()
+
+    @property
+    def beam_json(self) -> str:
+        return json.dumps(self.beam.to_dict(), sort_keys=True)
+
+    def to_record(self) -> dict:
+        return {
+            'key': self.key, 'config': json.dumps(self.config.to_dict(), sort_keys=True),
+            'device': self.device, 'threads': self.threads, 'beam': self.beam_json,
+            'workload': self.workload, 'torch_version': self.torch_version, 'host': self.host,
+            'latency_ms': f'{self.latency_ms:.4f}', 'std_ms': f'{self.std_ms:.4f}',
+            'n': self.n, 'decoder_steps': f'{self.decoder_steps:.3f}',
+            'timestamp': self.timestamp,
+        }
+
+
+def _number(record, name, where, kind=float, minimum=0.0, strict=False):
+    text = record.get(name)
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        raise ValueError(f'{where}: {name}={text!r} is not a number') from None
+    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+        relation = '>' if strict else '>='
+        raise ValueError(f'{where}: {name}={text!r} must be finite and {relation} {minimum}')
+    return value
+
+
+def _row_from_record(record, where, space=None) -> LatencyRow:
+    try:
+        config = SubnetConfig.from_dict(json.loads(record['config']))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f'{where}: bad config {record.get("config")!r}: {err}') from None
+    if space is not None:
+        try:
+            space.validate(config)
+        except ValueError as err:
+            raise ValueError(f'{where}: config {config.key()} is outside the design space: '
+                             f'{err}') from None
+    if record['key'] != config.key():
+        raise ValueError(f'{where}: key {record["key"]!r} does not match its config '
+                         f'({config.key()})')
+    if record['device'] not in DEVICES:
+        raise ValueError(f'{where}: device {record["device"]!r} not in {DEVICES}')
+    try:
+        beam = BeamPolicy.from_dict(json.loads(record['beam']))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f'{where}: bad beam {record.get("beam")!r}: {err}') from None
+    return LatencyRow(
+        config=config, device=record['device'],
+        threads=_number(record, 'threads', where, int, 1), beam=beam,
+        workload=record['workload'],
+        latency_ms=_number(record, 'latency_ms', where, strict=True),
+        std_ms=_number(record, 'std_ms', where),
+        n=_number(record, 'n', where, int, 1),
+        decoder_steps=_number(record, 'decoder_steps', where, strict=True),
+        torch_version=record['torch_version'], host=record['host'],
+        timestamp=record['timestamp'])
+
+
+def read_latency_csv(path, space: DesignSpace | None = None, allow_empty=False):
+    """Rows of a latency CSV, validated (and checked against ``space`` when given)."""
+    path = Path(path)
+    try:
+        with open(path, newline='', encoding='utf-8') as stream:
+            reader = csv.DictReader(stream)
+            columns = reader.fieldnames
+            if not columns:
+                raise ValueError(f'{path}: empty file, no CSV header')
+            missing = [c for c in CSV_COLUMNS if c not in columns]
+            if missing:
+                raise ValueError(f'{path}: not a latency CSV, missing column(s) {missing}')
+            rows = []
+            for line, record in enumerate(reader, start=2):
+                if None in record or any(record[c] is None for c in CSV_COLUMNS):
+                    raise ValueError(f'{path}:{line}: malformed row (wrong number of fields)')
+                rows.append(_row_from_record(record, f'{path}:{line}', space))
+    except OSError as err:
+        raise ValueError(f'{path}: cannot read latency CSV ({err.strerror})') from None
+    if not rows and not allow_empty:
+        raise ValueError(f'{path}: no measurements')
+    return rows
+
+
+class LatencyCsv:
+    """An append-only latency CSV: what is measured already, and where new rows go."""
+
+    def __init__(self, path, device, workload):
+        self.path, self.device, self.workload = Path(path), device, workload
+        self.rows = read_latency_csv(self.path, allow_empty=True) if self.path.is_file() else []
+        for i, row in enumerate(self.rows):
+            if (row.device, row.workload) != (device, workload):
+                raise ValueError(f'{self.path}: row {i + 2} was measured on {row.device} with '
+                                 f'workload {row.workload!r}, this run is {device} with '
+                                 f'{workload!r}; write to another file')
+        self._index = {(r.key, r.threads, r.beam_json): r for r in self.rows}
+
+    def get(self, cfg, threads, beam: BeamPolicy):
+        return self._index.get((cfg.key(), threads, json.dumps(beam.to_dict(), sort_keys=True)))
+
+    def append(self, row: LatencyRow):
+        new = not self.path.is_file() or self.path.stat().st_size == 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, 'a', newline='', encoding='utf-8') as stream:
+            writer = csv.DictWriter(stream, fieldnames=CSV_COLUMNS)
+            if new:
+                writer.writeheader()
+            writer.writerow(row.to_record())
+        self.rows.append(row)
+        self._index[(row.key, row.threads, row.beam_json)] = row
+
+
+def measure_configs(model, configs, sources, protocol: LatencyProtocol, threads, csv_path,
+                    device='cpu', beam: BeamPolicy | None = None, progress=True,
+                    desc='latency') -> list[LatencyRow]:
+    """Time every config at every thread count into ``csv_path``, skipping measured ones.
+
+    ``sources`` are token-id lists; the model must already be on ``device``.
+    Returns the rows of ``configs`` x ``threads`` (old and new), in that order.
+    """
+    check_device(device)
+    threads = tuple(threads)
+    if not threads or any(not isinstance(t, int) or t < 1 for t in threads):
+        raise ValueError(f'threads: must be integers >= 1, got {threads!r}')
+    beam = BeamPolicy('fixed', protocol.beam) if beam is None else beam
+    table = LatencyCsv(csv_path, device, protocol.workload)
+    tensors = source_tensors(model, sources, torch.device(device))
+    todo = [(c, t) for c in configs for t in threads if table.get(c, t, beam) is None]
+    for cfg, t in tqdm(todo, desc=desc, unit='run', disable=not progress, dynamic_ncols=True):
+        timing = time_subnet(model, cfg, tensors, protocol, t, beam)
+        table.append(LatencyRow(
+            config=cfg, device=device, threads=t, beam=beam, workload=protocol.workload,
+            # Rounded as the CSV stores them, so fresh and resumed rows are alike.
+            latency_ms=round(timing.latency_ms, 4), std_ms=round(timing.std_ms, 4), n=timing.n,
+            decoder_steps=round(timing.decoder_steps, 3),
+            timestamp=datetime.now(timezone.utc).isoformat(timespec='seconds')))
+    return [table.get(c, t, beam) for c in configs for t in threads]
+
+
+# -- the whole step -----------------------------------------------------------------------
+
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class LatencyDatasetConfig:
+    out: Path = _repo_root() / 'runs' / 'design' / 'latency_cpu.csv'
+    model_path: Path | None = None  # None: the shipped model
+    spm_path: Path | None = None
+    corpus_dir: Path = _repo_root() / 'data' / 'corpus'
+    device: str = 'cpu'
+    samples: int = 300
+    seed: int = 1
+    threads: tuple | None = None  # None: default_threads(device)
+    bias_path: Path | None = None
+    protocol: LatencyProtocol = LatencyProtocol()
+
+
+def load_model_and_tokenizer(model_path, spm_path, device):
+    """The SuperTransformer (eval mode, on ``device``) and its tokenizer."""
+    from dyn_dnn_ros.translation.checkpoint import load_model
+    from dyn_dnn_ros.translation.tokenizer import Tokenizer
+    from dyn_dnn_ros.translation.translator import default_model_path, default_spm_path
+    tokenizer = Tokenizer(spm_path or default_spm_path())
+    model = load_model(model_path or default_model_path(), device=device)
+    for name in ('vocab_size', 'pad_id', 'bos_id', 'eos_id'):
+        if getattr(model, name) != getattr(tokenizer, name):
+            raise ValueError(f'tokenizer {name}={getattr(tokenizer, name)} does not match the '
+                             f'model ({getattr(model, name)})')
+    return model, tokenizer
+
+
+def build_latency_dataset(config: LatencyDatasetConfig, progress=True) -> list[LatencyRow]:
+    """Measure ``config.samples`` sub-networks at every thread count into ``config.out``."""
+    device = check_device(config.device)
+    threads = config.threads or default_threads(device)
+    model, tokenizer = load_model_and_tokenizer(config.model_path, config.spm_path, device)
+    bias = (load_sampling_bias(config.bias_path, device, model.space)
+            if config.bias_path is not None else None)
+    p = config.protocol
+    sources = workload_sources(config.corpus_dir, tokenizer, p.sentences, p.sentence_seed,
+                               model.space.max_positions)
+    configs = dataset_configs(model.space, config.samples, config.seed, bias)
+    return measure_configs(model, configs, sources, p, threads, config.out, device,
+                           progress=progress)

@@ -1,0 +1,65 @@
+"""The sweep's Pareto plot: searched sub-networks against random ones, and the library.
+
+Left: validation loss vs measured latency. BLEU for a thousand random
+sub-networks would cost hours, so the random cloud is compared on the
+search's own objective (teacher-forced validation loss), against the searched
+winners at the deployment beam. Right: BLEU vs measured latency of every
+measured candidate (winners x beam policies), the library's points named.
+"""
+
+import io
+
+import matplotlib
+
+matplotlib.use('Agg')  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+
+from dyn_dnn_ros.design import write_atomic  # noqa: E402
+
+
+def pareto_plot(path, cloud, candidates, library, deployment, threads, device):
+    """Write the two-panel PNG to ``path`` (atomically)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2), constrained_layout=True)
+    unit = f'measured latency, ms ({device}, {threads} thread{"s" * (threads != 1)}, batch 1)'
+
+    if cloud:
+        xs, ys = zip(*cloud, strict=True)
+        left.scatter(xs, ys, s=9, c='0.65', alpha=0.7, linewidths=0,
+                     label=f'random sub-networks ({len(cloud)}, uniform sampling)')
+    searched = sorted((c.latency_ms[threads], c.val_loss) for c in candidates
+                      if c.beam == deployment)
+    if searched:
+        xs, ys = zip(*searched, strict=True)
+        left.plot(xs, ys, 'o-', c='tab:red', ms=5, label='evolutionary search winners')
+    left.set_xlabel(unit)
+    left.set_ylabel('validation loss (NLL per token, lower is better)')
+    left.set_title(f'Search objective: validation loss ({deployment.describe()})')
+    left.grid(alpha=0.3)
+    left.legend(loc='upper right', fontsize=9)
+
+    others = [c for c in candidates
+              if not any(p.metrics.get('key') == c.key and p.beam == c.beam
+                         for p in library.points)]
+    if others:
+        right.scatter([c.latency_ms[threads] for c in others], [c.bleu for c in others],
+                      marker='x', c='0.5', s=25, label='measured, not on the front')
+    points = sorted(library.points, key=lambda p: p.latency_ms[threads])
+    right.plot([p.latency_ms[threads] for p in points], [p.quality for p in points], 'o-',
+               c='tab:blue', ms=5, label=f'library ({len(points)} points)')
+    for p in points:
+        right.annotate(f'{p.name}\n{p.beam.describe() if p.beam else ""}',
+                       (p.latency_ms[threads], p.quality), textcoords='offset points',
+                       xytext=(4, -10), fontsize=6.5)
+    right.set_xlabel(unit)
+    right.set_ylabel('BLEU')
+    right.set_title('Operating points: measured Pareto front (BLEU)')
+    right.grid(alpha=0.3)
+    right.legend(loc='best', fontsize=9)
+
+    fig.suptitle('Searched vs random sub-networks: the random cloud is compared on validation '
+                 'loss (BLEU of every random sub-network would cost hours); BLEU is measured for '
+                 'the searched candidates', fontsize=9)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format='png', dpi=120)
+    plt.close(fig)
+    write_atomic(path, buffer.getvalue())

@@ -1,0 +1,306 @@
+"""The sweep: searches over a range of latency constraints -> the operating-point library.
+
+1. Constraints span the device's range: geometric spacing between the
+   predicted latency of the smallest and the largest sub-network (at the
+   thread count the library is ranked by, the largest measured one).
+2. One evolutionary search per constraint; all share one fitness cache.
+3. Every distinct winner is measured for real at every thread count, alone
+   and, optionally, combined with other beam policies (joint points: neither
+   Dynamic-HAT nor the dynamic-beam paper combines the two knobs), and its
+   BLEU is computed with that beam on the test split (or a subset).
+4. The candidates on the *measured* Pareto front (latency at the ranking
+   thread count vs BLEU) are named fastest first (``tr_cpu_01``, ...) and
+   written as the library, atomically.
+5. A cloud of uniformly sampled random sub-networks is measured the same way
+   (latency at the ranking thread count, validation loss) to show the searched
+   front against it: ``pareto_plot``.
+
+Every step keeps its results in the run folder (searches, measurements, BLEU),
+so an interrupted sweep resumes where it stopped.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+import json
+import math
+from pathlib import Path
+import platform
+import random
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dyn_dnn_ros.design import write_atomic
+from dyn_dnn_ros.design.evolution import EvolutionConfig, evolve
+from dyn_dnn_ros.design.latency_dataset import LatencyProtocol, default_threads, measure_configs
+from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPoint, OperatingPointLibrary
+from dyn_dnn_ros.translation.design_space import SubnetConfig
+
+# HAT's population and iteration counts cost up to ~3,000 fitness evaluations per
+# constraint, about 25 minutes each on two CPU cores: too many for a sweep of
+# eight. These keep its proportions (1 parent : 2 mutations : 2 crossovers) at
+# an eighth of the evaluations.
+SWEEP_EVOLUTION = EvolutionConfig(population=40, parents=8, mutations=16, crossovers=16,
+                                  iterations=12)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    run_dir: Path
+    library_path: Path
+    plot_path: Path | None = None
+    device: str = 'cpu'
+    rank_threads: int | None = None  # thread count of constraints and ranking; None: largest
+    measure_threads: tuple | None = None  # None: every count 1..N (CPU)
+    constraints_ms: tuple = ()  # empty: geometric between smallest and largest predicted
+    constraint_count: int = 8
+    evolution: EvolutionConfig = SWEEP_EVOLUTION
+    protocol: LatencyProtocol = LatencyProtocol()
+    extra_beams: tuple = ()  # BeamPolicy: joint candidates besides the deployment beam
+    bleu_split: str = 'test'
+    bleu_sentences: int | None = 500  # None: the whole split
+    bleu_batch_size: int = 16
+    random_count: int = 1000
+    random_seed: int = 2
+    random_csv: Path | None = None  # None: run_dir / random.csv
+    name_prefix: str = 'tr'
+
+    def __post_init__(self):
+        if not isinstance(self.constraint_count, int) or self.constraint_count < 1:
+            raise ValueError(f'sweep.constraint_count: must be an integer >= 1, '
+                             f'got {self.constraint_count!r}')
+        for c in self.constraints_ms:
+            if not isinstance(c, (int, float)) or not math.isfinite(c) or c <= 0:
+                raise ValueError(f'sweep.constraints_ms: {c!r} is not a positive number of ms')
+        if self.bleu_sentences is not None and self.bleu_sentences < 1:
+            raise ValueError(f'sweep.bleu_sentences: must be >= 1, got {self.bleu_sentences}')
+        if self.bleu_split not in ('valid', 'test'):
+            raise ValueError(f"sweep.bleu_split: must be 'valid' or 'test', "
+                             f'got {self.bleu_split!r}')
+        if not isinstance(self.random_count, int) or self.random_count < 0:
+            raise ValueError(f'sweep.random_count: must be an integer >= 0, '
+                             f'got {self.random_count!r}')
+
+
+# -- pure pieces ------------------------------------------------------------------------------
+
+
+def geometric_constraints(low, high, count) -> list[float]:
+    """``count`` constraints from ``low`` to ``high`` ms, evenly spaced on a log scale."""
+    if not (0 < low <= high) or not math.isfinite(high):
+        raise ValueError(f'constraints: need 0 < low <= high, got {low!r}, {high!r}')
+    if count == 1:
+        return [float(high)]
+    return [float(v) for v in np.geomspace(low, high, count)]
+
+
+def pareto_front(items, latency, quality) -> list:
+    """Items no other item beats on both (lower ``latency(item)``, higher ``quality(item)``).
+
+    Returned fastest first; of equally fast items only the best can be on it.
+    """
+    ordered = sorted(items, key=lambda i: (latency(i), -quality(i)))
+    front, best = [], -math.inf
+    for item in ordered:
+        if quality(item) > best:
+            front.append(item)
+            best = quality(item)
+    return front
+
+
+def dominated(point, front) -> bool:
+    """Whether some front point is at least as fast and at least as good (lower loss)."""
+    latency, loss = point
+    return any(f_latency <= latency and f_loss <= loss for f_latency, f_loss in front)
+
+
+@dataclass
+class Candidate:
+    """One sub-network with one beam policy, measured."""
+
+    subnet: SubnetConfig
+    beam: BeamPolicy
+    latency_ms: dict  # threads -> measured ms
+    decoder_steps: float
+    predicted_ms: dict  # threads -> predicted ms (deployment beam only; else empty)
+    val_loss: float
+    bleu: float
+    params: int
+    constraint_ms: float | None = None
+    predicted_steps: float | None = None  # the steps the prediction assumed
+
+    @property
+    def key(self):
+        return self.subnet.key()
+
+
+def build_library(candidates, device, rank_threads, meta, prefix='tr') -> OperatingPointLibrary:
+    """The measured Pareto front of ``candidates`` as a library, named fastest first."""
+    front = pareto_front(candidates, lambda c: c.latency_ms[rank_threads], lambda c: c.bleu)
+    if not front:
+        raise ValueError('sweep: no candidate to build a library from')
+    width = max(2, len(str(len(front))))
+    points = []
+    for i, c in enumerate(front, start=1):
+        metrics = {'key': c.key, 'val_loss': round(c.val_loss, 5), 'params': int(c.params),
+                   'decoder_steps': round(c.decoder_steps, 3)}
+        if c.predicted_ms:
+            metrics['predicted_latency_ms_by_threads'] = {
+                int(t): round(float(ms), 4) for t, ms in sorted(c.predicted_ms.items())}
+        if c.predicted_steps is not None:
+            metrics['predicted_decoder_steps'] = round(c.predicted_steps, 3)
+        if c.constraint_ms is not None:
+            metrics['constraint_ms'] = round(c.constraint_ms, 4)
+        points.append(OperatingPoint(
+            name=f'{prefix}_{device}_{i:0{width}d}', target='translation',
+            subnet=c.subnet.to_dict(), beam=c.beam,
+            latency_ms={int(t): round(float(ms), 4) for t, ms in c.latency_ms.items()},
+            predicted_latency_ms=round(float(c.predicted_ms.get(rank_threads, math.nan)), 4),
+            quality=round(float(c.bleu), 4), metrics=metrics))
+    return OperatingPointLibrary('translation', device, 'bleu', points, meta=dict(meta))
+
+
+# -- the whole step ------------------------------------------------------------------------------
+
+
+def _read_json(path, default):
+    path = Path(path)
+    if not path.is_file():
+        return default
+    try:
+        return json.loads(path.read_text(encoding='utf-8'))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f'{path}: cannot read sweep results: {err}') from None
+
+
+def _write_json(path, data):
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True).encode())
+
+
+def _beam_key(cfg, beam):
+    return f'{cfg.key()}|{json.dumps(beam.to_dict(), sort_keys=True)}'
+
+
+@dataclass
+class SweepSummary:
+    library: OperatingPointLibrary
+    constraints_ms: list
+    searches: list  # per constraint: best key, loss, predicted ms
+    candidates: list  # Candidate
+    cloud: list = field(default_factory=list)  # (measured ms, val loss) of random sub-networks
+    cloud_dominated: int = 0
+    evaluations: int = 0
+
+
+def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, sources,
+              corpus_dir, meta=None, progress=True) -> SweepSummary:
+    """Search, measure, score and write the library (see the module docstring).
+
+    ``fitness``: the cached validation loss; ``sources``: the latency workload
+    (token ids), the same sentences the predictor's dataset was timed on.
+    """
+    from dyn_dnn_ros.translation.translator import Translator, read_split
+    space, device, protocol = model.space, config.device, config.protocol
+    run_dir = Path(config.run_dir)
+    rank = config.rank_threads or max(predictor.threads)
+    predictor.predict_one(space.smallest(), rank)  # fails early, naming the fitted counts
+    measure = tuple(config.measure_threads or default_threads(device))
+    if rank not in measure:
+        raise ValueError(f'sweep: ranking thread count {rank} is not among the measured '
+                         f'counts {measure}')
+    deployment = BeamPolicy('fixed', protocol.beam)
+
+    # 1-2. one search per constraint
+    constraints = list(config.constraints_ms) or geometric_constraints(
+        predictor.predict_one(space.smallest(), rank),
+        predictor.predict_one(space.largest(), rank), config.constraint_count)
+    searches = []
+    calls_before = fitness.calls
+    for i, constraint in enumerate(constraints):
+        result = evolve(space, fitness, lambda c: predictor.predict_one(c, rank), constraint,
+                        config.evolution, run_dir / f'search_{i:02d}.json', progress)
+        searches.append({'constraint_ms': constraint, 'key': result.best.key(),
+                         'subnet': result.best.to_dict(), 'val_loss': result.loss,
+                         'predicted_ms': result.latency_ms})
+    _write_json(run_dir / 'searches.json', searches)
+    winners = {}
+    for s in searches:  # the loosest constraint a winner won under stays with it
+        winners[s['key']] = (SubnetConfig.from_dict(s['subnet']), s['constraint_ms'])
+
+    # 3. measure winners with every beam, then BLEU
+    beams = [deployment] + [b for b in config.extra_beams if b != deployment]
+    configs = [cfg for cfg, _ in winners.values()]
+    rows = {}
+    for beam in beams:
+        for row in measure_configs(model, configs, sources, protocol, measure,
+                                   run_dir / 'winners.csv', device, beam, progress,
+                                   desc=f'measuring winners ({beam.describe()})'):
+            rows.setdefault(_beam_key(row.config, beam), {})[row.threads] = row
+    bleu_sources, references = read_split(corpus_dir, config.bleu_split, config.bleu_sentences)
+    bleu_path = run_dir / 'bleu.json'
+    setting = {'split': config.bleu_split, 'sentences': len(bleu_sources)}
+    saved = _read_json(bleu_path, {'setting': setting, 'scores': {}})
+    if saved.get('setting') != setting:
+        raise ValueError(f'{bleu_path}: BLEU of {saved.get("setting")}, this sweep scores '
+                         f'{setting}; use another run folder')
+    bleu = saved['scores']
+    translator = Translator(model, tokenizer, device=device, batch_size=config.bleu_batch_size)
+    todo = [(cfg, beam) for cfg in configs for beam in beams if _beam_key(cfg, beam) not in bleu]
+    for cfg, beam in tqdm(todo, desc='BLEU', unit='candidate', disable=not progress):
+        result = translator.evaluate(bleu_sources, references, cfg, beam)
+        bleu[_beam_key(cfg, beam)] = result.bleu
+        _write_json(bleu_path, {'setting': setting, 'scores': bleu})
+
+    candidates = []
+    for cfg, constraint in winners.values():
+        predicted = {t: predictor.predict_one(cfg, t) for t in predictor.threads}
+        steps = float(predictor.predict_steps([cfg])[0])
+        for beam in beams:
+            measured = rows[_beam_key(cfg, beam)]
+            candidates.append(Candidate(
+                subnet=cfg, beam=beam, latency_ms={t: r.latency_ms for t, r in measured.items()},
+                decoder_steps=float(np.mean([r.decoder_steps for r in measured.values()])),
+                predicted_ms=predicted if beam == deployment else {},
+                val_loss=fitness(cfg), bleu=bleu[_beam_key(cfg, beam)],
+                params=model.count_parameters(cfg), constraint_ms=constraint,
+                predicted_steps=steps if beam == deployment else None))
+
+    # 4. the library
+    meta = {
+        **(meta or {}), 'host': platform.node(), 'torch_version': str(torch.__version__),
+        'created': datetime.now(timezone.utc).isoformat(timespec='seconds'),
+        'source': 'dyn-dnn-ros sweep', 'workload': protocol.workload,
+        'deployment_beam': deployment.to_dict(), 'rank_threads': rank,
+        'quality': f'BLEU on {config.bleu_split} '
+                   f'({len(bleu_sources)} sentences), sacrebleu defaults',
+        'space': space.to_dict(),
+    }
+    library = build_library(candidates, device, rank, meta, config.name_prefix)
+    library.save(config.library_path)
+
+    # 5. the random cloud
+    cloud, cloud_dominated = [], 0
+    if config.random_count:
+        rng = random.Random(config.random_seed)
+        randoms = {}
+        for _ in range(100 * config.random_count):
+            if len(randoms) == config.random_count:
+                break
+            cfg = space.sample(rng)
+            randoms.setdefault(cfg.key(), cfg)
+        random_rows = measure_configs(
+            model, list(randoms.values()), sources, protocol, (rank,),
+            config.random_csv or run_dir / 'random.csv', device, deployment, progress,
+            desc='measuring random sub-networks')
+        for row in tqdm(random_rows, desc='random fitness', disable=not progress):
+            cloud.append((row.latency_ms, fitness(row.config)))
+        fitness.save()
+        front = [(c.latency_ms[rank], c.val_loss) for c in candidates if c.beam == deployment]
+        cloud_dominated = sum(dominated(p, front) for p in cloud)
+        if config.plot_path is not None:
+            from dyn_dnn_ros.design.plots import pareto_plot
+            pareto_plot(config.plot_path, cloud, candidates, library, deployment, rank,
+                        device)
+    return SweepSummary(library, constraints, searches, candidates, cloud, cloud_dominated,
+                        fitness.calls - calls_before)

@@ -1,0 +1,206 @@
+"""Sweep -> operating-point library (Pareto filtering, atomic write, resume) and design report."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from dyn_dnn_ros.cli import main
+from dyn_dnn_ros.design import latency_dataset as ld
+from dyn_dnn_ros.design.evolution import EvolutionConfig
+from dyn_dnn_ros.design.fitness import CachedFitness, FitnessCache, ValidationLoss
+from dyn_dnn_ros.design.latency_dataset import LatencyProtocol, dataset_configs, measure_configs
+from dyn_dnn_ros.design.predictor import PredictorConfig, fit_predictor
+from dyn_dnn_ros.design.report import choice_usage, format_usage, reduced_space
+from dyn_dnn_ros.design.sweep import (
+    Candidate,
+    SweepConfig,
+    build_library,
+    dominated,
+    geometric_constraints,
+    pareto_front,
+    run_sweep,
+)
+from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPointLibrary
+from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
+from dyn_dnn_ros.translation.supernet import SuperTransformer
+
+ROOT = Path(__file__).resolve().parents[1]
+SPM = ROOT / 'models' / 'translation' / 'spm.model'
+CORPUS = ROOT / 'data' / 'corpus'
+SPACE = DesignSpace(encoder_embed_dim=(32, 96), decoder_embed_dim=(32, 96), ffn_dim=(64, 384),
+                    heads=(1, 3), encoder_layers=(2,), decoder_layers=(1, 2, 3), ende=(1, 2),
+                    head_dim=16, max_positions=64)
+FAST = LatencyProtocol(beam=3, sentences=2, warmup=1, repeats=3, mode='fixed', fixed_length=5)
+FIVE, ONE = BeamPolicy('fixed', 5), BeamPolicy('fixed', 1)
+torch.set_num_threads(1)
+
+
+def test_geometric_constraints_span_the_range():
+    values = geometric_constraints(10.0, 80.0, 4)
+    assert values[0] == pytest.approx(10.0) and values[-1] == pytest.approx(80.0)
+    ratios = [b / a for a, b in zip(values, values[1:], strict=False)]
+    assert ratios == pytest.approx([2.0, 2.0, 2.0])
+    assert geometric_constraints(5.0, 9.0, 1) == [9.0]
+    with pytest.raises(ValueError, match='low <= high'):
+        geometric_constraints(20.0, 10.0, 3)
+
+
+def test_pareto_front_keeps_only_undominated_points_fastest_first():
+    points = {'a': (10, 20.0), 'b': (12, 19.0), 'c': (15, 25.0), 'd': (15, 24.0),
+              'e': (20, 25.0), 'f': (25, 27.5), 'g': (9, 15.0), 'h': (10, 18.0)}
+    front = pareto_front(points, lambda k: points[k][0], lambda k: points[k][1])
+    assert front == ['g', 'a', 'c', 'f']  # b, h: slower and worse than a; d, e: than c
+    assert pareto_front([], lambda k: 0, lambda k: 0) == []
+    assert dominated((12, 3.0), [(10, 2.9)]) and not dominated((12, 3.0), [(13, 2.0)])
+    assert dominated((12, 3.0), [(12, 3.0)])  # a point on the front counts as matched
+
+
+def _candidate(subnet, beam, ms, bleu, predicted=None):
+    return Candidate(subnet=subnet, beam=beam, latency_ms={1: ms * 1.8, 2: ms},
+                     decoder_steps=12.0, predicted_ms={1: ms * 1.7, 2: predicted or ms},
+                     val_loss=3.0 - bleu / 100, bleu=bleu, params=1000, constraint_ms=ms)
+
+
+def test_library_holds_the_measured_front_named_fastest_first(tmp_path):
+    small, large = SPACE.smallest(), SPACE.largest()
+    candidates = [_candidate(large, FIVE, 40.0, 30.0, predicted=42.0),
+                  _candidate(small, FIVE, 20.0, 18.0), _candidate(small, ONE, 12.0, 16.0),
+                  _candidate(large, ONE, 25.0, 17.0)]  # slower and worse than small/FIVE
+    candidates[2].predicted_ms = {}  # other beams: no prediction
+    library = build_library(candidates, 'cpu', 2, {'source': 'test'})
+    path = tmp_path / 'operating_points_cpu.yaml'
+    library.save(path)
+    loaded = OperatingPointLibrary.load(path)
+    assert loaded.names == ['tr_cpu_01', 'tr_cpu_02', 'tr_cpu_03']
+    assert [p.latency_ms[2] for p in loaded.points] == [12.0, 20.0, 40.0]
+    assert [p.quality for p in loaded.points] == [16.0, 18.0, 30.0]
+    assert [p.beam for p in loaded.points] == [ONE, FIVE, FIVE]
+    assert loaded.points[2].predicted_latency_ms == 42.0
+    assert math.isnan(loaded.points[0].predicted_latency_ms)
+    assert loaded.points[2].subnet == large.to_dict() and loaded.points[2].latency_ms[1] == 72.0
+    assert loaded.points[1].metrics['val_loss'] == pytest.approx(2.82)
+    assert loaded.meta == {'source': 'test'}
+
+
+def test_library_write_is_atomic(tmp_path):
+    path = tmp_path / 'operating_points_cpu.yaml'
+    good = build_library([_candidate(SPACE.smallest(), FIVE, 20.0, 18.0)], 'cpu', 2, {})
+    good.save(path)
+    before = path.read_bytes()
+    broken = build_library([_candidate(SPACE.smallest(), FIVE, 20.0, 18.0)], 'cpu', 2,
+                           {'unserialisable': object()})
+    with pytest.raises(yaml.YAMLError):
+        broken.save(path)
+    assert path.read_bytes() == before  # the old library is intact...
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # ...and no partial file left
+
+
+@pytest.fixture(scope='module')
+def tokenizer():
+    if not SPM.is_file():
+        pytest.skip('needs the trained tokenizer')
+    from dyn_dnn_ros.translation.tokenizer import Tokenizer
+    return Tokenizer(SPM)
+
+
+@pytest.mark.skipif(not (CORPUS / 'test.en').is_file(), reason='needs the corpus')
+def test_sweep_writes_a_library_and_resumes_without_remeasuring(tmp_path, tokenizer,
+                                                                monkeypatch):
+    torch.manual_seed(0)
+    model = SuperTransformer(SPACE, tokenizer.vocab_size, tokenizer.pad_id, tokenizer.bos_id,
+                             tokenizer.eos_id, dropout=0.0).eval()
+    sources = ld.workload_sources(CORPUS, tokenizer, FAST.sentences, FAST.sentence_seed, 64)
+    rows = measure_configs(model, dataset_configs(SPACE, 10, seed=0), sources, FAST, (1,),
+                           tmp_path / 'latency.csv', progress=False)
+    predictor, _ = fit_predictor(rows, SPACE, PredictorConfig(epochs=200, hat_baseline=False))
+    pairs = [(tokenizer.encode(s), tokenizer.encode(t)) for s, t in [
+        ('Open the file', 'Datei öffnen'), ('Save changes?', 'Änderungen speichern?'),
+        ('The printer is out of paper.', 'Der Drucker hat kein Papier mehr.')]]
+    run_dir = tmp_path / 'sweep'
+    config = SweepConfig(
+        run_dir=run_dir, library_path=tmp_path / 'operating_points_cpu.yaml',
+        plot_path=tmp_path / 'pareto_cpu.png', measure_threads=(1,), constraint_count=3,
+        evolution=EvolutionConfig(population=8, parents=2, mutations=3, crossovers=3,
+                                  iterations=2),
+        protocol=FAST, extra_beams=(ONE,), bleu_sentences=3, bleu_batch_size=3,
+        random_count=5)
+
+    def fitness():
+        return CachedFitness(ValidationLoss(model, pairs),
+                             FitnessCache(run_dir / 'fitness_cache.json', {'test': 1}))
+
+    summary = run_sweep(config, model, tokenizer, predictor, fitness(), sources, CORPUS,
+                        progress=False)
+    library = OperatingPointLibrary.load(config.library_path)
+    described = [(p.name, p.subnet, p.beam, p.latency_ms, p.quality) for p in library.points]
+    assert described == [(p.name, p.subnet, p.beam, p.latency_ms, p.quality)
+                         for p in summary.library.points]
+    assert library.target == 'translation' and library.device == 'cpu'
+    assert library.names == [f'tr_cpu_{i:02d}' for i in range(1, len(library.points) + 1)]
+    winners = {c.key for c in summary.candidates}
+    assert len(summary.candidates) == 2 * len(winners) and len(summary.constraints_ms) == 3
+    # The library is exactly the measured front of the candidates.
+    front = pareto_front(summary.candidates, lambda c: c.latency_ms[1], lambda c: c.bleu)
+    assert [(c.key, c.beam) for c in front] == [(p.metrics['key'], p.beam)
+                                                 for p in library.points]
+    for point in library.points:
+        assert set(point.latency_ms) == {1} and point.latency_ms[1] > 0
+        SPACE.validate(SubnetConfig.from_dict(point.subnet))
+        if point.beam == FIVE:
+            assert point.predicted_latency_ms > 0
+    assert all(c.predicted_ms[1] <= c.constraint_ms * 1.0001 for c in summary.candidates
+               if c.beam == FIVE)
+    assert len(summary.cloud) == 5 and 0 <= summary.cloud_dominated <= 5
+    assert config.plot_path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert library.meta['workload'] == FAST.workload and library.meta['rank_threads'] == 1
+
+    # Rerun: everything comes from the run folder, nothing is measured or evaluated again.
+    timed = []
+    monkeypatch.setattr(ld, 'time_subnet', lambda *a, **k: timed.append(a))
+    again = run_sweep(config, model, tokenizer, predictor, fitness(), sources, CORPUS,
+                      progress=False)
+    assert timed == [] and again.evaluations == 0
+    assert [(p.name, p.subnet, p.beam, p.latency_ms, p.quality)
+            for p in again.library.points] == described
+
+
+def _library_of(subnets):
+    candidates = [_candidate(s, FIVE, 10.0 * (i + 1), 10.0 * (i + 1))
+                  for i, s in enumerate(subnets)]
+    return build_library(candidates, 'cpu', 2, {'space': SPACE.to_dict()})
+
+
+def test_design_report_lists_used_and_unused_choices(tmp_path, capsys):
+    small = SPACE.smallest()
+    mixed = SubnetConfig.from_dict(dict(
+        SPACE.smallest().to_dict(), decoder_layers=2, decoder_ffn=[64, 384],
+        decoder_self_heads=[1, 1], decoder_cross_heads=[3, 1], decoder_ende=[1, 1]))
+    library = _library_of([small, mixed])
+    usage = choice_usage(library, SPACE)
+    assert usage['encoder_embed_dim']['unused'] == [96]
+    assert usage['decoder_layers']['used'] == {1: 1, 2: 1}
+    assert usage['decoder_layers']['unused'] == [3]
+    assert usage['ffn_dim']['used'] == {64: 6, 384: 1} and usage['ffn_dim']['unused'] == []
+    assert usage['heads']['roles']['decoder_cross_heads'] == {1: 2, 3: 1}
+    assert usage['ende']['unused'] == [2]
+    reduced = reduced_space(SPACE, usage)
+    assert reduced.decoder_layers == (1, 2) and reduced.heads == (1, 3)
+    assert reduced.encoder_embed_dim == (32,) and reduced.ende == (1,)
+    text = format_usage(usage, 2)
+    assert 'never: 96' in text and 'never: 3' in text
+
+    path = tmp_path / 'lib.yaml'
+    library.save(path)
+    out = tmp_path / 'reduced.yaml'
+    assert main(['design-report', '--library', str(path), '--out', str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert 'decoder_layers' in printed and 'never: 3' in printed
+    assert DesignSpace.from_yaml(out) == reduced
+    outside = _library_of([SPACE.largest()])
+    outside.points[0].subnet['decoder_ffn'] = [999] * 3
+    outside.save(path)
+    assert main(['design-report', '--library', str(path), '--out', str(out)]) == 2
+    assert 'decoder_ffn[0]=999' in capsys.readouterr().err
