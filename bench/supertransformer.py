@@ -1,0 +1,727 @@
+"""SuperTransformer benchmark: quality, latency, switch cost and memory of its sub-networks.
+
+One run measures, side by side:
+
+(a) BLEU and latency of sub-networks from the smallest to the largest. BLEU:
+    sacrebleu corpus BLEU (detokenized, case-sensitive) on the test split at
+    beam 5. Latency, HAT's protocol: one real test sentence of 30 tokens,
+    batch 1, beam 5, 30 decoder steps with EOS forbidden (``--target-length
+    0``: the real beam search, stopping at EOS), a warm-up, ``--repeats`` timed
+    runs, the fastest and slowest 10 % dropped and the rest averaged; at 1
+    thread and at all threads, on the super model after ``set_subnet`` (the
+    run-time path).
+(b) Switching: ``set_subnet`` times over random switches (p50, p99), the first
+    inference after a switch relative to steady state, and ``materialize()``.
+(c) Memory: process RSS with the super model serving every sub-network vs one
+    compact (materialized) model, each in a fresh interpreter so the numbers
+    do not mix, and the weight bytes of the super model and of each compact one.
+
+Writes ``docs/supertransformer_bench.md`` and ``docs/subnet_bleu_latency.png``.
+Every measurement is kept in a JSON state file, so an interrupted run resumes
+where it stopped (``--fresh`` starts over).
+
+    .venv/bin/python bench/supertransformer.py --limit 500
+"""
+
+import argparse
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+import json
+import math
+import os
+from pathlib import Path
+import platform
+import random
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dyn_dnn_ros.design.latency_dataset import fixed_length_search, trimmed_stats, usable_cpus
+from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPointLibrary
+from dyn_dnn_ros.translation.batching import encode_sources
+from dyn_dnn_ros.translation.beam_search import BeamSearchConfig, beam_search
+from dyn_dnn_ros.translation.checkpoint import load_model, save_model
+from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
+from dyn_dnn_ros.translation.supernet import SuperTransformer
+from dyn_dnn_ros.translation.translator import (
+    Translator,
+    default_model_path,
+    default_spm_path,
+    read_split,
+    subnet_from_spec,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS_DIR = ROOT / 'data' / 'corpus'
+DEFAULT_OUT = ROOT / 'docs' / 'supertransformer_bench.md'
+DEFAULT_PNG = ROOT / 'docs' / 'subnet_bleu_latency.png'
+DEFAULT_STATE = ROOT / 'runs' / 'bench' / 'supertransformer.json'
+SECTIONS = ('bleu', 'latency', 'switch', 'memory')
+SOURCE_TOKENS = 30  # HAT's latency workload: a 30-token source sentence
+BEAM = 5
+TARGET_LATENCY_RATIO = 4.0  # largest / smallest sub-network latency at beam 5
+TARGET_FIRST_RATIO = 1.2  # first inference after a switch / steady state
+FIRST_ROUNDS = 5  # switch-then-infer rounds per pair
+MATERIALIZE_RUNS = 3
+STATE_VERSION = 1  # bump when a measurement changes, so old states are not reused
+PROBE_FLAG = '--memory-probe'  # internal: this file run as the fresh-interpreter RSS probe
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How one latency sample is taken and how samples are summarised."""
+
+    width: int = BEAM
+    target_length: int = SOURCE_TOKENS  # decoder steps with EOS forbidden; 0: stop at EOS
+    repeats: int = 50
+    warmup: int = 5
+    trim: float = 0.1  # fraction of the samples dropped at each end
+
+    def __post_init__(self):
+        for name, low in (('width', 1), ('target_length', 0), ('repeats', 1), ('warmup', 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f'{name}: must be an integer >= {low}, got {value!r}')
+        if not 0 <= self.trim < 0.5:
+            raise ValueError(f'trim: must be in [0, 0.5), got {self.trim!r}')
+
+    def describe(self):
+        steps = (f'{self.target_length} decoder steps (EOS forbidden)' if self.target_length
+                 else 'beam search until EOS')
+        return (f'batch 1, beam {self.width}, {steps}, {self.warmup} warm-up + {self.repeats} '
+                f'timed runs, fastest and slowest {self.trim:.0%} dropped, mean of the rest')
+
+
+@dataclass(frozen=True)
+class Subnet:
+    name: str
+    cfg: SubnetConfig
+
+
+# -- choosing the sub-networks ------------------------------------------------------
+
+
+def ladder(space, count) -> list[Subnet]:
+    """``count`` sub-networks from the smallest to the largest, every dimension growing together.
+
+    Step ``i`` takes, in every list of choices, the one a fraction ``i / (count - 1)``
+    along it, so with the project's space (decoder layers 1..6) six steps add one
+    decoder layer each while widths, heads and attention span grow alongside.
+    """
+    if not isinstance(count, int) or count < 2:
+        raise ValueError(f'subnets: a ladder needs at least 2 steps, got {count!r}')
+
+    def pick(choices, fraction):
+        return choices[int(fraction * (len(choices) - 1) + 0.5)]
+
+    configs = []
+    for i in range(count):
+        f = i / (count - 1)
+        el, dl = pick(space.encoder_layers, f), pick(space.decoder_layers, f)
+        ende = pick([e for e in space.ende if e <= el] or space.ende, f)
+        ffn, heads = pick(space.ffn_dim, f), pick(space.heads, f)
+        configs.append(space.validate(SubnetConfig(
+            encoder_embed_dim=pick(space.encoder_embed_dim, f),
+            decoder_embed_dim=pick(space.decoder_embed_dim, f),
+            encoder_layers=el, decoder_layers=dl,
+            encoder_ffn=(ffn,) * el, encoder_heads=(heads,) * el,
+            decoder_ffn=(ffn,) * dl, decoder_self_heads=(heads,) * dl,
+            decoder_cross_heads=(heads,) * dl, decoder_ende=(ende,) * dl)))
+    configs = list(dict.fromkeys(configs))  # a small space repeats steps
+    last = len(configs) - 1
+    return [Subnet('smallest' if i == 0 else 'largest' if i == last else f'step {i + 1}', cfg)
+            for i, cfg in enumerate(configs)]
+
+
+def library_subnets(path, space) -> list[Subnet]:
+    library = OperatingPointLibrary.load(path)
+    if library.target != 'translation':
+        raise ValueError(f'{path}: library target is {library.target!r}, expected translation')
+    subnets = []
+    for point in library.points:
+        try:
+            subnets.append(Subnet(point.name,
+                                  space.validate(SubnetConfig.from_dict(point.subnet))))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f'{path}: point {point.name!r}: {err}') from None
+    return subnets
+
+
+def subnet_origin(specs, library) -> str:
+    if library is not None:
+        return f'the points of `{library}` (their own beam policies unused: all at beam {BEAM})'
+    if len(specs) == 1 and specs[0].isdigit():
+        return f'a {specs[0]}-step ladder of the design space'
+    return ', '.join(specs)
+
+
+def choose_subnets(specs, library, model) -> list[Subnet]:
+    """The benchmarked sub-networks, distinct and sorted from the fewest parameters up.
+
+    ``library``: an operating-point YAML; else ``specs``: one integer (a ladder
+    of that many steps) or sub-network specs ('smallest', 'largest', YAML files).
+    """
+    space = model.space
+    if library is not None:
+        subnets = library_subnets(library, space)
+    elif len(specs) == 1 and specs[0].isdigit():
+        subnets = ladder(space, int(specs[0]))
+    else:
+        subnets = [Subnet(spec if spec in ('smallest', 'largest') else Path(spec).stem,
+                          subnet_from_spec(spec, space)) for spec in specs]
+    distinct = list({s.cfg: s for s in reversed(subnets)}.values())[::-1]
+    if len(distinct) < 2:
+        raise ValueError(f'subnets: need at least 2 distinct sub-networks, got {len(distinct)}')
+    return sorted(distinct, key=lambda s: model.count_parameters(s.cfg))
+
+
+@dataclass(frozen=True)
+class LatencySource:
+    ids: list  # token ids, no EOS
+    text: str  # the detokenized ids
+    origin: str  # test.en line number and whether it was cut
+
+
+def latency_source(tokenizer, corpus_dir, length=SOURCE_TOKENS) -> LatencySource:
+    """The first test sentence of exactly ``length`` tokens, else the first longer one, cut."""
+    sources, _ = read_split(corpus_dir, 'test')
+    encoded = tokenizer.encode_batch(sources)
+    for line, ids in enumerate(encoded, 1):
+        if len(ids) == length:
+            return LatencySource(ids, tokenizer.decode(ids), f'test.en line {line}')
+    for line, ids in enumerate(encoded, 1):
+        if len(ids) > length:
+            return LatencySource(ids[:length], tokenizer.decode(ids[:length]),
+                                 f'test.en line {line}, first {length} of {len(ids)} tokens')
+    raise ValueError(f'{corpus_dir}/test.en: no sentence has {length} or more tokens')
+
+
+# -- measuring ------------------------------------------------------------------------
+
+
+@contextmanager
+def torch_threads(threads):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def translate_once(model, src, protocol: Protocol):
+    """One latency workload: translate ``src`` ``[1, S]`` with the active sub-network."""
+    if protocol.target_length:
+        fixed_length_search(model, src, protocol.width, protocol.target_length)
+    else:
+        beam_search(model, src, BeamSearchConfig(beam=protocol.width))
+
+
+def timed_ms(run, count) -> list[float]:
+    samples = []
+    for _ in range(count):
+        start = time.perf_counter_ns()
+        run()
+        samples.append((time.perf_counter_ns() - start) / 1e6)
+    return samples
+
+
+def weight_bytes(module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
+def measure_bleu(translator, cfg, sources, references) -> dict:
+    result = translator.evaluate(sources, references, cfg, BeamPolicy('fixed', width=BEAM),
+                                 progress=True)
+    return {'bleu': result.bleu, 'seconds': result.seconds, 'sentences': result.sentences}
+
+
+def measure_latency(model, cfg, src, protocol: Protocol, threads) -> dict:
+    model.set_subnet(cfg)
+    with torch_threads(threads):
+        for _ in range(protocol.warmup):
+            translate_once(model, src, protocol)
+        samples = timed_ms(lambda: translate_once(model, src, protocol), protocol.repeats)
+    mean, std, kept = trimmed_stats(samples, protocol.trim)
+    return {'ms': mean, 'std_ms': std, 'kept': kept, 'min_ms': min(samples),
+            'max_ms': max(samples)}
+
+
+def measure_switches(model, cfgs, count, seed) -> dict:
+    """``set_subnet`` times over ``count`` random switches, each to a different sub-network."""
+    rng = random.Random(seed)
+    order, current = [], 0
+    for _ in range(count):  # drawn before timing, so the timings hold only the switch
+        current = rng.choice([i for i in range(len(cfgs)) if i != current])
+        order.append(current)
+    model.set_subnet(cfgs[0])
+    samples = []
+    for i in order:
+        start = time.perf_counter_ns()
+        model.set_subnet(cfgs[i])
+        samples.append((time.perf_counter_ns() - start) / 1e3)
+    p50, p99 = np.percentile(samples, [50, 99])
+    return {'switches': count, 'p50_us': float(p50), 'p99_us': float(p99),
+            'mean_us': statistics.fmean(samples), 'max_us': max(samples)}
+
+
+def measure_first_inference(model, pairs, src, protocol: Protocol, threads) -> list[dict]:
+    """First inference after switching ``a -> b`` against steady-state inferences of ``b``.
+
+    Each round runs ``a``, switches to ``b``, times one inference, then times
+    steady ones; both sub-networks run once beforehand so that what is left is
+    the cost of the switch, not of a process's very first inference.
+    """
+    steady_per_round = max(2, protocol.repeats // FIRST_ROUNDS)
+    rows = []
+    with torch_threads(threads):
+        for a, b in pairs:
+            for sub in (a, b):
+                model.set_subnet(sub.cfg)
+                translate_once(model, src, protocol)
+            firsts, steady = [], []
+            for _ in range(FIRST_ROUNDS):
+                model.set_subnet(a.cfg)
+                translate_once(model, src, protocol)
+                model.set_subnet(b.cfg)
+                firsts += timed_ms(lambda: translate_once(model, src, protocol), 1)
+                steady += timed_ms(lambda: translate_once(model, src, protocol),
+                                   steady_per_round)
+            steady_ms = trimmed_stats(steady, protocol.trim)[0]
+            first_ms = statistics.median(firsts)
+            rows.append({'from': a.cfg.key(), 'to': b.cfg.key(), 'first_ms': first_ms,
+                         'worst_first_ms': max(firsts), 'steady_ms': steady_ms,
+                         'ratio': first_ms / steady_ms, 'worst_ratio': max(firsts) / steady_ms,
+                         'rounds': FIRST_ROUNDS, 'steady_samples': len(steady)})
+    return rows
+
+
+def first_inference_pairs(subnets) -> list[tuple[Subnet, Subnet]]:
+    """A few switches: both ways between the extremes, and between the middle and each end."""
+    small, mid, large = subnets[0], subnets[len(subnets) // 2], subnets[-1]
+    pairs = [(large, small), (small, large), (large, mid), (small, mid)]
+    return [(a, b) for a, b in dict.fromkeys(pairs) if a != b]
+
+
+def measure_materialize(model, cfg) -> dict:
+    model.set_subnet(cfg)
+    times = []
+    for _ in range(MATERIALIZE_RUNS):
+        start = time.perf_counter_ns()
+        compact = model.materialize()
+        times.append((time.perf_counter_ns() - start) / 1e6)
+    return {'ms': statistics.median(times), 'weight_bytes': weight_bytes(compact)}
+
+
+# -- memory, in fresh interpreters ------------------------------------------------------
+
+
+def process_memory() -> tuple[float, float]:
+    """Current and peak resident set size, MiB (peak only where ``/proc`` reports it)."""
+    status = Path('/proc/self/status')
+    if status.is_file():
+        fields = dict(line.split(':', 1) for line in status.read_text().splitlines()
+                      if ':' in line)
+        return int(fields['VmRSS'].split()[0]) / 1024, int(fields['VmHWM'].split()[0]) / 1024
+    import psutil
+    return psutil.Process().memory_info().rss / 2 ** 20, math.nan
+
+
+def exercise_code_paths(protocol: Protocol):
+    """Save, load and run a throwaway 16-token model once.
+
+    Torch imports much of itself lazily on the first model load (about 80 MiB
+    of modules here); doing that first puts it in the baseline, so what a real
+    load adds over the baseline is its weights and buffers.
+    """
+    space = DesignSpace(encoder_embed_dim=8, decoder_embed_dim=8, ffn_dim=8, heads=1,
+                        encoder_layers=1, decoder_layers=1, ende=1, head_dim=4)
+    with tempfile.TemporaryDirectory(prefix='st-bench-') as folder:
+        path = Path(folder) / 'throwaway.safetensors'
+        save_model(path, SuperTransformer(space, 16, 0, 2, 3, dropout=0.0))
+        model = load_model(path)
+    translate_once(model, encode_sources([[5] * SOURCE_TOKENS], 0, 3), protocol)
+
+
+def memory_probe(request) -> dict:
+    """In a fresh interpreter: load a model file, run each named sub-network once, report RSS."""
+    torch.set_num_threads(request['threads'])
+    protocol = Protocol(**request['protocol'])
+    exercise_code_paths(protocol)
+    baseline, _ = process_memory()
+    model = load_model(request['model'])
+    loaded, _ = process_memory()
+    src = encode_sources([request['source']], model.pad_id, model.eos_id)
+    for cfg in request['subnets']:
+        model.set_subnet(SubnetConfig.from_dict(cfg))
+        translate_once(model, src, protocol)
+    after, peak = process_memory()
+    return {'baseline_mb': baseline, 'loaded_mb': loaded, 'after_mb': after, 'peak_mb': peak,
+            'weight_bytes': weight_bytes(model), 'points': len(request['subnets'])}
+
+
+def run_probe(request) -> dict:
+    result = subprocess.run([sys.executable, str(Path(__file__).resolve()), PROBE_FLAG],
+                            input=json.dumps(request), capture_output=True, text=True,
+                            check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f'memory probe of {request["model"]} failed:\n{result.stderr}')
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def measure_memory(model, model_path, subnets, source, protocol: Protocol) -> dict:
+    """RSS of the super model serving every point vs compact models of the extremes.
+
+    A compact model is what a deployment without weight sharing would load: the
+    materialized sub-network saved as its own file, read by a fresh process.
+    """
+    common = {'source': source.ids, 'threads': 1, 'protocol': asdict(protocol)}
+    jobs = [('super', model_path, subnets)]
+    with tempfile.TemporaryDirectory(prefix='st-bench-') as folder:
+        for sub in (subnets[0], subnets[-1]):
+            model.set_subnet(sub.cfg)
+            path = Path(folder) / f'compact-{sub.cfg.key()}.safetensors'
+            save_model(path, model.materialize())
+            jobs.append(('compact', path, [sub]))
+        rows = []
+        for kind, path, points in tqdm(jobs, desc='memory probes', unit='process'):
+            probe = run_probe({**common, 'model': str(path),
+                               'subnets': [p.cfg.to_dict() for p in points]})
+            rows.append({'kind': kind, 'keys': [p.cfg.key() for p in points], **probe})
+    return {'rows': rows, 'super_bytes': weight_bytes(model)}
+
+
+# -- resumable state ------------------------------------------------------------------
+
+
+class State:
+    """Measurements by key in a JSON file, rewritten atomically after each one."""
+
+    def __init__(self, path, run_key, fresh):
+        self.path = Path(path)
+        data = {}
+        if self.path.is_file() and not fresh:
+            try:
+                data = json.loads(self.path.read_text())
+            except json.JSONDecodeError as err:
+                raise ValueError(f'{self.path}: corrupt state file ({err}); use --fresh') \
+                    from None
+        self.data = data if data.get('run') == run_key else {'run': run_key}
+
+    def get_or_measure(self, key, measure):
+        if key not in self.data:
+            self.data[key] = measure()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(self.path.name + '.tmp')
+            tmp.write_text(json.dumps(self.data, indent=1))
+            os.replace(tmp, self.path)
+        return self.data[key]
+
+
+def file_identity(path) -> dict:
+    stat = Path(path).stat()
+    return {'path': str(Path(path).resolve()), 'size': stat.st_size, 'mtime': stat.st_mtime}
+
+
+# -- the report -------------------------------------------------------------------------
+
+
+def _mb(n_bytes):
+    return n_bytes / 2 ** 20
+
+
+def latency_ratios(rows, threads) -> dict:
+    """Largest / smallest sub-network latency at each thread count measured for both."""
+    small, large = rows[0]['latency'], rows[-1]['latency']
+    return {t: large[t]['ms'] / small[t]['ms'] for t in threads if t in small and t in large}
+
+
+def markdown(report) -> str:
+    meta, rows, threads = report['meta'], report['rows'], report['threads']
+    name = {row['cfg'].key(): row['name'] for row in rows}
+    lines = ['# SuperTransformer benchmark', '',
+             f'Command: `{meta["command"]}`', '',
+             f'Host: {meta["host"]}; torch {meta["torch"]}; torch threads by default '
+             f'{meta["default_threads"]}, measured at {", ".join(map(str, threads))}; load '
+             f'average at start {meta["load"]}; {meta["date"]}.', '',
+             f'Model `{meta["model"]}` ({meta["super_params"] / 1e6:.2f} M parameters), '
+             f'tokenizer `{meta["spm"]}`. Sub-networks: {meta["subnets"]}.']
+    if 'note' in meta:
+        lines += ['', f'**{meta["note"]}**']
+
+    lines += ['', '## Sub-networks: BLEU and latency']
+    if report['bleu_sentences'] or report['latency_measured']:
+        lines.append('')
+    if report['bleu_sentences']:
+        lines.append(f'BLEU: sacrebleu corpus BLEU (13a, detokenized, case-sensitive), '
+                     f'{report["bleu_sentences"]} test sentences, beam {BEAM}.')
+    if report['latency_measured']:
+        lines.append(f'Latency ({report["protocol"]}) on the super model after `set_subnet`; '
+                     f'source ({report["source"].origin}): "{report["source"].text}".')
+    head = ['#', 'name', 'sub-network', 'params (M)', 'BLEU'] + [
+        f'ms @{t} thr' for t in threads]
+    lines += ['', '| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for i, row in enumerate(rows, 1):
+        cfg = row['cfg']
+        shape = (f'enc {cfg.encoder_embed_dim}x{cfg.encoder_layers}, dec '
+                 f'{cfg.decoder_embed_dim}x{cfg.decoder_layers}, ffn '
+                 f'{max(cfg.decoder_ffn)}, heads {max(cfg.decoder_self_heads)}, ende '
+                 f'{max(cfg.decoder_ende)} (`{cfg.key()}`)')
+        bleu = f'{row["bleu"]:.2f}' if 'bleu' in row else '-'
+        times = [f'{row["latency"][t]["ms"]:.1f} ± {row["latency"][t]["std_ms"]:.1f}'
+                 if t in row.get('latency', {}) else '-' for t in threads]
+        lines.append(f'| {i} | {row["name"]} | {shape} | {row["params"] / 1e6:.2f} | {bleu} | '
+                     + ' | '.join(times) + ' |')
+    ratios = latency_ratios(rows, threads) if report['latency_measured'] else {}
+    if ratios:
+        lines += ['', f'Largest / smallest latency (target >= {TARGET_LATENCY_RATIO:g}x): '
+                  + ', '.join(f'{r:.2f}x at {t} thread(s)' + ('' if r >= TARGET_LATENCY_RATIO
+                                                               else ' (below target)')
+                              for t, r in ratios.items()) + '.']
+
+    if 'switch' in report:
+        s = report['switch']
+        lines += ['', '## Switching', '',
+                  f'`set_subnet` on the super model, {s["switches"]} random switches between '
+                  f'the sub-networks above (`time.perf_counter_ns`): p50 {s["p50_us"]:.1f} us, '
+                  f'p99 {s["p99_us"]:.1f} us, mean {s["mean_us"]:.1f} us, max '
+                  f'{s["max_us"]:.1f} us.', '',
+                  f'First inference after a switch vs steady state of the target sub-network, '
+                  f'{report["switch_threads"]} thread(s): median (and worst) of '
+                  f'{FIRST_ROUNDS} switch-then-infer rounds over the trimmed mean of steady '
+                  f'runs (target <= {TARGET_FIRST_RATIO:g}x).', '',
+                  '| switch | steady (ms) | first (ms) | first / steady | worst / steady |',
+                  '|---|---|---|---|---|']
+        for f in report['first']:
+            lines.append(f'| {name[f["from"]]} -> {name[f["to"]]} | {f["steady_ms"]:.1f} | '
+                         f'{f["first_ms"]:.1f} | {f["ratio"]:.2f}x | {f["worst_ratio"]:.2f}x |')
+        lines += ['', f'`materialize()` for reference (median of {MATERIALIZE_RUNS}):', '',
+                  '| sub-network | materialize (ms) |', '|---|---|']
+        for row in rows:
+            lines.append(f'| {row["name"]} | {row["materialize"]["ms"]:.1f} |')
+
+    if 'memory' in report:
+        m = report['memory']
+        super_row = m['rows'][0]
+        lines += ['', '## Memory', '',
+                  'Process RSS in a fresh interpreter (1 thread) per setting: the baseline '
+                  '(python, torch and this script imported, and torch\'s lazily imported '
+                  'modules loaded by a throwaway model), after loading the model file, and after '
+                  'one inference of each point it serves; peak is VmHWM. fp32 weights.', '',
+                  '| setting | points | weights (MiB) | baseline (MiB) | loaded (MiB) | after '
+                  'inference (MiB) | peak (MiB) | over baseline (MiB) | super / this: RSS | '
+                  'super / this: over baseline |',
+                  '|---|---|---|---|---|---|---|---|---|---|']
+        super_over = super_row['after_mb'] - super_row['baseline_mb']
+        for r in m['rows']:
+            over = r['after_mb'] - r['baseline_mb']
+            label = ('super model, all points' if r['kind'] == 'super'
+                     else f'compact {name[r["keys"][0]]}')
+            lines.append(f'| {label} | {r["points"]} | {_mb(r["weight_bytes"]):.1f} | '
+                         f'{r["baseline_mb"]:.0f} | {r["loaded_mb"]:.0f} | {r["after_mb"]:.0f} | '
+                         f'{r["peak_mb"]:.0f} | {over:.1f} | '
+                         f'{super_row["after_mb"] / r["after_mb"]:.2f}x | '
+                         f'{super_over / over:.2f}x |')
+        compact_total = sum(row['materialize']['weight_bytes'] for row in rows)
+        lines += ['', f'Weight bytes (sum of parameter sizes): super model '
+                  f'{_mb(m["super_bytes"]):.1f} MiB serves all {len(rows)} points; as separate '
+                  f'compact models they would take {_mb(compact_total):.1f} MiB '
+                  f'({m["super_bytes"] / compact_total:.2f}x of that).', '',
+                  '| sub-network | compact weights (MiB) | super / compact |', '|---|---|---|']
+        for row in rows:
+            size = row['materialize']['weight_bytes']
+            lines.append(f'| {row["name"]} | {_mb(size):.1f} | {m["super_bytes"] / size:.2f}x |')
+    return '\n'.join(lines) + '\n'
+
+
+def plot(rows, threads, path, note=None):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axis = plt.subplots(figsize=(6.5, 4.5))
+    for t, marker in zip(threads, ('o-', 's--', '^:', 'd-.'), strict=False):
+        measured = [r for r in rows if t in r.get('latency', {}) and 'bleu' in r]
+        axis.plot([r['latency'][t]['ms'] for r in measured], [r['bleu'] for r in measured],
+                  marker, label=f'{t} thread(s)')
+        if t == threads[0]:
+            for r in measured:
+                axis.annotate(r['name'], (r['latency'][t]['ms'], r['bleu']), fontsize=7,
+                              xytext=(4, -10), textcoords='offset points')
+    axis.set_xlabel(f'latency (ms), batch 1, beam {BEAM}')
+    axis.set_ylabel('BLEU (test)')
+    axis.set_title('SuperTransformer sub-networks' + (f'\n({note})' if note else ''), fontsize=10)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# -- command line ---------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--model', type=Path, default=None, help='default: the shipped model')
+    parser.add_argument('--spm', type=Path, default=None, help='default: the shipped one')
+    parser.add_argument('--subnets', nargs='+', default=['6'],
+                        help='a number of ladder steps from the smallest to the largest, or '
+                        'sub-network specs: smallest, largest, YAML files (default: 6)')
+    parser.add_argument('--library', type=Path, default=None,
+                        help='take the sub-networks from this operating-point library YAML')
+    parser.add_argument('--limit', type=int, default=None, help='test sentences for BLEU '
+                        '(default: all)')
+    parser.add_argument('--repeats', type=int, default=50,
+                        help='timed runs per latency (default: %(default)s)')
+    parser.add_argument('--warmup', type=int, default=5,
+                        help='untimed runs before each latency (default: %(default)s)')
+    parser.add_argument('--target-length', type=int, default=SOURCE_TOKENS,
+                        help='decoder steps per timed run, EOS forbidden; 0: stop at EOS '
+                        '(default: %(default)s)')
+    parser.add_argument('--switches', type=int, default=1000,
+                        help='random set_subnet switches timed (default: %(default)s)')
+    parser.add_argument('--threads', type=int, nargs='+', default=None,
+                        help='CPU thread counts for latency (default: 1 and all usable)')
+    parser.add_argument('--skip', nargs='+', action='extend', default=[], choices=SECTIONS,
+                        help='sections to leave out')
+    parser.add_argument('--seed', type=int, default=0, help='for the random switches')
+    parser.add_argument('--note', default=None, help='a line printed in bold under the header '
+                        '(e.g. "random weights, timings not meaningful")')
+    parser.add_argument('--out', type=Path, default=DEFAULT_OUT)
+    parser.add_argument('--png', type=Path, default=DEFAULT_PNG)
+    parser.add_argument('--state', type=Path, default=DEFAULT_STATE)
+    parser.add_argument('--fresh', action='store_true', help='ignore earlier measurements')
+    args = parser.parse_args(argv)
+    for name in ('limit', 'repeats', 'switches'):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f'--{name}: must be >= 1, got {value}')
+    for name in ('warmup', 'target_length'):
+        if getattr(args, name) < 0:
+            parser.error(f'--{name.replace("_", "-")}: must be >= 0, got {getattr(args, name)}')
+    args.threads = sorted(set(args.threads or [1, usable_cpus()]))
+    if args.threads[0] < 1:
+        parser.error(f'--threads: counts must be >= 1, got {args.threads}')
+    return args
+
+
+def host_description():
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path('/proc/cpuinfo')
+    if cpuinfo.is_file():
+        names = [line.split(':', 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith('model name')]
+        cpu = names[0] if names else cpu
+    return (f'{platform.node()}, {cpu}, {usable_cpus()} usable of {os.cpu_count()} CPUs, '
+            f'{platform.system()} {platform.release()}')
+
+
+def benchmark(args, command) -> dict:
+    """Measure what ``args`` asks for (resuming from the state file); return the report."""
+    default_threads = torch.get_num_threads()
+    translator = Translator.load(args.model, args.spm)
+    model = translator.model
+    model_path = args.model if args.model is not None else default_model_path()
+    spm_path = args.spm if args.spm is not None else default_spm_path()
+    subnets = choose_subnets(args.subnets, args.library, model)
+    source = latency_source(translator.tokenizer, CORPUS_DIR)
+    protocol = Protocol(target_length=args.target_length, repeats=args.repeats,
+                        warmup=args.warmup)
+    src = encode_sources([source.ids], model.pad_id, model.eos_id)
+    run_key = json.dumps({'version': STATE_VERSION, 'model': file_identity(model_path),
+                          'spm': file_identity(spm_path),
+                          'host': platform.node(), 'torch': torch.__version__})
+    state = State(args.state, run_key, args.fresh)
+    skip = set(args.skip)
+    rows = [{'name': s.name, 'cfg': s.cfg, 'params': model.count_parameters(s.cfg)}
+            for s in subnets]
+
+    sentences = 0
+    if 'bleu' not in skip:
+        sources, references = read_split(CORPUS_DIR, 'test', args.limit)
+        sentences = len(sources)
+        with torch_threads(max(args.threads)):
+            for sub, row in zip(tqdm(subnets, desc='BLEU', unit='subnet'), rows, strict=True):
+                row.update(state.get_or_measure(
+                    f'bleu {sub.cfg.key()} limit={args.limit}',
+                    lambda sub=sub: measure_bleu(translator, sub.cfg, sources, references)))
+
+    if 'latency' not in skip:
+        jobs = [(t, sub, row) for t in args.threads for sub, row in zip(subnets, rows,
+                                                                        strict=True)]
+        for threads, sub, row in tqdm(jobs, desc='latency', unit='timing'):
+            row.setdefault('latency', {})[threads] = state.get_or_measure(
+                f'latency {sub.cfg.key()} threads={threads} {json.dumps(asdict(protocol))}',
+                lambda sub=sub, threads=threads: measure_latency(model, sub.cfg, src, protocol,
+                                                                 threads))
+
+    report = {'rows': rows, 'threads': args.threads, 'source': source,
+              'protocol': protocol.describe(), 'bleu_sentences': sentences,
+              'latency_measured': 'latency' not in skip}
+    if 'switch' not in skip or 'memory' not in skip:
+        for sub, row in zip(subnets, rows, strict=True):
+            row['materialize'] = state.get_or_measure(
+                f'materialize {sub.cfg.key()}', lambda sub=sub: measure_materialize(model,
+                                                                                    sub.cfg))
+    if 'switch' not in skip:
+        cfgs = [s.cfg for s in subnets]
+        keys = ','.join(c.key() for c in cfgs)
+        report['switch'] = state.get_or_measure(
+            f'switch n={args.switches} seed={args.seed} {keys}',
+            lambda: measure_switches(model, cfgs, args.switches, args.seed))
+        report['switch_threads'] = args.threads[0]
+        report['first'] = state.get_or_measure(
+            f'first threads={args.threads[0]} {json.dumps(asdict(protocol))} {keys}',
+            lambda: measure_first_inference(model, first_inference_pairs(subnets), src,
+                                            protocol, args.threads[0]))
+    if 'memory' not in skip:
+        report['memory'] = state.get_or_measure(
+            f'memory {",".join(s.cfg.key() for s in subnets)} {json.dumps(asdict(protocol))}',
+            lambda: measure_memory(model, model_path, subnets, source, protocol))
+
+    report['meta'] = {
+        'command': command, 'host': host_description(), 'torch': torch.__version__,
+        'default_threads': default_threads, 'date': time.strftime('%Y-%m-%d %H:%M'),
+        'load': ' / '.join(f'{x:.1f}' for x in os.getloadavg()),
+        'model': Path(model_path).name, 'spm': Path(spm_path).name,
+        'super_params': sum(p.numel() for p in model.parameters()),
+        'subnets': subnet_origin(args.subnets, args.library)}
+    if args.note:
+        report['meta']['note'] = args.note
+    return report
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == [PROBE_FLAG]:
+        print(json.dumps(memory_probe(json.loads(sys.stdin.read()))))
+        return 0
+    args = parse_args(argv)
+    command = shlex.join(['python', 'bench/supertransformer.py', *argv])
+    try:
+        report = benchmark(args, command)
+    except ValueError as err:
+        print(f'supertransformer: {err}', file=sys.stderr)
+        return 2
+    table = markdown(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(table)
+    print(table)
+    wrote = [str(args.out)]
+    if report['bleu_sentences'] and report['latency_measured']:
+        plot(report['rows'], args.threads, args.png, args.note)
+        wrote.append(str(args.png))
+    print('wrote ' + ' and '.join(wrote))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
