@@ -49,6 +49,7 @@ from dyn_dnn_ros.translation.batching import encode_sources
 from dyn_dnn_ros.translation.beam_search import BeamSearchConfig, beam_search
 from dyn_dnn_ros.translation.checkpoint import load_model, save_model
 from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
+from dyn_dnn_ros.translation.design_space import ladder as core_ladder
 from dyn_dnn_ros.translation.supernet import SuperTransformer
 from dyn_dnn_ros.translation.translator import (
     Translator,
@@ -109,32 +110,8 @@ class Subnet:
 
 
 def ladder(space, count) -> list[Subnet]:
-    """``count`` sub-networks from the smallest to the largest, every dimension growing together.
-
-    Step ``i`` takes, in every list of choices, the one a fraction ``i / (count - 1)``
-    along it, so with the project's space (decoder layers 1..6) six steps add one
-    decoder layer each while widths, heads and attention span grow alongside.
-    """
-    if not isinstance(count, int) or count < 2:
-        raise ValueError(f'subnets: a ladder needs at least 2 steps, got {count!r}')
-
-    def pick(choices, fraction):
-        return choices[int(fraction * (len(choices) - 1) + 0.5)]
-
-    configs = []
-    for i in range(count):
-        f = i / (count - 1)
-        el, dl = pick(space.encoder_layers, f), pick(space.decoder_layers, f)
-        ende = pick([e for e in space.ende if e <= el] or space.ende, f)
-        ffn, heads = pick(space.ffn_dim, f), pick(space.heads, f)
-        configs.append(space.validate(SubnetConfig(
-            encoder_embed_dim=pick(space.encoder_embed_dim, f),
-            decoder_embed_dim=pick(space.decoder_embed_dim, f),
-            encoder_layers=el, decoder_layers=dl,
-            encoder_ffn=(ffn,) * el, encoder_heads=(heads,) * el,
-            decoder_ffn=(ffn,) * dl, decoder_self_heads=(heads,) * dl,
-            decoder_cross_heads=(heads,) * dl, decoder_ende=(ende,) * dl)))
-    configs = list(dict.fromkeys(configs))  # a small space repeats steps
+    """The core ladder (``design_space.ladder``), named smallest, step 2, ..., largest."""
+    configs = core_ladder(space, count)
     last = len(configs) - 1
     return [Subnet('smallest' if i == 0 else 'largest' if i == last else f'step {i + 1}', cfg)
             for i, cfg in enumerate(configs)]

@@ -204,3 +204,33 @@ class SubnetConfig:
                 raise ValueError(f'decoder_ende[{i}]={e} exceeds '
                                  f'encoder_layers={self.encoder_layers}')
         return self
+
+
+def ladder(space: DesignSpace, count: int) -> list:
+    """``count`` sub-networks from the smallest to the largest, every dimension growing together.
+
+    Step ``i`` takes, in every list of choices, the one a fraction ``i / (count - 1)``
+    along it, so with the project's space (decoder layers 1..6) six steps add one
+    decoder layer each while widths, heads and attention span grow alongside.
+    Duplicates (a small space repeats steps) are dropped.
+    """
+    if not isinstance(count, int) or count < 2:
+        raise ValueError(f'subnets: a ladder needs at least 2 steps, got {count!r}')
+
+    def pick(choices, fraction):
+        return choices[int(fraction * (len(choices) - 1) + 0.5)]
+
+    configs = []
+    for i in range(count):
+        f = i / (count - 1)
+        el, dl = pick(space.encoder_layers, f), pick(space.decoder_layers, f)
+        ende = pick([e for e in space.ende if e <= el] or space.ende, f)
+        ffn, heads = pick(space.ffn_dim, f), pick(space.heads, f)
+        configs.append(space.validate(SubnetConfig(
+            encoder_embed_dim=pick(space.encoder_embed_dim, f),
+            decoder_embed_dim=pick(space.decoder_embed_dim, f),
+            encoder_layers=el, decoder_layers=dl,
+            encoder_ffn=(ffn,) * el, encoder_heads=(heads,) * el,
+            decoder_ffn=(ffn,) * dl, decoder_self_heads=(heads,) * dl,
+            decoder_cross_heads=(heads,) * dl, decoder_ende=(ende,) * dl)))
+    return list(dict.fromkeys(configs))
