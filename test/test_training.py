@@ -260,3 +260,39 @@ def test_config_validation():
         TrainConfig(accum=0).validate()
     with pytest.raises(ValueError, match="device='tpu'"):
         TrainConfig(device='tpu').validate()
+
+
+def test_init_from_starts_training_from_saved_weights(tmp_path):
+    from translation_fixtures import SPM, tiny_space, write_tiny_model
+    import yaml
+
+    from dyn_dnn_ros.translation.checkpoint import load_model
+    from dyn_dnn_ros.translation.training import TrainConfig, train
+
+    corpus = tmp_path / 'corpus'
+    corpus.mkdir()
+    english = ['Open the file', 'Save the document', 'Close the window', 'Print the page']
+    german = ['Datei öffnen', 'Dokument speichern', 'Fenster schließen', 'Seite drucken']
+    for split in ('train', 'valid'):
+        (corpus / f'{split}.en').write_text('\n'.join(english * 3) + '\n')
+        (corpus / f'{split}.de').write_text('\n'.join(german * 3) + '\n')
+    space_path = tmp_path / 'space.yaml'
+    space_path.write_text(yaml.safe_dump(tiny_space().to_dict()))
+    initial_path, _ = write_tiny_model(tmp_path, seed=3)
+    config = TrainConfig(run_dir=tmp_path / 'run', corpus_dir=corpus, spm_path=SPM,
+                         space_path=space_path, epochs=1, max_steps=1, lr=1e-9, warmup=0,
+                         device='cpu', threads=1, valid_sentences=2, init_from=initial_path)
+    summary = train(config)
+    trained = load_model(summary.export_path).state_dict()
+    initial = load_model(initial_path).state_dict()
+    # One step at a negligible learning rate: the weights are the ones loaded.
+    assert all(torch.allclose(trained[k], initial[k], atol=1e-3) for k in initial)
+
+    other = tmp_path / 'other.yaml'
+    data = tiny_space().to_dict()
+    data['ffn_dim'] = [64]
+    other.write_text(yaml.safe_dump(data))
+    with pytest.raises(ValueError, match='init_from'):
+        train(TrainConfig(run_dir=tmp_path / 'run2', corpus_dir=corpus, spm_path=SPM,
+                          space_path=other, epochs=1, max_steps=1, device='cpu', threads=1,
+                          init_from=initial_path))

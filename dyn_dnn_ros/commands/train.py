@@ -37,6 +37,9 @@ def add_arguments(parser):
     parser.add_argument('--seed', type=int, default=d.seed)
     parser.add_argument('--resume', action='store_true',
                         help='continue from OUT/checkpoint_last.pt')
+    parser.add_argument('--init-from', type=Path, default=None,
+                        help='start from these model weights (fresh optimiser), e.g. the '
+                             'shipped models/translation/supertransformer.safetensors')
     parser.add_argument('--export', type=Path, default=None,
                         help='final fp16 model file (default: OUT/model.safetensors)')
     parser.add_argument('--max-steps', type=int, default=None,
@@ -56,7 +59,8 @@ def run(args):
         mode=args.mode, random_subnets=args.random_subnets, epochs=args.epochs,
         max_tokens=args.max_tokens, lr=args.lr, warmup=args.warmup, accum=args.accum,
         device=args.device, amp=not args.no_amp, threads=args.threads, seed=args.seed,
-        resume=args.resume, export_path=args.export, max_steps=args.max_steps,
+        resume=args.resume, init_from=args.init_from, export_path=args.export,
+        max_steps=args.max_steps,
         checkpoint_every=args.checkpoint_every, log_every=args.log_every,
         valid_sentences=args.valid_sentences)
     try:

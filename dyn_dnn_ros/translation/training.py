@@ -57,6 +57,7 @@ class TrainConfig:
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
     seed: int = 1
     resume: bool = False
+    init_from: Path | None = None  # start from these weights (e.g. the shipped fp16 model)
     max_steps: int | None = None  # stop early (smoke runs); a checkpoint is still written
     checkpoint_every: int = 1000  # optimiser steps; also at every epoch end
     log_every: int = 50
@@ -467,6 +468,15 @@ def train(config: TrainConfig) -> TrainSummary:
             raise ValueError(f'no usable training pairs in {config.corpus_dir}')
         model = SuperTransformer(space, tokenizer.vocab_size, tokenizer.pad_id,
                                  tokenizer.bos_id, tokenizer.eos_id, dropout=config.dropout)
+        if config.init_from is not None and not config.resume:
+            # Weights only: a fresh optimiser and schedule continue training a
+            # shipped model when its run folder (optimiser state) is gone.
+            from dyn_dnn_ros.translation.checkpoint import load_model
+            initial = load_model(config.init_from)
+            if initial.space != space or initial.vocab_size != model.vocab_size:
+                raise ValueError(f'init_from: {config.init_from} has another design space '
+                                 'or vocabulary than this run')
+            model.load_state_dict(initial.state_dict())
         trainer = Trainer(config, model, train_pairs, valid_pairs, references,
                           tokenizer.decode, device, rank, world_size)
         if config.resume:
