@@ -1,0 +1,75 @@
+"""``dyn-dnn-ros wenet-dse``: greedy design-space exploration of a trained WeNet."""
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+HELP = 'greedy design-space exploration of WeNet'
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = REPO_ROOT / 'config' / 'wenet.yaml'
+DEFAULT_MODEL = REPO_ROOT / 'models' / 'perception' / 'wenet'
+DEFAULT_LIBRARY = REPO_ROOT / 'config' / 'operating_points_perception_cpu.yaml'
+DEFAULT_PLOT = REPO_ROOT / 'docs' / 'perception_pareto.png'
+DEFAULT_ABLATION_MODEL = REPO_ROOT / 'models' / 'perception' / 'wenet_noshuffle'
+ABLATION_TABLE = REPO_ROOT / 'docs' / 'perception_ablation.md'
+
+
+def add_arguments(parser):
+    parser.add_argument('--config', type=Path, default=DEFAULT_CONFIG,
+                        help='YAML with a dse section (default: %(default)s)')
+    parser.add_argument('--model', type=Path, default=DEFAULT_MODEL,
+                        help='trained model directory (default: %(default)s)')
+    parser.add_argument('--threshold', type=float,
+                        help='override dse.threshold: lowest validation accuracy to accept')
+    parser.add_argument('--out', type=Path, default=DEFAULT_LIBRARY,
+                        help='operating-point library to write (default: %(default)s)')
+    parser.add_argument('--plot', type=Path, nargs='?', const=DEFAULT_PLOT,
+                        help=f'write the accuracy/latency/MACs plot (default: {DEFAULT_PLOT})')
+    parser.add_argument('--ablation', type=Path, nargs='?', const=DEFAULT_ABLATION_MODEL,
+                        help='model trained with the other shuffle setting: print and save '
+                             f'the shuffle ablation (default: {DEFAULT_ABLATION_MODEL}, '
+                             f'table: {ABLATION_TABLE})')
+    parser.add_argument('--ablation-table', type=Path, default=ABLATION_TABLE,
+                        help=argparse.SUPPRESS)
+
+
+def run(args):
+    from dyn_dnn_ros.perception.dse import DSEConfig, run_dse
+    from dyn_dnn_ros.perception.training import read_config_file
+
+    try:
+        config = DSEConfig.from_dict(read_config_file(args.config).get('dse', {}))
+        if args.threshold is not None:
+            config = replace(config, threshold=args.threshold)
+        summary = run_dse(args.model, config, args.out, args.plot, args.ablation,
+                          args.ablation_table if args.ablation else None)
+    except (TypeError, ValueError) as error:
+        print(f'wenet-dse: {error}')
+        return 2
+    result, library = summary['result'], summary['library']
+    print(f'visited {len(result.visited)} configurations, {len(result.trajectory)} accepted '
+          f'steps, {len(summary["pareto"])} on the Pareto front; wrote '
+          f'{len(library.points)} operating points to {args.out}')
+    threads = sorted(config.library_threads)
+    print('point     MMACs  MACs%  ' + '  '.join(f'{t}thr ms' for t in threads)
+          + '  val acc  test acc')
+    for point in library.points:
+        m = point.metrics
+        print(f'{point.name:8s} {m["macs"] / 1e6:6.1f} {100 * m["flops_fraction"]:5.1f}%  '
+              + '  '.join(f'{point.latency_ms[t]:7.3f}' for t in threads)
+              + f'  {m["val_accuracy"]:.4f}   {point.quality:.4f}   {m["key"]}')
+    print('uniform baselines:')
+    for row in summary['uniform']:
+        print(f'  1/{row["groups"]:<2d} {row["macs"] / 1e6:6.1f} MMACs  '
+              + '  '.join(f'{row["latency_ms"][t]:7.3f}' for t in threads)
+              + f'  test acc {row["test_accuracy"]:.4f}')
+    s = summary['switching_us']
+    print(f'switching: wall p50 {s["p50"]:.1f} us, p99 {s["p99"]:.1f} us; '
+          f'cpu p99 {s["cpu_p99"]:.1f} us over {s["count"]} random switches')
+    if args.plot:
+        print(f'wrote {args.plot}')
+    if 'ablation' in summary:
+        print(summary['ablation'], end='')
+        print(f'wrote {args.ablation_table}')
+    return 0
