@@ -18,8 +18,6 @@ import time
 
 from diagnostic_msgs.msg import KeyValue
 from rcl_interfaces.srv import SetParametersAtomically
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -28,6 +26,7 @@ from dyn_dnn_ros.manager.policy import LatencyModel, PolicyConfig
 from dyn_dnn_ros.operating_points import OperatingPointLibrary
 from dyn_dnn_ros.ros.diagnostics import ERROR, OK, STALE, WARN, Updater
 from dyn_dnn_ros.ros.params import ParameterSpec, ValidatedParameters
+from dyn_dnn_ros.ros.spin import run_node
 from dyn_dnn_ros.share import config_path
 from dyn_dnn_ros_interfaces.msg import BeamPolicy as BeamPolicyMsg
 from dyn_dnn_ros_interfaces.msg import (
@@ -408,21 +407,7 @@ class ManagerNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    try:
-        node = ManagerNode()
-    except ValueError as error:
-        print(f'{NODE_NAME}: {error}', file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(ManagerNode, NODE_NAME, args)
 
 
 if __name__ == '__main__':

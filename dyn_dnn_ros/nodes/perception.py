@@ -12,8 +12,6 @@ import sys
 import time
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 import torch
@@ -25,6 +23,7 @@ from dyn_dnn_ros.perception.wenet import GroupConfig, load_model
 from dyn_dnn_ros.ros.diagnostics import ERROR, OK, WARN, Updater
 from dyn_dnn_ros.ros.params import ParameterSpec, ValidatedParameters
 from dyn_dnn_ros.ros.qos import QOS_CHOICES, qos_profile
+from dyn_dnn_ros.ros.spin import run_node
 from dyn_dnn_ros.runtime.worker import InferenceWorker
 from dyn_dnn_ros.share import config_path, model_path
 from dyn_dnn_ros_interfaces.msg import ClassificationResult
@@ -219,21 +218,7 @@ class PerceptionNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    try:
-        node = PerceptionNode()
-    except (ValueError, KeyError) as error:
-        print(f'{NODE_NAME}: {error}', file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(PerceptionNode, NODE_NAME, args)
 
 
 if __name__ == '__main__':

@@ -11,14 +11,13 @@ from pathlib import Path
 import sys
 import time
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from dyn_dnn_ros.resources.sampler import ResourceSampler, SamplerConfig
 from dyn_dnn_ros.resources.scenario import Scenario
 from dyn_dnn_ros.ros.diagnostics import ERROR, OK, WARN, Updater
 from dyn_dnn_ros.ros.params import ParameterSpec, ValidatedParameters
+from dyn_dnn_ros.ros.spin import run_node
 from dyn_dnn_ros.share import config_path
 from dyn_dnn_ros_interfaces.msg import HardwareAvailability
 
@@ -155,21 +154,7 @@ class ResourceMonitorNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    try:
-        node = ResourceMonitorNode()
-    except ValueError as error:
-        print(f'{NODE_NAME}: {error}', file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(ResourceMonitorNode, NODE_NAME, args)
 
 
 if __name__ == '__main__':

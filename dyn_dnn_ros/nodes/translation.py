@@ -16,8 +16,6 @@ import math
 import sys
 import time
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from std_msgs.msg import String
 import torch
@@ -25,6 +23,7 @@ import torch
 from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPointLibrary
 from dyn_dnn_ros.ros.diagnostics import ERROR, OK, WARN, Updater
 from dyn_dnn_ros.ros.params import ParameterSpec, ValidatedParameters
+from dyn_dnn_ros.ros.spin import run_node
 from dyn_dnn_ros.runtime.worker import InferenceWorker
 from dyn_dnn_ros.share import config_path
 from dyn_dnn_ros.translation.design_space import SubnetConfig
@@ -307,21 +306,7 @@ class TranslationNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    try:
-        node = TranslationNode()
-    except (ValueError, KeyError) as error:
-        print(f'{NODE_NAME}: {error}', file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(TranslationNode, NODE_NAME, args)
 
 
 if __name__ == '__main__':

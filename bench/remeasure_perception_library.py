@@ -1,0 +1,51 @@
+"""Re-measure the latencies of a perception library's points on this machine.
+
+`dyn-dnn-ros wenet-dse` measures while it searches; on a busy machine those
+numbers are disturbed. This keeps the library's points and qualities and
+replaces their measured latency at every thread count 1..N with a fresh,
+interleaved measurement (``profiling.measure_latencies_ms``), e.g. on the
+robot itself or on an idle development machine:
+
+    .venv/bin/python bench/remeasure_perception_library.py
+"""
+
+import argparse
+from dataclasses import replace
+import datetime
+import os
+import sys
+
+from dyn_dnn_ros.operating_points import OperatingPointLibrary
+from dyn_dnn_ros.perception.profiling import LatencyConfig, measure_latencies_ms
+from dyn_dnn_ros.perception.wenet import GroupConfig, load_model
+from dyn_dnn_ros.share import config_path, model_path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--library', default=str(config_path(
+        'operating_points_perception_cpu.yaml')))
+    parser.add_argument('--model', default=str(model_path('perception', 'wenet')))
+    parser.add_argument('--repeats', type=int, default=200)
+    args = parser.parse_args(argv)
+    library = OperatingPointLibrary.load(args.library)
+    model = load_model(args.model).model
+    cases = [(model, GroupConfig.from_dict(p.subnet, model.space)) for p in library.points]
+    latency = LatencyConfig(warmup=40, repeats=args.repeats, rounds=5)
+    threads = range(1, len(os.sched_getaffinity(0)) + 1)
+    measured = {t: measure_latencies_ms(cases, t, latency) for t in threads}
+    library.points = [replace(p, latency_ms={t: round(measured[t][i], 4) for t in threads})
+                      for i, p in enumerate(library.points)]
+    library.meta['latency_remeasured'] = {
+        'command': ' '.join([sys.executable, *sys.argv]),
+        'when': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+        'load_average': os.getloadavg()[0]}
+    library.save(args.library)
+    for point in library.points:
+        print(f'{point.name:4} acc {point.quality:.4f}  ' + '  '.join(
+            f'{t} thr {ms:6.3f} ms' for t, ms in sorted(point.latency_ms.items())))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
