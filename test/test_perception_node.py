@@ -125,3 +125,41 @@ def test_operating_point_parameter_switches_and_rejects_unknown(ros, probe, save
         assert node.model.groups == saved.model.space.smallest()
     finally:
         ros.remove(node)
+
+
+def test_the_manager_switches_the_perception_worker(ros, probe, saved, tmp_path):
+    from ros_harness import call_service
+
+    from dyn_dnn_ros.nodes.manager import ManagerNode
+    from dyn_dnn_ros_interfaces.msg import HardwareAvailability
+    from dyn_dnn_ros_interfaces.srv import SetLatencyBudget
+
+    library_path = tmp_path / 'perception_library.yaml'
+    library(saved).save(library_path)
+    node = start(ros, '/p4', saved)
+    manager = ros.add(ManagerNode(context=ros.context, namespace='/p4', parameter_overrides=[
+        Parameter('targets', value='perception'),
+        Parameter('perception_library', value=str(library_path))]))
+    try:
+        availability = probe.create_publisher(HardwareAvailability, '/p4/hardware_availability',
+                                              10)
+        wait_until(lambda: manager.targets['perception'].client.service_is_ready())
+        availability.publish(HardwareAvailability(usable_threads=1, usable_cpus=1.0))
+
+        def budget(ms):
+            return call_service(probe, SetLatencyBudget, '/p4/set_latency_budget',
+                                SetLatencyBudget.Request(target='perception', budget_ms=ms,
+                                                         min_quality=math.nan))
+
+        answer = budget(1.0)      # only 'small' (0.5 ms) fits 0.85 ms
+        assert answer.success and answer.operating_point == 'small'
+        wait_until(lambda: node.worker.setting['point'] == 'small')
+        assert node.worker.setting['budget_ms'] == 1.0
+        assert budget(10.0).operating_point == 'full'
+        wait_until(lambda: node.worker.setting['point'] == 'full')
+        refused = budget(-1.0)
+        assert not refused.success and 'budget_ms' in refused.message
+        assert node.worker.setting['point'] == 'full'
+    finally:
+        ros.remove(manager)
+        ros.remove(node)
