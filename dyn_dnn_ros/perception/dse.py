@@ -17,6 +17,7 @@ switches its statistics too.
 
 from dataclasses import dataclass, field
 import math
+from pathlib import Path
 import platform
 import time
 
@@ -387,6 +388,16 @@ def dataset_of(saved):
     return dataset
 
 
+def _portable(path):
+    """A path relative to the package's share folder when it lies inside it."""
+    from dyn_dnn_ros.share import share_dir
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(share_dir().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def run_dse(model_dir, config, library_path, plot_path=None, ablation_dir=None,
             ablation_path=None, progress=True):
     """Explore a trained model, write its library (and plot / ablation table)."""
@@ -402,7 +413,7 @@ def run_dse(model_dir, config, library_path, plot_path=None, ablation_dir=None,
     try:
         summary = explore(saved.model, dataset.val, dataset.test, config, calibration,
                           progress)
-        summary['library'].meta['model'] = str(model_dir)
+        summary['library'].meta['model'] = _portable(model_dir)
         summary['library'].save(library_path)
         if config.calibrate:
             save_calibrations(model_dir, saved.model)
