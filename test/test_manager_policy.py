@@ -45,7 +45,7 @@ def test_unusable_budgets_are_refused(budget):
 
 
 def test_measured_latency_corrects_the_expectation():
-    model = LatencyModel(library(), PolicyConfig(ewma_alpha=0.5))
+    model = LatencyModel(library(), PolicyConfig(ewma_alpha=0.5, relax=0.0))
     model.observe('large', 220.0, threads=2)   # twice the library's 110 ms
     assert model.ratio['large'] == pytest.approx(1.5)
     model.observe('large', math.nan, threads=2)  # ignored
@@ -130,3 +130,17 @@ def test_invalid_configs_name_the_field():
         PolicyConfig(safety_margin=1.5)
     with pytest.raises(ValueError, match='step_up_after'):
         ControllerConfig(step_up_after=0)
+
+
+def test_ratios_of_abandoned_points_relax_toward_current_conditions():
+    model = LatencyModel(library(), PolicyConfig(ewma_alpha=0.5, relax=0.1))
+    for _ in range(5):
+        model.observe('large', 330.0, threads=2)       # a slow spell: 3x the library
+    slow = model.ratio['large']
+    assert slow > 2.5
+    for _ in range(40):
+        model.observe('small', 25.0, threads=2)        # now as the library says
+    assert model.ratio['small'] == pytest.approx(1.0, abs=0.01)
+    assert model.global_ratio == pytest.approx(1.0, abs=0.01)
+    assert 1.0 < model.ratio['large'] < 1.1           # no longer judged by the spell
+    assert model.choose(140.0, threads=2).point == 'large'

@@ -2,7 +2,8 @@
 
 Expected latency of a point = its library latency at the usable thread count
 x a correction ratio learnt online from the worker's measured results (an
-exponentially weighted mean of measured / library latency, per point). The
+exponentially weighted mean of measured / library latency, per point; the
+ratios of points not in use drift toward the ratio seen across all points). The
 seed papers choose open loop from the library alone; the correction closes
 the loop, so a library measured on a quieter machine, a hotter board or a
 longer input mix still leads to budgets being met.
@@ -19,12 +20,18 @@ class PolicyConfig:
     safety_margin: float = 0.85   # a point fits when expected <= margin x budget
     ewma_alpha: float = 0.3       # weight of the newest measured/library ratio
     ratio_bounds: tuple = (0.25, 4.0)  # one outlier cannot teach an absurd ratio
+    # Per observation, how far the ratios of the other points move toward the
+    # ratio seen across all points: a point abandoned after a slow spell is
+    # not judged by that spell forever.
+    relax: float = 0.05
 
     def __post_init__(self):
         if not 0 < self.safety_margin <= 1:
             raise ValueError(f'safety_margin: must be in (0, 1], got {self.safety_margin}')
         if not 0 < self.ewma_alpha <= 1:
             raise ValueError(f'ewma_alpha: must be in (0, 1], got {self.ewma_alpha}')
+        if not 0 <= self.relax <= 1:
+            raise ValueError(f'relax: must be in [0, 1], got {self.relax}')
         low, high = self.ratio_bounds
         if not 0 < low <= 1 <= high:
             raise ValueError(f'ratio_bounds: must satisfy 0 < low <= 1 <= high, got '
@@ -55,6 +62,7 @@ class LatencyModel:
         self.library = library
         self.config = config
         self.ratio = {point.name: 1.0 for point in library.points}
+        self.global_ratio = 1.0
 
     def expected_ms(self, name, threads):
         return self.library.get(name).latency_at(threads) * self.ratio[name]
@@ -66,8 +74,12 @@ class LatencyModel:
         sample = measured_ms / self.library.get(name).latency_at(threads)
         low, high = self.config.ratio_bounds
         sample = min(max(sample, low), high)
-        alpha = self.config.ewma_alpha
+        alpha, relax = self.config.ewma_alpha, self.config.relax
         self.ratio[name] = (1 - alpha) * self.ratio[name] + alpha * sample
+        self.global_ratio = (1 - alpha) * self.global_ratio + alpha * sample
+        for other in self.ratio:
+            if other != name:
+                self.ratio[other] += relax * (self.global_ratio - self.ratio[other])
 
     def choose(self, budget_ms, threads, min_quality=None, faster_than=None) -> Choice:
         """Best-quality point expected to fit ``margin x budget`` at ``threads``.
