@@ -209,9 +209,6 @@ def test_validation_loss_of_a_real_model_is_deterministic_and_cached():
     assert model.training  # the model's mode is restored
 
 
-@pytest.mark.skipif(not (ROOT / 'models' / 'translation' / 'spm.model').is_file()
-                    or not (ROOT / 'data' / 'corpus' / 'valid.en').is_file(),
-                    reason='needs the tokenizer and the corpus')
 def test_search_command_writes_a_subnet_translate_can_use(tmp_path, capsys):
     from dyn_dnn_ros.cli import main
     from dyn_dnn_ros.design.latency_dataset import LatencyRow, dataset_configs

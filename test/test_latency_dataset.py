@@ -236,8 +236,6 @@ def test_sampling_bias_per_device(tmp_path):
         SamplingBias({'heads': {1: float('nan')}}).check(SPACE)
 
 
-@pytest.mark.skipif(not (SPM.is_file() and (CORPUS / 'valid.en').is_file()),
-                    reason='needs the tokenizer and the corpus')
 def test_workload_is_a_seeded_set_of_real_validation_sentences():
     from dyn_dnn_ros.translation.tokenizer import Tokenizer
     tokenizer = Tokenizer(SPM)

@@ -100,13 +100,10 @@ def test_library_write_is_atomic(tmp_path):
 
 @pytest.fixture(scope='module')
 def tokenizer():
-    if not SPM.is_file():
-        pytest.skip('needs the trained tokenizer')
     from dyn_dnn_ros.translation.tokenizer import Tokenizer
     return Tokenizer(SPM)
 
 
-@pytest.mark.skipif(not (CORPUS / 'test.en').is_file(), reason='needs the corpus')
 def test_sweep_writes_a_library_and_resumes_without_remeasuring(tmp_path, tokenizer,
                                                                 monkeypatch):
     torch.manual_seed(0)

@@ -15,18 +15,9 @@ from dyn_dnn_ros.translation.tokenizer import (
     train_tokenizer,
 )
 
-needs_model = pytest.mark.skipif(
-    not DEFAULT_MODEL_PATH.is_file(),
-    reason=f'{DEFAULT_MODEL_PATH} is not trained (run `dyn-dnn-ros tokenizer`)')
-needs_split = pytest.mark.skipif(
-    not (DEFAULT_CORPUS_DIR / 'valid.en').is_file(),
-    reason=f'no corpus split in {DEFAULT_CORPUS_DIR} (run `dyn-dnn-ros corpus`)')
-
 
 @pytest.fixture(scope='module')
 def tokenizer():
-    if not DEFAULT_MODEL_PATH.is_file():
-        pytest.skip(f'{DEFAULT_MODEL_PATH} is not trained (run `dyn-dnn-ros tokenizer`)')
     return Tokenizer(DEFAULT_MODEL_PATH)
 
 
@@ -35,7 +26,6 @@ def test_special_ids(tokenizer):
     assert 7000 <= tokenizer.vocab_size <= 9000
 
 
-@needs_split
 def test_round_trip_on_real_sentences(tokenizer):
     for lang in ('en', 'de'):
         lines = (DEFAULT_CORPUS_DIR / f'test.{lang}').read_text(encoding='utf-8').splitlines()
@@ -103,7 +93,6 @@ def test_training_needs_the_split(tmp_path):
         TokenizerConfig(vocab_size=10)
 
 
-@needs_split
 def test_train_small_model_on_real_text(tmp_path):
     # The committed valid split stands in for train: small, real, and fast to train on.
     for lang in ('en', 'de'):

@@ -21,7 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SPM = ROOT / 'models' / 'translation' / 'spm.model'
 TEST_EN = ROOT / 'data' / 'corpus' / 'test.en'
 
-pytestmark = pytest.mark.skipif(not SPM.is_file(), reason='needs the trained tokenizer')
 torch.set_num_threads(1)  # tiny models: one thread avoids contention on a shared CPU
 
 

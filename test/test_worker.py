@@ -105,3 +105,29 @@ def test_depth_is_validated_and_can_shrink():
     finally:
         gate.set()
         worker.stop()
+
+
+def test_latency_window_percentiles_misses_and_report():
+    import math
+
+    from dyn_dnn_ros.runtime.latency_window import LatencyWindow
+
+    window = LatencyWindow(size=4)
+    assert math.isnan(window.percentile(50))
+    for latency, budget in [(10.0, 20.0), (30.0, 20.0), (40.0, 0.0), (15.0, 20.0),
+                            (25.0, 20.0)]:
+        window.add(latency, budget)       # the oldest (10 ms) falls out
+    assert window.percentile(50) == 30.0 and window.percentile(95) == 40.0
+    assert window.misses() == 2           # 30 and 25 over 20 ms; 40 had no budget
+
+    class Stat:
+        def __init__(self):
+            self.values = {}
+
+        def add(self, key, value):
+            self.values[key] = value
+
+    stat = Stat()
+    window.report(stat)
+    assert stat.values == {'latency_p50_ms': 30.0, 'latency_p95_ms': 40.0,
+                           'deadline_misses': 2, 'window': 4}

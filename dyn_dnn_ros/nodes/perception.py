@@ -16,7 +16,6 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 import torch
 
-from dyn_dnn_ros.nodes.translation import LatencyWindow, resolve_device
 from dyn_dnn_ros.operating_points import OperatingPointLibrary
 from dyn_dnn_ros.perception.preprocess import to_model_input
 from dyn_dnn_ros.perception.wenet import GroupConfig, load_model
@@ -24,6 +23,8 @@ from dyn_dnn_ros.ros.diagnostics import ERROR, OK, WARN, Updater
 from dyn_dnn_ros.ros.params import ParameterSpec, ValidatedParameters
 from dyn_dnn_ros.ros.qos import QOS_CHOICES, qos_profile
 from dyn_dnn_ros.ros.spin import run_node
+from dyn_dnn_ros.runtime.device import resolve_device
+from dyn_dnn_ros.runtime.latency_window import LatencyWindow
 from dyn_dnn_ros.runtime.worker import InferenceWorker
 from dyn_dnn_ros.share import config_path, model_path
 from dyn_dnn_ros_interfaces.msg import ClassificationResult
@@ -201,9 +202,7 @@ class PerceptionNode(Node):
         stat.add('threads', setting['threads'])
         stat.add('budget_ms', setting['budget_ms'])
         stat.add('rate_hz', self.received / elapsed)
-        stat.add('latency_p50_ms', self.window.percentile(50))
-        stat.add('latency_p95_ms', self.window.percentile(95))
-        stat.add('deadline_misses', misses)
+        self.window.report(stat)
         stat.add('received', self.received)
         stat.add('superseded', self.worker.dropped)
         stat.add('bad_images', self.bad_images)

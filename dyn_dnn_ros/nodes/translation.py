@@ -10,7 +10,6 @@ that produced it). Inference runs on a worker thread behind a bounded queue;
 when it is full the oldest waiting request is answered with STATUS_DROPPED.
 """
 
-from collections import deque
 from dataclasses import dataclass
 import math
 import sys
@@ -24,6 +23,8 @@ from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPointLibrary
 from dyn_dnn_ros.ros.diagnostics import ERROR, OK, WARN, Updater
 from dyn_dnn_ros.ros.params import ParameterSpec, ValidatedParameters
 from dyn_dnn_ros.ros.spin import run_node
+from dyn_dnn_ros.runtime.device import resolve_device
+from dyn_dnn_ros.runtime.latency_window import LatencyWindow
 from dyn_dnn_ros.runtime.worker import InferenceWorker
 from dyn_dnn_ros.share import config_path
 from dyn_dnn_ros.translation.design_space import SubnetConfig
@@ -61,33 +62,6 @@ def beam_from(values):
                       bw_min=values['bw_min'], bw_max=values['bw_max'],
                       sigma_min=float(values['sigma_min']), sigma_max=float(values['sigma_max']),
                       metric=values['beam_metric'])
-
-
-def resolve_device(name):
-    if name == 'auto':
-        return 'cuda' if torch.cuda.is_available() else 'cpu'
-    if name == 'cuda' and not torch.cuda.is_available():
-        raise ValueError('device: cuda was asked for but torch sees no CUDA device')
-    return name
-
-
-class LatencyWindow:
-    """The last N latencies, for p50/p95 and deadline misses on diagnostics."""
-
-    def __init__(self, size=100):
-        self.samples = deque(maxlen=size)   # (latency_ms, budget_ms)
-
-    def add(self, latency_ms, budget_ms):
-        self.samples.append((latency_ms, budget_ms))
-
-    def percentile(self, q):
-        values = sorted(latency for latency, _ in self.samples)
-        if not values:
-            return math.nan
-        return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
-
-    def misses(self):
-        return sum(1 for latency, budget in self.samples if budget > 0 and latency > budget)
 
 
 class TranslationNode(Node):
@@ -271,7 +245,7 @@ class TranslationNode(Node):
     # -- diagnostics ----------------------------------------------------------------
     def _diagnose(self, stat):
         setting = self.worker.setting
-        p50, p95 = self.window.percentile(50), self.window.percentile(95)
+        p95 = self.window.percentile(95)
         misses = self.window.misses()
         if self.last_error:
             stat.summary(ERROR, f'last request failed: {self.last_error}')
@@ -287,10 +261,7 @@ class TranslationNode(Node):
         stat.add('beam', setting.beam.describe())
         stat.add('threads', setting.threads)
         stat.add('budget_ms', setting.budget_ms)
-        stat.add('latency_p50_ms', p50)
-        stat.add('latency_p95_ms', p95)
-        stat.add('deadline_misses', misses)
-        stat.add('window', len(self.window.samples))
+        self.window.report(stat)
         stat.add('queue_depth', self.worker.queue_depth)
         stat.add('received', self.received)
         stat.add('published', self.published)

@@ -1,0 +1,12 @@
+"""Which torch device a worker runs on."""
+
+import torch
+
+
+def resolve_device(name):
+    """'cpu', 'cuda' or 'auto' -> a device torch can use; cuda without a GPU is an error."""
+    if name == 'auto':
+        return 'cuda' if torch.cuda.is_available() else 'cpu'
+    if name == 'cuda' and not torch.cuda.is_available():
+        raise ValueError('device: cuda was asked for but torch sees no CUDA device')
+    return name
