@@ -33,6 +33,10 @@ def ros():
 
 @pytest.fixture
 def probe(ros):
+    """A helper node; the test fails if any node callback raised while it ran."""
+    errors_before = len(ros.callback_errors)
     node = ros.probe_node()
     yield node
     ros.remove(node)
+    raised = ros.callback_errors[errors_before:]
+    assert not raised, 'a node callback raised:\n' + '\n'.join(raised)

@@ -3,6 +3,7 @@
 import os
 import threading
 import time
+import traceback
 
 
 class RosHarness:
@@ -15,6 +16,7 @@ class RosHarness:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.callback_errors = []  # tracebacks of callbacks that raised
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
         self._counter = 0
@@ -23,9 +25,10 @@ class RosHarness:
         while self.context.ok():
             try:
                 self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # a context shut down mid-spin
-                if self.context.ok():
-                    raise
+            except Exception:  # a callback raised: keep serving, let the test fail
+                if not self.context.ok():
+                    return
+                self.callback_errors.append(traceback.format_exc())
 
     def add(self, node):
         self.executor.add_node(node)
@@ -33,6 +36,9 @@ class RosHarness:
 
     def remove(self, node):
         self.executor.remove_node(node)
+        # A callback of this node may already be running on another executor
+        # thread; destroying the node under it would make it raise.
+        time.sleep(0.3)
         node.destroy_node()
 
     def probe_node(self):
