@@ -12,12 +12,23 @@ PYTEST_ARGS ?=
 # Keep DDS discovery on this machine unless the caller chose otherwise.
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
-.PHONY: demo test lint colcon constraints clean
+.PHONY: demo test lint colcon design-cpu constraints clean
 demo: $(STAMPS)/package
 	$(BIN)/dyn-dnn-ros demo
 
 test: $(STAMPS)/package
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The design-time pipeline on this CPU (Dynamic-HAT steps 2-5): latency dataset,
+# predictor, sweep into config/operating_points_cpu.yaml, design report. Every
+# step resumes from runs/design when interrupted; `time` prints each step's cost.
+DESIGN_RUN := runs/design
+design-cpu: $(STAMPS)/package
+	time $(BIN)/dyn-dnn-ros latency --device cpu --out $(DESIGN_RUN)/latency_cpu.csv
+	time $(BIN)/dyn-dnn-ros predictor --data $(DESIGN_RUN)/latency_cpu.csv
+	time $(BIN)/dyn-dnn-ros sweep --device cpu --beams 1 3 \
+	  --random-csv $(DESIGN_RUN)/latency_cpu.csv --random-seed 1
+	time $(BIN)/dyn-dnn-ros design-report
 
 lint: $(STAMPS)/package
 	$(BIN)/python -m pytest test/test_lint.py

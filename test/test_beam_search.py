@@ -4,11 +4,13 @@ import collections
 import math
 from pathlib import Path
 import statistics
+import time
 
 import pytest
 import torch
 
 from dyn_dnn_ros.operating_points import BeamPolicy
+from dyn_dnn_ros.translation import beam_search as beam_search_module
 from dyn_dnn_ros.translation.batching import encode_sources
 from dyn_dnn_ros.translation.beam_policy import width_for
 from dyn_dnn_ros.translation.beam_search import (
@@ -313,3 +315,42 @@ def test_zz_reference_comparisons_covered_every_stopping_rule(model, sources):
         assert_same_as_reference(model, sources[:60], BeamSearchConfig(beam=policy))
     for mode in ('fixed', 'dynamic'):
         assert all(STOPS[mode, rule] > 0 for rule in ('enough', 'limit', 'bound')), STOPS
+
+
+def test_a_deadline_stops_the_search_in_time_with_a_hypothesis(corpus, monkeypatch):
+    sources, vocab = corpus
+    space = DesignSpace(encoder_embed_dim=(32,), decoder_embed_dim=(32,), ffn_dim=(64,),
+                        heads=(2,), encoder_layers=(1,), decoder_layers=(1,), ende=(1,),
+                        head_dim=16, max_positions=128)
+    torch.manual_seed(0)
+    model = SuperTransformer(space, vocab, PAD, BOS, EOS, dropout=0.0).eval()
+    logits, bias = model.embed.logits, torch.zeros(vocab)
+    bias[EOS] = -30.0   # never ends by itself: every sentence runs to its length limit
+    model.embed.logits = lambda x: logits(x) + bias
+    src = encode_sources(sources[:3], PAD, EOS)
+    config = BeamSearchConfig(beam=4, max_len_a=0.0, max_len_b=40)
+    plain = beam_search(model, src, config)
+    assert not any(h.cut for h in plain) and all(len(h.tokens) == 40 for h in plain)
+    # A deadline far away changes nothing.
+    later = beam_search(model, src, config, deadline=time.monotonic() + 3600)
+    assert [h.tokens for h in later] == [h.tokens for h in plain]
+    # A deadline already gone: every sentence ends at once, empty but valid.
+    gone = beam_search(model, src, config, deadline=time.monotonic() - 1)
+    assert all(h.cut and h.tokens == [] and math.isfinite(h.score) for h in gone)
+    # Steps of 20 ms on a fake clock and a 90 ms deadline: after the step that
+    # ends at 80 ms the next would end past 90, so EOS is forced there and the
+    # best hypothesis so far (3 tokens) comes back in time.
+    clock = {'now': 0.0}
+    original = model.decode_step
+
+    def timed_step(*args, **kwargs):
+        clock['now'] += 0.02
+        return original(*args, **kwargs)
+
+    model.decode_step = timed_step
+    monkeypatch.setattr(beam_search_module.time, 'monotonic', lambda: clock['now'])
+    cut = beam_search(model, src[:1], config, deadline=0.09)
+    assert clock['now'] == pytest.approx(0.08)
+    assert cut[0].cut and len(cut[0].tokens) == 3 and cut[0].steps == 4
+    with pytest.raises(ValueError, match='deadline'):
+        beam_search(model, src, config, deadline=math.nan)

@@ -33,13 +33,23 @@ def test_default_plan_budgets_follow_the_library():
     plan = default_plan(library(), threads=2, duration_s=100.0)
     budgets = [e.value for e in plan.events if e.kind == 'budget']
     generous, tight = budgets[0], budgets[1]
-    assert 0.85 * generous >= 110.0          # the best point fits with 2 threads
-    assert 0.85 * generous < 200.0           # ... but not on one core
-    assert 0.85 * tight < 110.0              # the tight budget needs a smaller point
+    assert 0.9 * generous >= 110.0           # the best point fits with 2 threads
+    assert 0.9 * generous < 200.0            # ... but not on one core
+    assert 0.9 * tight < 110.0               # the tight budget needs a smaller point
     assert [e.kind for e in plan.events] == ['budget', 'budget', 'budget', 'burn_start',
                                              'burn_stop']
     assert plan.burning_at(60.0) and not plan.burning_at(90.0)
     assert plan.budget_at(30.0) == tight and plan.budget_at(50.0) == generous
+
+
+def test_plan_budgets_can_come_from_measured_latencies():
+    measured = {'large': 150.0, 'medium': 80.0, 'small': 30.0}
+    plan = default_plan(library(), threads=2, duration_s=100.0, latency_ms=measured)
+    generous, tight = [e.value for e in plan.events if e.kind == 'budget'][:2]
+    assert generous == pytest.approx(150.0 / 0.9 * 1.15, abs=0.05)
+    assert tight == pytest.approx(30.0 / 0.9 * 1.1, abs=0.05)   # the middle of the faster two
+    with pytest.raises(KeyError):
+        default_plan(library(), threads=2, latency_ms={'large': 1.0})
 
 
 def test_plan_validation():
@@ -72,9 +82,13 @@ def test_metrics_on_known_records():
     assert summary['switches'] == 1 and summary['points_used'] == ['large', 'medium']
     assert summary['bleu'] == pytest.approx(100.0)
     assert summary['dds_overhead_p50_ms'] == pytest.approx(5.0, abs=0.01)
-    # Event at 0.9 s: the phase settles on 'medium', reached by its 2nd result.
-    assert adaptation_results(run, [0.0, 0.9]) == [1, 2]
-    assert switch_delays_ms(run) == pytest.approx([2060 - 1500 - 55.0])
+    assert summary['transport_p50_ms'] == pytest.approx(5.0, abs=0.01)   # nothing queued
+    # Event at 0.9 s: the 1st result after it misses, the 2nd and 3rd are on
+    # time, the 4th is lost: with 2 in a row needed, back on time at result 2.
+    assert adaptation_results(run, [0.0, 0.9], settled=2) == [1, 2]
+    assert adaptation_results(run, [0.0, 0.9], settled=3) == [1, None]
+    # The call came at 1.5 s with nothing waiting; the next request went at 2.0 s.
+    assert switch_delays_ms(run) == pytest.approx([2060 - 2000 - 55.0])
 
 
 @pytest.mark.ros

@@ -17,41 +17,84 @@ def library():
     ])
 
 
-def controller(**config):
-    model = LatencyModel(library(), PolicyConfig(safety_margin=0.9, ewma_alpha=0.5))
+# Without a tail term the arithmetic of the choice is easy to follow.
+MEAN_ONLY = dict(tail_z=0.0, prior_spread=0.0)
+
+
+def controller(policy=None, **config):
+    policy = policy or dict(safety_margin=0.9, ewma_alpha=0.5, **MEAN_ONLY)
+    model = LatencyModel(library(), PolicyConfig(**policy))
     ctl = TargetController(model, ControllerConfig(**config), initial_threads=2)
     ctl.on_availability(2, now=0.0)
     return ctl
 
 
 def test_choose_best_quality_within_margin():
-    model = LatencyModel(library(), PolicyConfig(safety_margin=0.9))
-    assert model.choose(130.0, threads=2).point == 'large'    # 110 <= 117
-    assert model.choose(120.0, threads=2).point == 'medium'   # 110 > 108
-    assert model.choose(120.0, threads=1).point == 'medium'   # 100 <= 108
-    assert model.choose(100.0, threads=1).point == 'small'
-    nothing = model.choose(10.0, threads=2)
+    model = LatencyModel(library(), PolicyConfig(safety_margin=0.9, **MEAN_ONLY))
+    choice = model.choose(130.0, max_threads=2)
+    assert (choice.point, choice.threads) == ('large', 2)        # 110 <= 117
+    assert model.choose(120.0, max_threads=2).point == 'medium'   # 110 > 108
+    choice = model.choose(120.0, max_threads=1)
+    assert (choice.point, choice.threads) == ('medium', 1)        # 100 <= 108
+    assert model.choose(100.0, max_threads=1).point == 'small'
+    nothing = model.choose(10.0, max_threads=2)
     assert nothing.point == 'small' and not nothing.fits and 'no point fits' in nothing.reason
     # A minimum quality narrows the menu but never leaves it empty.
-    assert model.choose(1000.0, threads=2, min_quality=29.0).point == 'large'
+    assert model.choose(1000.0, max_threads=2, min_quality=29.0).point == 'large'
+
+
+def test_the_choice_compares_a_tail_estimate_not_the_mean():
+    model = LatencyModel(library(), PolicyConfig(safety_margin=0.9, tail_z=1.65,
+                                                 prior_spread=0.1))
+    # Before any result: 110 x (1 + 1.65 x 0.1) = 128.2 ms > 0.9 x 130.
+    assert model.expected_ms('large', 2) == pytest.approx(128.15)
+    assert model.choose(130.0, max_threads=2).point == 'medium'
+    assert model.choose(145.0, max_threads=2).point == 'large'
+
+
+def test_jittery_results_widen_the_estimate_steady_ones_narrow_it():
+    steady = LatencyModel(library(), PolicyConfig(ewma_alpha=0.2, relax=0.0))
+    jittery = LatencyModel(library(), PolicyConfig(ewma_alpha=0.2, relax=0.0))
+    for i in range(60):
+        steady.observe('medium', 60.0, threads=2)
+        jittery.observe('medium', 36.0 if i % 2 else 84.0, threads=2)   # mean 60 ms
+    assert steady.mean_ms('medium', 2) == pytest.approx(60.0, rel=0.01)
+    assert jittery.mean_ms('medium', 2) == pytest.approx(60.0, rel=0.05)
+    assert steady.expected_ms('medium', 2) == pytest.approx(60.0, rel=0.01)
+    assert jittery.expected_ms('medium', 2) > 80.0
+    assert steady.choose(70.0, max_threads=2).point == 'medium'
+    assert jittery.choose(70.0, max_threads=2).point == 'small'
+
+
+def test_measured_latency_corrects_the_expectation():
+    model = LatencyModel(library(), PolicyConfig(ewma_alpha=0.5, relax=0.0, **MEAN_ONLY))
+    model.observe('large', 220.0, threads=2)   # twice the library's 110 ms
+    assert model.ratio('large', 2) == pytest.approx(1.5)
+    model.observe('large', math.nan, threads=2)  # ignored
+    model.observe('large', 50.0, threads=0)      # ignored: no such thread count
+    model.observe('huge', 50.0, threads=2)       # ignored: no such point
+    model.observe('large', 1e6, threads=2)       # clamped to the upper ratio bound (4)
+    assert model.ratio('large', 2) == pytest.approx(2.75)
+    assert model.mean_ms('large', 2) == pytest.approx(302.5)
+    assert model.ratio('large', 1) == pytest.approx(1.0)   # one thread: nothing learnt
+
+
+def test_slow_two_thread_results_move_the_choice_to_one_thread():
+    model = LatencyModel(library(), PolicyConfig(ewma_alpha=0.3, **MEAN_ONLY))
+    assert model.best_threads('large', 2) == 2
+    for _ in range(10):
+        model.observe('large', 250.0, threads=2)   # a busy process: 2 threads barely help
+    assert model.best_threads('large', 2) == 1     # 200 ms on one thread beats ~250
+    choice = model.choose(240.0, max_threads=2)
+    assert (choice.point, choice.threads) == ('large', 1)
 
 
 @pytest.mark.parametrize('budget', [math.nan, -5.0, 0.0, math.inf, 'fast', True])
 def test_unusable_budgets_are_refused(budget):
     with pytest.raises(ValueError, match='budget_ms'):
-        LatencyModel(library()).choose(budget, threads=1)
+        LatencyModel(library()).choose(budget, max_threads=1)
     with pytest.raises(ValueError, match='budget_ms'):
         controller().set_budget(budget, now=1.0)
-
-
-def test_measured_latency_corrects_the_expectation():
-    model = LatencyModel(library(), PolicyConfig(ewma_alpha=0.5, relax=0.0))
-    model.observe('large', 220.0, threads=2)   # twice the library's 110 ms
-    assert model.ratio['large'] == pytest.approx(1.5)
-    model.observe('large', math.nan, threads=2)  # ignored
-    model.observe('large', 1e6, threads=2)       # clamped to the upper ratio bound (4)
-    assert model.ratio['large'] == pytest.approx(2.75)
-    assert model.expected_ms('large', 2) == pytest.approx(302.5)
 
 
 def test_budget_change_jumps_directly_to_the_chosen_point():
@@ -62,20 +105,31 @@ def test_budget_change_jumps_directly_to_the_chosen_point():
     assert ctl.switches == 1
 
 
-def test_a_miss_steps_down_at_once_and_step_up_waits_for_on_time_results():
+def test_a_miss_that_breaks_the_estimate_steps_down_at_once():
     ctl = controller(step_up_after=3)
     ctl.set_budget(125.0, now=1.0)
     assert ctl.current == 'large'
-    decision = ctl.on_result('large', 140.0, threads=2, now=1.1)
+    decision = ctl.on_result('large', 140.0, threads=2, now=1.1)   # ratio 1.14 -> 125 ms
     assert decision.point == 'medium' and 'missed' in decision.reason
     # The learnt ratio of 'large' decays only through its own results, so
     # stepping back up needs on-time results and a point that then fits.
-    assert ctl.on_result('medium', 50.0, threads=2, now=1.2) is None
-    assert ctl.on_result('medium', 50.0, threads=2, now=1.3) is None
-    assert ctl.on_result('medium', 50.0, threads=2, now=1.4) is None  # large still 'slow'
+    for now in (1.2, 1.3, 1.4):
+        assert ctl.on_result('medium', 50.0, threads=2, now=now) is None
     assert ctl.current == 'medium'
     # A result produced before the switch is learnt from but decides nothing.
     assert ctl.on_result('large', 400.0, threads=2, now=1.5) is None
+
+
+def test_a_small_miss_waits_for_a_second_one():
+    ctl = controller(step_down_after=2)
+    ctl.set_budget(130.0, now=1.0)     # large: 110 ms <= 117
+    assert ctl.current == 'large'
+    # With a slow-moving mean, a result just over the budget leaves the
+    # estimate (112 ms) under 0.9 x 130: one such miss keeps the point.
+    ctl.model.config = PolicyConfig(safety_margin=0.9, ewma_alpha=0.1, **MEAN_ONLY)
+    assert ctl.on_result('large', 131.0, threads=2, now=1.1) is None   # 112 ms expected
+    decision = ctl.on_result('large', 131.0, threads=2, now=1.2)
+    assert decision.point == 'medium' and '2 results in a row' in decision.reason
 
 
 def test_step_up_after_hysteresis_when_a_better_point_fits_again():
@@ -128,19 +182,45 @@ def test_force_and_release():
 def test_invalid_configs_name_the_field():
     with pytest.raises(ValueError, match='safety_margin'):
         PolicyConfig(safety_margin=1.5)
+    with pytest.raises(ValueError, match='tail_z'):
+        PolicyConfig(tail_z=math.nan)
+    with pytest.raises(ValueError, match='prior_spread'):
+        PolicyConfig(prior_spread=-0.1)
     with pytest.raises(ValueError, match='step_up_after'):
         ControllerConfig(step_up_after=0)
+    with pytest.raises(ValueError, match='step_down_after'):
+        ControllerConfig(step_down_after=0)
 
 
-def test_ratios_of_abandoned_points_relax_toward_current_conditions():
-    model = LatencyModel(library(), PolicyConfig(ewma_alpha=0.5, relax=0.1))
+def test_abandoned_points_relax_toward_current_conditions():
+    model = LatencyModel(library(), PolicyConfig(ewma_alpha=0.5, relax=0.1, **MEAN_ONLY))
     for _ in range(5):
         model.observe('large', 330.0, threads=2)       # a slow spell: 3x the library
-    slow = model.ratio['large']
+    slow = model.ratio('large', 2)
     assert slow > 2.5
     for _ in range(40):
         model.observe('small', 25.0, threads=2)        # now as the library says
-    assert model.ratio['small'] == pytest.approx(1.0, abs=0.01)
-    assert model.global_ratio == pytest.approx(1.0, abs=0.01)
-    assert 1.0 < model.ratio['large'] < 1.1           # no longer judged by the spell
-    assert model.choose(140.0, threads=2).point == 'large'
+    assert model.ratio('small', 2) == pytest.approx(1.0, abs=0.01)
+    assert 1.0 < model.ratio('large', 2) < 1.1          # no longer judged by the spell
+    assert model.choose(140.0, max_threads=2).point == 'large'
+
+
+def test_a_result_stopped_at_the_deadline_is_learnt_at_the_budget_or_beyond():
+    ctl = controller(policy=dict(safety_margin=0.9, ewma_alpha=0.5, censored_factor=1.25,
+                                 **MEAN_ONLY))
+    ctl.set_budget(125.0, now=1.0)
+    assert ctl.current == 'large'
+    # Cut at the deadline, the worker reports ~120 ms: on time by the clock,
+    # but the search was not finished; learnt as 1.25 x 125 ms, a miss.
+    decision = ctl.on_result('large', 120.0, threads=2, now=1.1, cut=True)
+    assert decision is not None and decision.point == 'medium'
+    assert ctl.model.mean_ms('large', 2) == pytest.approx(110.0 * (1 + 0.5 * (156.25 / 110 - 1)))
+    # The same latency uncut is simply on time.
+    fresh = controller()
+    fresh.set_budget(125.0, now=1.0)
+    assert fresh.on_result('large', 100.0, threads=2, now=1.1) is None
+    # With the default factor 1 a cut is learnt at the budget and is no miss.
+    assert fresh.on_result('large', 120.0, threads=2, now=1.2, cut=True) is None
+    assert fresh.model.ratio('large', 2) > 100.0 / 110
+    with pytest.raises(ValueError, match='censored_factor'):
+        PolicyConfig(censored_factor=0.5)

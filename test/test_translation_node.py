@@ -4,6 +4,7 @@ import math
 import threading
 
 import pytest
+from rclpy.duration import Duration
 from rclpy.parameter import Parameter
 from ros_harness import MessageCollector, set_parameters, wait_until
 from std_msgs.msg import String
@@ -136,5 +137,32 @@ def test_a_burst_of_500_requests_is_fully_answered(ros, probe, tiny_files):
         # Still serving afterwards.
         request(probe, publisher, 'later', 'Print')
         results.wait_for(lambda m: m.id == 'later', timeout=30)
+    finally:
+        ros.remove(node)
+
+
+def test_with_a_budget_decoding_stops_at_the_deadline(ros, probe, tiny_files):
+    # 5 ms minus the 3 ms kept for publishing: a request stamped 50 ms ago is
+    # already past its deadline, so the search ends at its first step.
+    node = start(ros, '/tr5', tiny_files, budget_ms=5.0)
+    try:
+        results = MessageCollector(probe, TranslationResult, '/tr5/translation_results')
+        publisher = probe.create_publisher(TranslationRequest, '/tr5/translation_requests', 10)
+        wait_until(lambda: publisher.get_subscription_count() > 0)
+        late = TranslationRequest(id='late', text='Open the file and save it again')
+        late.header.stamp = (probe.get_clock().now() - Duration(seconds=0.05)).to_msg()
+        publisher.publish(late)
+        result = results.wait_for(lambda m: m.id == 'late', timeout=30)[0]
+        assert result.status == TranslationResult.STATUS_OK and result.stopped_at_deadline
+        assert result.text == ''            # nothing could be decoded in time
+        assert node.deadline_stops == 1
+        # Switched off, the same request is decoded in full.
+        answer = set_parameters(probe, '/tr5/translation_node', {'stop_at_deadline': False})
+        assert answer[0].successful
+        wait_until(lambda: not node.worker.setting.stop_at_deadline)
+        late.id = 'late-again'
+        publisher.publish(late)
+        result = results.wait_for(lambda m: m.id == 'late-again', timeout=30)[0]
+        assert not result.stopped_at_deadline and result.text != ''
     finally:
         ros.remove(node)

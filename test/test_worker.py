@@ -131,3 +131,32 @@ def test_latency_window_percentiles_misses_and_report():
     window.report(stat)
     assert stat.values == {'latency_p50_ms': 30.0, 'latency_p95_ms': 40.0,
                            'deadline_misses': 2, 'window': 4}
+
+
+def test_setup_runs_on_the_worker_thread_and_its_failure_is_raised():
+    seen = {}
+
+    def setup():
+        seen['setup'] = threading.current_thread().name
+        return 'model'
+
+    def process(job, setting):
+        seen['process'] = threading.current_thread().name
+        return job
+
+    rec = Recorder()
+    worker = InferenceWorker(process, rec.finished.append, rec.dropped.append, 1,
+                             name='translation', setup=setup)
+    try:
+        assert worker.setup_result == 'model'
+        worker.submit(1)
+        assert worker.wait_idle(timeout=5)
+        assert seen == {'setup': 'translation', 'process': 'translation'}
+    finally:
+        worker.stop()
+
+    def broken():
+        raise ValueError('model.safetensors: shape mismatch')
+
+    with pytest.raises(ValueError, match='shape mismatch'):
+        InferenceWorker(process, rec.finished.append, rec.dropped.append, 1, setup=broken)

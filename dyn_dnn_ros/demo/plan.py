@@ -1,6 +1,7 @@
 """The demo's script: when budgets change and when a real CPU load arrives.
 
-Budgets are derived from the operating-point library, so the same script
+Budgets are derived from the operating points' latencies (measured per
+request on the demo's sentences, or the library's), so the same script
 exercises any trained model on any machine: a generous budget that the
 best point meets with all threads but not on one core, and a tight budget
 that needs a smaller point even with all threads.
@@ -62,18 +63,26 @@ class DemoPlan:
 
 
 def default_plan(library: OperatingPointLibrary, threads: int, duration_s=100.0,
-                 request_rate_hz=None, safety_margin=0.85) -> DemoPlan:
+                 request_rate_hz=None, safety_margin=0.9, latency_ms=None) -> DemoPlan:
     """Budget changes and a CPU burner placed over ``duration_s`` seconds.
 
     0-25 %: generous budget (the best point fits with ``threads`` threads);
     25-45 %: tight budget; 45-55 %: generous again; 55-80 %: a CPU burner
-    takes one core; 80-100 %: recovered.
+    takes one core; 80-100 %: recovered. ``latency_ms`` (point name -> ms)
+    is what a request with each point takes (e.g. measured by
+    ``calibration.tail_latencies``); by default the library's latency at
+    ``threads``.
     """
+    def latency(point):
+        if latency_ms is not None:
+            return latency_ms[point.name]
+        return point.latency_at(threads)
+
     best = library.by_quality()[0]
-    generous = best.latency_at(threads) / safety_margin * 1.15
-    fitting = sorted((p.latency_at(threads) for p in library.points
-                      if p.latency_at(threads) < best.latency_at(threads)), reverse=True)
-    middle = fitting[len(fitting) // 2] if fitting else best.latency_at(threads) / 2
+    generous = latency(best) / safety_margin * 1.15
+    fitting = sorted((latency(p) for p in library.points if latency(p) < latency(best)),
+                     reverse=True)
+    middle = fitting[len(fitting) // 2] if fitting else latency(best) / 2
     tight = middle / safety_margin * 1.1
     if request_rate_hz is None:
         # Leave the worker idle half the time at the generous budget.

@@ -87,7 +87,7 @@ class _Driver:
 def run_once(mode, config, progress=None):
     """One run ('dynamic' or 'static') of the plan; returns its RunRecord."""
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
     from dyn_dnn_ros.nodes.manager import ManagerNode
@@ -103,21 +103,31 @@ def run_once(mode, config, progress=None):
     context = rclpy.Context()
     rclpy.init(context=context, args=[])
     record = RunRecord(mode)
-    nodes = []
-    executor = MultiThreadedExecutor(num_threads=6, context=context)
+    nodes, executors = [], []
     burner = CpuBurner()
+
+    def spin(node):
+        # One executor per node: a result or request waits only for its own
+        # node's callbacks, never behind another node's timers and services.
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        executors.append(executor)
+        threading.Thread(target=executor.spin, daemon=True).start()
+
     try:
         def make(cls, **values):
             node = cls(context=context, namespace=config.namespace,
                        parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
             nodes.append(node)
-            executor.add_node(node)
+            spin(node)
             return node
 
         make(ResourceMonitorNode, rate_hz=config.monitor_rate_hz)
+        # The static baseline is the plain model: no manager, no deadline-aware decoding.
         worker_values = dict(library_path=str(config.library_path), threads=config.threads,
                              queue_depth=4, operating_point=best.name,
-                             budget_ms=float(plan.events[0].value))
+                             budget_ms=float(plan.events[0].value),
+                             stop_at_deadline=mode == 'dynamic')
         if config.model_path:
             worker_values['model_path'] = str(config.model_path)
         if config.spm_path:
@@ -127,12 +137,11 @@ def run_once(mode, config, progress=None):
         worker = make(TranslationNode, **worker_values)
         if mode == 'dynamic':
             make(ManagerNode, targets='translation', translation_library=str(config.library_path))
-        driver_node = rclpy.create_node('demo_driver', context=context)
+        driver_node = rclpy.create_node('demo_driver', context=context,
+                                        start_parameter_services=False)
         nodes.append(driver_node)
-        executor.add_node(driver_node)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
-        spinner.start()
         driver = _Driver(driver_node, config.namespace)
+        spin(driver_node)
         deadline = time.monotonic() + 20
         while driver.publisher.get_subscription_count() == 0 or (
                 mode == 'dynamic' and not driver.budget_client.service_is_ready()):
@@ -170,7 +179,12 @@ def run_once(mode, config, progress=None):
                     answered = len(driver.results)
                 progress(mode, t, plan.duration_s, len(sent), answered, worker.worker.setting,
                          burner.running)
-            time.sleep(min(0.01, max(0.0, index * interval - driver.now())))
+            # Sleep until the next request, event or progress line: a polling
+            # loop would wake up and compete for the GIL with the nodes.
+            due = [index * interval, last_progress + 0.5, plan.duration_s]
+            if pending_events:
+                due.append(pending_events[0].at_s)
+            time.sleep(max(0.0, min(due) - driver.now()))
         burner.stop()
         drain_until = time.monotonic() + config.drain_s
         while time.monotonic() < drain_until:
@@ -187,7 +201,7 @@ def run_once(mode, config, progress=None):
                 record.results.append(ResultRecord(
                     rid, t_sent, t_received, STATUS_NAMES.get(msg.status, 'error'),
                     msg.operating_point, float(msg.latency_ms), float(msg.queue_ms), budget,
-                    msg.text, reference))
+                    msg.text, reference, int(msg.threads), bool(msg.stopped_at_deadline)))
             else:
                 record.results.append(ResultRecord(rid, t_sent, float('nan'), 'lost', '',
                                                    float('nan'), float('nan'), budget, '',
@@ -195,7 +209,8 @@ def run_once(mode, config, progress=None):
         return record
     finally:
         burner.stop()
-        executor.shutdown(timeout_sec=2.0)
+        for executor in executors:
+            executor.shutdown(timeout_sec=2.0)
         for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown(context=context)

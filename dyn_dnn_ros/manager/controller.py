@@ -1,12 +1,15 @@
-"""Per-target adaptation: when to switch operating points.
+"""Per-target adaptation: when to switch operating points and thread counts.
 
 Rules (the manager node feeds events in and applies the decisions):
 - a new budget or a change in usable threads re-chooses at once and jumps
-  straight to the chosen point, not one step at a time;
-- a result over budget steps down at once (after folding its latency into the
-  correction, so the next choice already knows the point is slower);
+  straight to the chosen setting, not one step at a time;
+- every result is folded into the latency model (one the worker stopped at
+  its deadline as a miss of ``censored_factor`` x budget); a miss that pushes the
+  setting in force out of the budget switches at once, and
+  ``step_down_after`` consecutive misses step down even if the model still
+  believes the setting fits (a slow-down the statistics have not caught);
 - stepping up needs ``step_up_after`` consecutive on-time results with the
-  current point, so a noisy measurement cannot make the worker oscillate;
+  current setting, so a noisy measurement cannot make the worker oscillate;
 - resource information older than ``stale_after_s`` falls back to the
   conservative assumption of a single thread;
 - a forced point (experiments) overrides all of this until released.
@@ -21,12 +24,15 @@ from dyn_dnn_ros.manager.policy import Choice, LatencyModel, check_budget
 @dataclass(frozen=True)
 class ControllerConfig:
     step_up_after: int = 5
+    step_down_after: int = 2
     stale_after_s: float = 3.0
     conservative_threads: int = 1
 
     def __post_init__(self):
         if self.step_up_after < 1:
             raise ValueError(f'step_up_after: must be >= 1, got {self.step_up_after}')
+        if self.step_down_after < 1:
+            raise ValueError(f'step_down_after: must be >= 1, got {self.step_down_after}')
         if not (math.isfinite(self.stale_after_s) and self.stale_after_s > 0):
             raise ValueError(f'stale_after_s: must be positive, got {self.stale_after_s}')
         if self.conservative_threads < 1:
@@ -57,6 +63,7 @@ class TargetController:
         self.threads = None          # the thread count in force
         self.forced = None
         self.on_time = 0
+        self.misses_in_row = 0
         self.switches = 0
         self.last_reason = 'no budget yet'
 
@@ -92,28 +99,38 @@ class TargetController:
         # A real change in threads jumps straight to the point chosen for it.
         return self._switch(choice, now, why=f'{threads} usable thread(s)')
 
-    def on_result(self, point, latency_ms, threads, now) -> Decision | None:
+    def on_result(self, point, latency_ms, threads, now, cut=False) -> Decision | None:
+        """``cut``: the worker stopped this result at its deadline, so its true
+        latency is unknown but longer than the budget allowed."""
+        if cut and math.isfinite(self.budget_ms):
+            latency_ms = max(latency_ms, self.budget_ms) * self.model.config.censored_factor
         self.model.observe(point, latency_ms, threads)
-        if math.isnan(self.budget_ms) or point != self.current:
+        if math.isnan(self.budget_ms) or point != self.current or threads != self.threads:
             return None  # a result produced before the last switch says nothing new
         if latency_ms > self.budget_ms:
             self.on_time = 0
+            self.misses_in_row += 1
             if self.forced is not None:
                 return None
+            why = f'result {latency_ms:.1f} ms missed {self.budget_ms:g} ms'
             choice = self._choose(now)
-            if choice.point == self.current and self._has_faster(now):
-                # The correction has not yet pushed the current point out of the
-                # budget; a miss still means step down now.
+            if self._same(choice) and self.misses_in_row >= self.config.step_down_after \
+                    and self._has_faster(now):
+                # The statistics still say the setting fits, but misses keep coming.
                 choice = self.model.choose(self.budget_ms, self.planning_threads(now),
-                                           self.min_quality, faster_than=self.current)
-            return self._switch(choice, now, why=f'result {latency_ms:.1f} ms missed '
-                                                 f'{self.budget_ms:g} ms')
+                                           self.min_quality,
+                                           faster_than=(self.current, self.threads))
+                why = f'{self.misses_in_row} results in a row missed {self.budget_ms:g} ms'
+            if self._same(choice):
+                return None
+            return self._switch(choice, now, why=why)
+        self.misses_in_row = 0
         self.on_time += 1
         if self.on_time < self.config.step_up_after:
             return None
         self.on_time = 0
         choice = self._choose(now)
-        if choice.point != self.current and self._better(choice):
+        if not self._same(choice) and self._better(choice):
             return self._switch(choice, now, why=f'{self.config.step_up_after} results on time')
         return None
 
@@ -122,7 +139,7 @@ class TargetController:
         if math.isnan(self.budget_ms) or not self.is_stale(now):
             return None
         choice = self._choose(now)
-        if choice.point == self.current and self.threads == self.planning_threads(now):
+        if self._same(choice):
             return None
         return self._switch(choice, now, why='resource information is stale')
 
@@ -139,21 +156,27 @@ class TargetController:
 
     # -- internals --------------------------------------------------------------
     def _choose(self, now) -> Choice:
-        threads = self.planning_threads(now)
+        max_threads = self.planning_threads(now)
+        model = self.model
         if self.forced is not None:
-            return Choice(self.forced, self.model.expected_ms(self.forced, threads), True,
+            threads = model.best_threads(self.forced, max_threads)
+            return Choice(self.forced, threads, model.expected_ms(self.forced, threads), True,
                           'forced')
         if math.isnan(self.budget_ms):
-            fastest = self.model.library.fastest(threads)
-            return Choice(fastest.name, self.model.expected_ms(fastest.name, threads), True,
-                          'no budget: fastest point')
-        return self.model.choose(self.budget_ms, threads, self.min_quality)
+            settings = [(model.expected_ms(p.name, t), p.name, t) for p in model.library.points
+                        for t in [model.best_threads(p.name, max_threads)]]
+            expected, name, threads = min(settings)
+            return Choice(name, threads, expected, True, 'no budget: fastest point')
+        return model.choose(self.budget_ms, max_threads, self.min_quality)
+
+    def _same(self, choice):
+        return choice.point == self.current and choice.threads == self.threads
 
     def _has_faster(self, now):
-        threads = self.planning_threads(now)
-        current = self.model.expected_ms(self.current, threads)
-        return any(self.model.expected_ms(p.name, threads) < current
-                   for p in self.model.library.points)
+        max_threads = self.planning_threads(now)
+        current = self.model.expected_ms(self.current, self.threads)
+        return any(self.model.expected_ms(p.name, t) < current
+                   for p in self.model.library.points for t in range(1, max_threads + 1))
 
     def _better(self, choice):
         if self.current is None:
@@ -162,12 +185,12 @@ class TargetController:
         return library.get(choice.point).quality > library.get(self.current).quality
 
     def _switch(self, choice, now, why=None) -> Decision:
-        threads = self.planning_threads(now)
-        if choice.point != self.current:
+        if not self._same(choice):
             self.switches += 1 if self.current is not None else 0
             self.on_time = 0
-        self.current, self.threads = choice.point, threads
+            self.misses_in_row = 0
+        self.current, self.threads = choice.point, choice.threads
         self.last_reason = f'{why}: {choice.reason}' if why else choice.reason
-        return Decision(choice.point, threads, choice.expected_ms, self.last_reason,
+        return Decision(choice.point, choice.threads, choice.expected_ms, self.last_reason,
                         choice.fits)
 

@@ -1,12 +1,25 @@
-"""Which operating point fits a latency budget on the hardware available now.
+"""Which operating point, on how many threads, fits a latency budget right now.
 
-Expected latency of a point = its library latency at the usable thread count
-x a correction ratio learnt online from the worker's measured results (an
-exponentially weighted mean of measured / library latency, per point; the
-ratios of points not in use drift toward the ratio seen across all points). The
-seed papers choose open loop from the library alone; the correction closes
-the loop, so a library measured on a quieter machine, a hotter board or a
-longer input mix still leads to budgets being met.
+A budget is met per result, so the mean latency of a point is the wrong
+thing to compare with it: sentences differ in length and a busy machine adds
+jitter. The expected latency of a point here is a *tail* estimate:
+
+    library latency at t threads x (mean ratio + tail_z x spread of the ratio)
+
+where the ratio is measured / library latency, learnt online from the
+worker's results as an exponentially weighted mean and variance per
+(point, thread count). Points not in use drift toward what all points see at
+that thread count, so a point abandoned after a slow spell is not judged by
+that spell forever, and a point never tried starts from current conditions.
+
+The thread count is part of the choice: with ``max_threads`` usable, every
+count 1..max_threads is considered and the fastest expected one is used for
+the chosen point. A library measured in a quiet process says two threads
+beat one; if, inside a busy ROS process, two threads turn out slower, the
+ratios learn it and the manager moves to one thread by itself.
+
+The seed papers choose open loop from the library alone; the correction
+closes the loop.
 """
 
 from dataclasses import dataclass
@@ -17,12 +30,19 @@ from dyn_dnn_ros.operating_points import OperatingPointLibrary
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    safety_margin: float = 0.85   # a point fits when expected <= margin x budget
-    ewma_alpha: float = 0.3       # weight of the newest measured/library ratio
+    safety_margin: float = 0.9    # a point fits when its tail estimate <= margin x budget
+    ewma_alpha: float = 0.2       # weight of the newest measured/library ratio
+    tail_z: float = 1.65          # standard deviations above the mean (one-sided ~95 %)
+    prior_spread: float = 0.1     # spread of the ratio assumed before any result
     ratio_bounds: tuple = (0.25, 4.0)  # one outlier cannot teach an absurd ratio
-    # Per observation, how far the ratios of the other points move toward the
-    # ratio seen across all points: a point abandoned after a slow spell is
-    # not judged by that spell forever.
+    # A result the worker cut at its deadline says only "longer than allowed":
+    # it is learnt as this multiple of the budget. 1 (the default) takes the
+    # worker's anytime decoding as part of the point: a cut answer of a large
+    # point scored more BLEU in the demo than finished answers of small ones.
+    # Above 1 the cut counts as a miss, steering toward finished answers.
+    censored_factor: float = 1.0
+    # Per observation, how far the other points' statistics at the same thread
+    # count move toward what all points see at that count.
     relax: float = 0.05
 
     def __post_init__(self):
@@ -30,6 +50,12 @@ class PolicyConfig:
             raise ValueError(f'safety_margin: must be in (0, 1], got {self.safety_margin}')
         if not 0 < self.ewma_alpha <= 1:
             raise ValueError(f'ewma_alpha: must be in (0, 1], got {self.ewma_alpha}')
+        if not (math.isfinite(self.tail_z) and 0 <= self.tail_z <= 5):
+            raise ValueError(f'tail_z: must be in [0, 5], got {self.tail_z}')
+        if not (math.isfinite(self.prior_spread) and 0 <= self.prior_spread <= 1):
+            raise ValueError(f'prior_spread: must be in [0, 1], got {self.prior_spread}')
+        if not (math.isfinite(self.censored_factor) and self.censored_factor >= 1):
+            raise ValueError(f'censored_factor: must be >= 1, got {self.censored_factor}')
         if not 0 <= self.relax <= 1:
             raise ValueError(f'relax: must be in [0, 1], got {self.relax}')
         low, high = self.ratio_bounds
@@ -41,8 +67,9 @@ class PolicyConfig:
 @dataclass(frozen=True)
 class Choice:
     point: str
+    threads: int
     expected_ms: float
-    fits: bool          # False: nothing fits, this is the fastest point
+    fits: bool          # False: nothing fits, this is the fastest setting
     reason: str
 
 
@@ -55,56 +82,116 @@ def check_budget(budget_ms):
     return None
 
 
+class RatioStats:
+    """Exponentially weighted mean and variance of measured / library latency."""
+
+    __slots__ = ('mean', 'var', 'count')
+
+    def __init__(self, mean=1.0, var=0.0, count=0):
+        self.mean, self.var, self.count = mean, var, count
+
+    def add(self, sample, alpha):
+        diff = sample - self.mean
+        step = alpha * diff
+        self.mean += step
+        self.var = (1 - alpha) * (self.var + diff * step)
+        self.count += 1
+
+    def pull_toward(self, other, weight):
+        self.mean += weight * (other.mean - self.mean)
+        self.var += weight * (other.var - self.var)
+
+    def tail(self, z):
+        return self.mean + z * math.sqrt(max(self.var, 0.0))
+
+
 class LatencyModel:
     """Library latency corrected by what the worker actually measured."""
 
     def __init__(self, library: OperatingPointLibrary, config: PolicyConfig = PolicyConfig()):
         self.library = library
         self.config = config
-        self.ratio = {point.name: 1.0 for point in library.points}
-        self.global_ratio = 1.0
+        self._stats = {}     # (point, threads) -> RatioStats
+        self._overall = {}   # threads -> RatioStats over every point
+
+    def _prior(self):
+        return RatioStats(1.0, self.config.prior_spread ** 2)
+
+    def overall(self, threads):
+        if threads not in self._overall:
+            self._overall[threads] = self._prior()
+        return self._overall[threads]
+
+    def stats(self, name, threads):
+        key = (name, threads)
+        if key not in self._stats:
+            base = self.overall(threads)
+            self._stats[key] = RatioStats(base.mean, base.var)
+        return self._stats[key]
+
+    def ratio(self, name, threads):
+        """Mean measured / library latency of a point at a thread count."""
+        return self.stats(name, threads).mean
+
+    def mean_ms(self, name, threads):
+        return self.library.get(name).latency_at(threads) * self.ratio(name, threads)
 
     def expected_ms(self, name, threads):
-        return self.library.get(name).latency_at(threads) * self.ratio[name]
+        """Tail estimate: the latency a result should stay under."""
+        stats = self.stats(name, threads)
+        return self.library.get(name).latency_at(threads) * stats.tail(self.config.tail_z)
 
     def observe(self, name, measured_ms, threads):
-        """Fold one measured latency into the point's correction ratio."""
-        if name not in self.ratio or not math.isfinite(measured_ms) or measured_ms <= 0:
+        """Fold one measured latency into the statistics of (point, threads)."""
+        if name not in self.library.names or not math.isfinite(measured_ms) or \
+                measured_ms <= 0 or not isinstance(threads, int) or threads < 1:
             return
         sample = measured_ms / self.library.get(name).latency_at(threads)
         low, high = self.config.ratio_bounds
         sample = min(max(sample, low), high)
         alpha, relax = self.config.ewma_alpha, self.config.relax
-        self.ratio[name] = (1 - alpha) * self.ratio[name] + alpha * sample
-        self.global_ratio = (1 - alpha) * self.global_ratio + alpha * sample
-        for other in self.ratio:
-            if other != name:
-                self.ratio[other] += relax * (self.global_ratio - self.ratio[other])
+        self.stats(name, threads).add(sample, alpha)
+        overall = self.overall(threads)
+        overall.add(sample, alpha)
+        for (other, count), stats in self._stats.items():
+            if count == threads and other != name:
+                stats.pull_toward(overall, relax)
 
-    def choose(self, budget_ms, threads, min_quality=None, faster_than=None) -> Choice:
-        """Best-quality point expected to fit ``margin x budget`` at ``threads``.
+    def best_threads(self, name, max_threads):
+        """The thread count in 1..max_threads with the lowest tail estimate (fewer on ties)."""
+        return min(range(1, max(1, int(max_threads)) + 1),
+                   key=lambda t: (round(self.expected_ms(name, t), 6), t))
 
-        ``faster_than`` restricts the choice to points expected to be faster
-        than that point (used to step down when the current one missed).
+    def choose(self, budget_ms, max_threads, min_quality=None, faster_than=None) -> Choice:
+        """Best-quality point whose tail estimate fits ``margin x budget``.
+
+        ``faster_than`` (a point name and thread count) restricts the choice
+        to settings expected to be faster than that one.
         """
         problem = check_budget(budget_ms)
         if problem:
             raise ValueError(problem)
         limit = self.config.safety_margin * budget_ms
-        expected = {p.name: self.expected_ms(p.name, threads) for p in self.library.points}
+        setting = {}
+        for point in self.library.points:
+            threads = self.best_threads(point.name, max_threads)
+            setting[point.name] = (threads, self.expected_ms(point.name, threads))
         candidates = self.library.by_quality()
         if faster_than is not None:
-            candidates = [p for p in candidates if expected[p.name] < expected[faster_than]]
+            ceiling = self.expected_ms(*faster_than)
+            candidates = [p for p in candidates if setting[p.name][1] < ceiling]
         if min_quality is not None and math.isfinite(min_quality):
             good_enough = [p for p in candidates if p.quality >= min_quality]
             candidates = good_enough or candidates
         for point in candidates:
-            if expected[point.name] <= limit:
-                return Choice(point.name, expected[point.name], True,
+            threads, expected = setting[point.name]
+            if expected <= limit:
+                return Choice(point.name, threads, expected, True,
                               f'best quality ({point.quality:g}) expected within '
-                              f'{self.config.safety_margin:.0%} of {budget_ms:g} ms at '
-                              f'{threads} thread(s): {expected[point.name]:.1f} ms')
-        fastest = min(self.library.points, key=lambda p: expected[p.name])
-        return Choice(fastest.name, expected[fastest.name], False,
-                      f'no point fits {budget_ms:g} ms at {threads} thread(s); fastest '
-                      f'expected {expected[fastest.name]:.1f} ms')
+                              f'{self.config.safety_margin:.0%} of {budget_ms:g} ms: '
+                              f'{expected:.1f} ms on {threads} of {max_threads} thread(s)')
+        fastest = min(self.library.points, key=lambda p: setting[p.name][1])
+        threads, expected = setting[fastest.name]
+        return Choice(fastest.name, threads, expected, False,
+                      f'no point fits {budget_ms:g} ms with up to {max_threads} thread(s); '
+                      f'fastest expected {expected:.1f} ms on {threads}')

@@ -110,6 +110,7 @@ class Target:
         self.worker_ready = None    # None until the first check
         self.results = 0
         self.misses = 0
+        self.deadline_stops = 0  # results the worker stopped at the deadline
         self.set_failures = 0
         self.foreign_results = 0   # consecutive results from a point we did not apply
 
@@ -129,12 +130,19 @@ class ManagerNode(Node):
                           '("" = config/operating_points_perception_cpu.yaml)', read_only=True),
             ParameterSpec('perception_worker', 'perception_node', 'perception node name',
                           read_only=True),
-            ParameterSpec('safety_margin', 0.85, 'a point fits when its expected latency is '
-                          'at most this fraction of the budget', float_range=(0.05, 1.0)),
-            ParameterSpec('ewma_alpha', 0.3, 'weight of the newest measured/library latency '
+            ParameterSpec('safety_margin', 0.9, 'a point fits when its tail latency estimate '
+                          'is at most this fraction of the budget', float_range=(0.05, 1.0)),
+            ParameterSpec('ewma_alpha', 0.2, 'weight of the newest measured/library latency '
                           'ratio', float_range=(0.01, 1.0)),
+            ParameterSpec('tail_z', 1.65, 'standard deviations of the latency ratio above its '
+                          'mean that a result should stay under', float_range=(0.0, 5.0)),
+            ParameterSpec('censored_factor', 1.0, 'a result the worker stopped at its deadline '
+                          'is learnt as this multiple of the budget (> 1: counts as a miss)',
+                          float_range=(1.0, 10.0)),
             ParameterSpec('step_up_after', 5, 'on-time results before stepping up',
                           integer_range=(1, 1000)),
+            ParameterSpec('step_down_after', 2, 'misses in a row that step down even when the '
+                          'statistics say the point fits', integer_range=(1, 1000)),
             ParameterSpec('stale_after_s', 3.0, 'resource information older than this is '
                           'stale', float_range=(0.1, 3600.0)),
             ParameterSpec('control_period_s', 0.25, 'seconds between staleness and worker '
@@ -188,21 +196,25 @@ class ManagerNode(Node):
             return f'unknown target(s) {unknown}; known: {", ".join(TARGETS)}'
         return None
 
-    def _controller(self, library):
+    def _configs(self):
         values = self.params.values()
-        model = LatencyModel(library, PolicyConfig(safety_margin=values['safety_margin'],
-                                                   ewma_alpha=values['ewma_alpha']))
-        return TargetController(model, ControllerConfig(
-            step_up_after=values['step_up_after'], stale_after_s=values['stale_after_s']))
+        policy = PolicyConfig(safety_margin=values['safety_margin'],
+                              ewma_alpha=values['ewma_alpha'], tail_z=values['tail_z'],
+                              censored_factor=values['censored_factor'])
+        control = ControllerConfig(step_up_after=values['step_up_after'],
+                                   step_down_after=values['step_down_after'],
+                                   stale_after_s=values['stale_after_s'])
+        return policy, control
+
+    def _controller(self, library):
+        policy, control = self._configs()
+        return TargetController(LatencyModel(library, policy), control)
 
     def _apply_tuning(self, changed):
-        values = self.params.values()
+        policy, control = self._configs()
         for target in self.targets.values():
-            ctl = target.controller
-            ctl.model.config = PolicyConfig(safety_margin=values['safety_margin'],
-                                            ewma_alpha=values['ewma_alpha'])
-            ctl.config = ControllerConfig(step_up_after=values['step_up_after'],
-                                          stale_after_s=values['stale_after_s'])
+            target.controller.model.config = policy
+            target.controller.config = control
 
     # -- inputs -----------------------------------------------------------------------
     def _target(self, name):
@@ -226,7 +238,7 @@ class ManagerNode(Node):
         target.results += 1
         ctl = target.controller
         if math.isfinite(ctl.budget_ms) and msg.latency_ms > ctl.budget_ms:
-            target.misses += 1
+            target.misses += 1  # a result stopped at the deadline is counted apart
         if msg.operating_point not in target.library.names:
             return
         if target.applied is not None and not target.in_flight and \
@@ -239,8 +251,13 @@ class ManagerNode(Node):
                 self._send(target)
         else:
             target.foreign_results = 0
-        decision = ctl.on_result(msg.operating_point, msg.latency_ms,
-                                 ctl.threads or ctl.available_threads, time.monotonic())
+        # Workers report the threads each result ran with; 0 is an older worker.
+        threads = int(msg.threads) or ctl.threads or ctl.available_threads
+        cut = bool(getattr(msg, 'stopped_at_deadline', False))
+        if cut:
+            target.deadline_stops += 1
+        decision = ctl.on_result(msg.operating_point, msg.latency_ms, threads, time.monotonic(),
+                                 cut=cut)
         if decision is not None:
             self._put_in_force(target, decision)
 
@@ -395,12 +412,13 @@ class ManagerNode(Node):
         stat.add('threads', ctl.threads if ctl.threads is not None else '(none)')
         stat.add('why', ctl.last_reason)
         if ctl.current is not None:
-            stat.add('expected_latency_ms', ctl.model.expected_ms(ctl.current,
-                                                                  ctl.planning_threads(now)))
-            stat.add('correction_ratio', ctl.model.ratio[ctl.current])
+            stat.add('expected_latency_ms', ctl.model.expected_ms(ctl.current, ctl.threads))
+            stat.add('mean_latency_ms', ctl.model.mean_ms(ctl.current, ctl.threads))
+            stat.add('correction_ratio', ctl.model.ratio(ctl.current, ctl.threads))
         stat.add('switches', ctl.switches)
         stat.add('results', target.results)
         stat.add('deadline_misses', target.misses)
+        stat.add('stopped_at_deadline', target.deadline_stops)
         stat.add('set_failures', target.set_failures)
         stat.add('in_force', 'yes' if target.applied == target.wanted else 'pending')
         return stat

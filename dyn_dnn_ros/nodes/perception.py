@@ -88,23 +88,31 @@ class PerceptionNode(Node):
         problems = self.params.startup_problems()
         if problems:
             raise ValueError('; '.join(problems))
-        if saved_model is None:
-            saved_model = load_model(self.params.value('model_dir') or
-                                     model_path('perception', 'wenet'))
         self.device = torch.device(resolve_device(self.params.value('device')))
-        self.saved = saved_model
-        self.model = saved_model.model.to(self.device).eval()
-        for point in library.points:   # every point must run on this model
-            self.model.space.validate(GroupConfig.from_dict(point.subnet))
+        model_dir = self.params.value('model_dir') or model_path('perception', 'wenet')
+
+        def load():
+            saved = saved_model if saved_model is not None else load_model(model_dir)
+            saved.model.to(self.device).eval()
+            return saved
 
         self.window = LatencyWindow()
         self.received = 0
         self.bad_images = 0
         self.last_error = ''
         self.started = time.monotonic()
+        # The worker thread loads the model: inference is fastest on that thread.
         self.worker = InferenceWorker(self._classify, self._publish_finished,
                                       self._publish_dropped, depth=1,
-                                      setting=self._setting(), name='perception')
+                                      setting=self._setting(), name='perception', setup=load)
+        self.saved = self.worker.setup_result
+        self.model = self.saved.model
+        try:
+            for point in library.points:   # every point must run on this model
+                self.model.space.validate(GroupConfig.from_dict(point.subnet))
+        except ValueError:
+            self.worker.stop()
+            raise
         self.publisher = self.create_publisher(ClassificationResult,
                                                'classification_results', 10)
         self.create_subscription(Image, 'image', self._on_image,
@@ -134,7 +142,8 @@ class PerceptionNode(Node):
     # -- images -------------------------------------------------------------------
     def _result(self, header, setting):
         return ClassificationResult(header=header, operating_point=setting['point'], label=-1,
-                                    budget_ms=setting['budget_ms'] or math.nan)
+                                    budget_ms=setting['budget_ms'] or math.nan,
+                                    threads=setting['threads'])
 
     def _on_image(self, msg):
         self.received += 1

@@ -16,6 +16,7 @@ import sys
 import time
 
 from rclpy.node import Node
+from rclpy.time import Time
 from std_msgs.msg import String
 import torch
 
@@ -47,6 +48,14 @@ class Setting:
     threads: int
     budget_ms: float
     max_source_tokens: int
+    stop_at_deadline: bool = False
+    deadline_margin_ms: float = 0.0
+
+    def deadline(self, origin):
+        """When decoding must end for a request that started at ``origin`` (monotonic)."""
+        if not self.stop_at_deadline or not self.budget_ms > 0:
+            return None
+        return origin + (self.budget_ms - self.deadline_margin_ms) / 1000.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,7 @@ class Request:
     header: object
     id: str
     text: str
+    origin: float  # time.monotonic() when the request was sent (its stamp) or received
 
 
 def beam_from(values):
@@ -101,31 +111,41 @@ class TranslationNode(Node):
                           integer_range=(1, 100000), read_only=True),
             ParameterSpec('budget_ms', 0.0, 'latency budget in force, reported with each '
                           'result and on diagnostics (0 = none)', float_range=(0.0, 1e6)),
+            ParameterSpec('stop_at_deadline', True, 'with a budget, stop decoding in time to '
+                          'answer within it (counted from the request stamp) and return the '
+                          'best hypothesis found by then'),
+            ParameterSpec('deadline_margin_ms', 3.0, 'time kept back from the budget for '
+                          'publishing the result', float_range=(0.0, 1000.0)),
         ], apply=self._apply, check_together=self._check_together)
         self.library = library if library is not None else self._load_library()
         problems = self.params.startup_problems()
         if problems:
             raise ValueError('; '.join(problems))
+        values = self.params.values()
         if translator is None:
-            from dyn_dnn_ros.translation.translator import Translator
-            values = self.params.values()
-            translator = Translator.load(values['model_path'] or None,
-                                         values['spm_path'] or None,
-                                         device=resolve_device(values['device']))
-        self.translator = translator
-        longest = translator.model.space.max_positions - 1
-        if self.params.value('max_source_tokens') > longest:
-            raise ValueError(f'max_source_tokens: the model has {longest} source positions, '
-                             f'got {self.params.value("max_source_tokens")}')
-
+            def load():
+                from dyn_dnn_ros.translation.translator import Translator
+                return Translator.load(values['model_path'] or None, values['spm_path'] or None,
+                                       device=resolve_device(values['device']))
+        else:
+            def load():
+                return translator
         self.window = LatencyWindow()
         self.received = 0
         self.published = 0
+        self.deadline_stops = 0
         self.last_error = ''
+        # The worker thread loads the model: inference is fastest on that thread.
         self.worker = InferenceWorker(self._translate, self._publish_finished,
-                                      self._publish_dropped, self.params.value('queue_depth'),
-                                      setting=self._setting(self.params.values()),
-                                      name='translation')
+                                      self._publish_dropped, values['queue_depth'],
+                                      setting=self._setting(values), name='translation',
+                                      setup=load)
+        self.translator = self.worker.setup_result
+        longest = self.translator.model.space.max_positions - 1
+        if values['max_source_tokens'] > longest:
+            self.worker.stop()
+            raise ValueError(f'max_source_tokens: the model has {longest} source positions, '
+                             f'got {values["max_source_tokens"]}')
         depth = self.params.value('qos_depth')
         self.publisher = self.create_publisher(TranslationResult, 'translation_results', depth)
         self.create_subscription(TranslationRequest, 'translation_requests',
@@ -173,7 +193,9 @@ class TranslationNode(Node):
         return Setting(point=name, subnet=SubnetConfig.from_dict(point.subnet),
                        beam=beam_from(values), threads=values['threads'],
                        budget_ms=float(values['budget_ms']),
-                       max_source_tokens=values['max_source_tokens'])
+                       max_source_tokens=values['max_source_tokens'],
+                       stop_at_deadline=values['stop_at_deadline'],
+                       deadline_margin_ms=float(values['deadline_margin_ms']))
 
     def _apply(self, changed):
         if 'queue_depth' in changed:
@@ -185,13 +207,21 @@ class TranslationNode(Node):
     # -- requests -----------------------------------------------------------------
     def _on_request(self, msg):
         self.received += 1
-        self.worker.submit(Request(msg.header, msg.id, msg.text))
+        origin = time.monotonic()
+        stamp = msg.header.stamp
+        if stamp.sec or stamp.nanosec:
+            # The budget runs from when the request was sent, not when it arrived.
+            age = (self.get_clock().now() - Time.from_msg(stamp)).nanoseconds / 1e9
+            if 0.0 <= age < 60.0:   # a stamp from another clock is ignored
+                origin -= age
+        self.worker.submit(Request(msg.header, msg.id, msg.text, origin))
 
     def _on_text(self, msg):
         self.received += 1
         request = TranslationRequest()
         request.header.stamp = self.get_clock().now().to_msg()
-        self.worker.submit(Request(request.header, f'text-{self.received}', msg.data))
+        self.worker.submit(Request(request.header, f'text-{self.received}', msg.data,
+                                   time.monotonic()))
 
     def _translate(self, request, setting):
         """Runs on the worker thread, the only thread that touches the model."""
@@ -201,7 +231,8 @@ class TranslationNode(Node):
         self.translator.max_source_tokens = min(setting.max_source_tokens or longest, longest)
         started = time.perf_counter()
         outcome = self.translator.translate([request.text], subnet=setting.subnet,
-                                            beam=setting.beam)[0]
+                                            beam=setting.beam,
+                                            deadline=setting.deadline(request.origin))[0]
         return outcome, (time.perf_counter() - started) * 1000.0
 
     def _result(self, request, setting):
@@ -209,6 +240,7 @@ class TranslationNode(Node):
                                    operating_point=setting.point,
                                    budget_ms=setting.budget_ms or math.nan)
         result.decoder_layers = setting.subnet.decoder_layers
+        result.threads = setting.threads
         return result
 
     def _publish_finished(self, finished):
@@ -228,6 +260,9 @@ class TranslationNode(Node):
                 'ok': '', 'empty': 'the request held no text',
                 'truncated': f'source cut to {outcome.source_tokens} tokens'}[outcome.status]
             result.average_beam_width = float(outcome.avg_width)
+            result.stopped_at_deadline = outcome.cut
+            if outcome.cut:
+                self.deadline_stops += 1
             result.latency_ms = latency_ms
             if outcome.status != 'empty':
                 self.window.add(latency_ms, finished.setting.budget_ms)
@@ -266,6 +301,7 @@ class TranslationNode(Node):
         stat.add('received', self.received)
         stat.add('published', self.published)
         stat.add('dropped', self.worker.dropped)
+        stat.add('stopped_at_deadline', self.deadline_stops)
         stat.add('errors', self.worker.errors)
         return stat
 

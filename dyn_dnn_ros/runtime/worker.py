@@ -6,6 +6,11 @@ is dropped and reported, so fresh requests are never starved by stale ones
 (with depth 1 this is "latest image wins"). The setting a job runs with (an
 operating point) is read once when the job starts, so every result says
 exactly which setting produced it, and a switch never lands mid-job.
+
+The model should be loaded by ``setup`` on the worker thread itself: with
+PyTorch's OpenMP backend, two-thread inference on a thread other than the one
+that loaded the model ran 2.5x slower on a 2-core machine than on the loading
+thread (``bench/worker_thread.py`` measures it).
 """
 
 from collections import deque
@@ -29,7 +34,12 @@ class InferenceWorker:
 
     def __init__(self, process: Callable[[Any, Any], Any], on_finished: Callable[[Finished], None],
                  on_dropped: Callable[[Any], None], depth: int, setting: Any = None,
-                 name: str = 'inference'):
+                 name: str = 'inference', setup: Callable[[], Any] | None = None):
+        """Start the worker thread; ``setup`` runs on it first.
+
+        The result of ``setup`` becomes ``setup_result``; an exception it
+        raises is raised here, with the thread stopped.
+        """
         if depth < 1:
             raise ValueError(f'depth: must be >= 1, got {depth}')
         self._process = process
@@ -44,8 +54,16 @@ class InferenceWorker:
         self.processed = 0
         self.dropped = 0
         self.errors = 0
+        self.setup_result = None
+        self._setup = setup
+        self._setup_error = None
+        self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
+        self._ready.wait()
+        if self._setup_error is not None:
+            self._thread.join()
+            raise self._setup_error
 
     # -- called from any thread ---------------------------------------------
     def submit(self, job):
@@ -118,6 +136,14 @@ class InferenceWorker:
 
     # -- the worker thread --------------------------------------------------
     def _serve(self):
+        try:
+            if self._setup is not None:
+                self.setup_result = self._setup()
+        except BaseException as error:  # handed to the constructor, which raises it
+            self._setup_error = error
+            return
+        finally:
+            self._ready.set()
         while True:
             with self._condition:
                 while self._running and not self._queue:

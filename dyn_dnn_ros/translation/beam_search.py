@@ -31,10 +31,18 @@ One step, for all sentences at once:
    stops no later.
 
 Finished sentences leave the batch, and their caches with them.
+
+Deadline (anytime decoding, beyond the papers). With a ``deadline`` (a
+``time.monotonic()`` value), a step after which the next one would end past
+the deadline (judged by the duration of the step just taken) forces EOS on
+every running beam, as the length limit does: the result is the best
+hypothesis found by then, finished or cut, and is marked ``cut``. A robot
+needs a late answer less than a slightly shorter one in time.
 """
 
 from dataclasses import dataclass, field
 import math
+import time
 
 import torch
 
@@ -89,6 +97,7 @@ class Hypothesis:
     width_steps: int  # steps counted in width_sum
     widths: list[int] | None = None  # per step after the first (record_steps)
     metrics: dict = field(default_factory=dict)  # 'std'/'gap' per step (record_steps)
+    cut: bool = False  # the deadline stopped the search before it ended by itself
 
     @property
     def length(self) -> int:
@@ -142,23 +151,27 @@ def select_candidates(top_scores, top_tokens, width, eos_id):
 
 
 @torch.no_grad()
-def beam_search(model, src_tokens, config: BeamSearchConfig = BeamSearchConfig()):
+def beam_search(model, src_tokens, config: BeamSearchConfig = BeamSearchConfig(),
+                deadline=None):
     """Translate ``[B, S]`` source ids (with EOS, right-padded) with the active sub-network.
 
-    Returns one ``Hypothesis`` per sentence, in input order.
+    Returns one ``Hypothesis`` per sentence, in input order. ``deadline``: a
+    ``time.monotonic()`` value by which the search should have returned.
     """
+    if deadline is not None and not math.isfinite(deadline):
+        raise ValueError(f'deadline: must be a finite time.monotonic() value, got {deadline}')
     if src_tokens.dim() != 2 or src_tokens.shape[0] == 0:
         raise ValueError(f'src_tokens: expected a non-empty [B, S] tensor, '
                          f'got shape {tuple(src_tokens.shape)}')
     was_training = model.training
     model.eval()
     try:
-        return _search(model, src_tokens, config)
+        return _search(model, src_tokens, config, deadline)
     finally:
         model.train(was_training)
 
 
-def _search(model, src, config):
+def _search(model, src, config, deadline):
     policy, slots, alpha = config.beam, config.width, config.alpha
     dynamic = policy.mode == 'dynamic'
     device, vocab, eos = src.device, model.vocab_size, model.eos_id
@@ -178,6 +191,7 @@ def _search(model, src, config):
     steps = torch.zeros(n, dtype=torch.long, device=device)
     width_sum = torch.zeros(n, dtype=torch.long, device=device)
     width_steps = torch.zeros(n, dtype=torch.long, device=device)
+    cut = torch.zeros(n, dtype=torch.bool, device=device)
     trace = []  # (sentence numbers, active beams, std, gap, forced) per step if recording
 
     # Per running sentence (row). Every sentence starts with the single BOS beam.
@@ -189,12 +203,19 @@ def _search(model, src, config):
     not_eos[eos] = False
     never = [model.pad_id, model.bos_id]  # neither can appear inside a translation
 
+    step_began = time.monotonic()
     for t in range(int(limit.max()) + 1):
         rows, beams = scores.shape
         active = torch.isfinite(scores).sum(dim=1)
         log_probs = model.decode_step(history[:, :, -1], state)
         log_probs[:, :, never] = -math.inf
         forced = limit[sentence] == t
+        if deadline is not None:
+            now = time.monotonic()
+            if now + (now - step_began) >= deadline:
+                cut[sentence[~forced]] = True
+                forced = torch.ones_like(forced)
+            step_began = now
         if bool(forced.any()):
             log_probs = log_probs.masked_fill(forced[:, None, None] & not_eos, -math.inf)
         candidates = (scores[:, :, None] + log_probs).view(rows, beams * vocab)
@@ -258,21 +279,21 @@ def _search(model, src, config):
         sentence = sentence[live_rows]
 
     return _results(best_tokens, best_length, best_score, best_log_prob, steps, width_sum,
-                    width_steps, trace if config.record_steps else None)
+                    width_steps, cut, trace if config.record_steps else None)
 
 
 def _results(best_tokens, best_length, best_score, best_log_prob, steps, width_sum,
-             width_steps, trace):
+             width_steps, cut, trace):
     if not bool(torch.isfinite(best_score).all()):
         missing = (~torch.isfinite(best_score)).nonzero().squeeze(1).tolist()
         raise RuntimeError(f'beam search ended sentences {missing} without a hypothesis')
     tokens, lengths = best_tokens.tolist(), best_length.tolist()
     results = [
         Hypothesis(tokens=row[:length], score=score, log_prob=log_prob, steps=step,
-                   width_sum=wsum, width_steps=wsteps)
-        for row, length, score, log_prob, step, wsum, wsteps in zip(
+                   width_sum=wsum, width_steps=wsteps, cut=was_cut)
+        for row, length, score, log_prob, step, wsum, wsteps, was_cut in zip(
             tokens, lengths, best_score.tolist(), best_log_prob.tolist(), steps.tolist(),
-            width_sum.tolist(), width_steps.tolist(), strict=True)]
+            width_sum.tolist(), width_steps.tolist(), cut.tolist(), strict=True)]
     if trace is not None:
         for result in results:
             result.widths, result.metrics = [], {'std': [], 'gap': []}

@@ -53,6 +53,7 @@ class TranslationOutcome:
     steps: int = 0
     width_sum: int = 0
     width_steps: int = 0
+    cut: bool = False  # decoding stopped at the deadline (see beam_search)
 
 
 @dataclass
@@ -181,7 +182,7 @@ class Translator:
         return encoded
 
     def translate(self, texts, subnet=None, beam: BeamPolicy | None = None, patience=1.0,
-                  progress=False) -> list[TranslationOutcome]:
+                  progress=False, deadline=None) -> list[TranslationOutcome]:
         """Translate ``texts`` (one sentence each) and return one outcome per text, in order.
 
         ``subnet``: a ``SubnetConfig`` or spec (see ``subnet_from_spec``); None
@@ -189,7 +190,9 @@ class Translator:
         Empty or blank text gives an empty translation with status 'empty'.
         Text longer than ``max_source_tokens`` tokens is cut at a token boundary
         after that many tokens, translated, and marked 'truncated'. Characters
-        the tokenizer does not know become its unknown token.
+        the tokenizer does not know become its unknown token. ``deadline`` (a
+        ``time.monotonic()`` value): decoding stops in time to meet it and
+        returns the best hypothesis found by then (``cut``).
         """
         if isinstance(texts, str):
             raise ValueError('texts: expected a list of strings, got one string')
@@ -204,7 +207,7 @@ class Translator:
                 outcomes[i] = TranslationOutcome('', 'empty', 0.0, layers, 0, 0.0)
         todo = [i for i, (ids, _) in enumerate(encoded) if ids]
         for chunk, results, seconds in self._run(
-                [encoded[i][0] for i in todo], config, progress):
+                [encoded[i][0] for i in todo], config, progress, deadline):
             for j, result in zip(chunk, results, strict=True):
                 ids, status = encoded[todo[j]]
                 outcomes[todo[j]] = TranslationOutcome(
@@ -212,7 +215,7 @@ class Translator:
                     avg_width=result.avg_width, decoder_layers=layers, source_tokens=len(ids),
                     latency_s=seconds, tokens=result.tokens, log_prob=result.log_prob,
                     steps=result.steps, width_sum=result.width_sum,
-                    width_steps=result.width_steps)
+                    width_steps=result.width_steps, cut=result.cut)
         return outcomes
 
     def search(self, sources, subnet=None, config: BeamSearchConfig | None = None,
@@ -227,7 +230,7 @@ class Translator:
                 hypotheses[j] = result
         return hypotheses
 
-    def _run(self, sources, config, progress):
+    def _run(self, sources, config, progress, deadline=None):
         """Yield ``(indices, hypotheses, seconds)`` per length-sorted batch of ``sources``."""
         order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
         starts = range(0, len(order), self.batch_size)
@@ -237,7 +240,7 @@ class Translator:
             began = time.perf_counter()
             src = encode_sources([sources[i] for i in chunk], self.model.pad_id,
                                  self.model.eos_id).to(self.device)
-            results = beam_search(self.model, src, config)
+            results = beam_search(self.model, src, config, deadline)
             yield chunk, results, time.perf_counter() - began
 
     def evaluate(self, sources, references, subnet=None, beam=None, patience=1.0,
