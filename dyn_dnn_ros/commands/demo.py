@@ -126,11 +126,12 @@ def run(args):
     report_path.write_text(json.dumps(report, indent=1, default=str))
     print(format_table(summaries))
     for mode, s in summaries.items():
-        print(f'{mode}: results until 3 in a row are on time after each event {s["adaptation_results"]}, '
+        print(f'{mode}: results until 3 in a row are on time after each event '
+              f'{s["adaptation_results"]}, '
               f'switch call to first new-point result p50 {s["switch_to_result_ms_p50"]:.1f} '
               f'ms, max {s["switch_to_result_ms_max"]:.1f} ms (+ one inference), DDS '
               f'overhead p50 {s["dds_overhead_p50_ms"]:.2f} ms ({s["transport_p50_ms"]:.2f} ms '
-              'without queueing), '
+              f'without queueing), {s["stopped_at_deadline"]} stopped at the deadline, '
               f'points used {", ".join(s["points_used"])}')
     print(f'timeline: {plot_path}\nreport: {report_path}')
     return 0

@@ -170,7 +170,8 @@ def run_once(mode, config, progress=None):
                 msg = driver.Request(id=rid, text=source)
                 msg.header.stamp = driver_node.get_clock().now().to_msg()
                 msg.header.frame_id = 'demo'
-                sent[rid] = (t, reference, plan.budget_at(t))
+                # The clock starts when the request is published, as the stamp says.
+                sent[rid] = (driver.now(), reference, plan.budget_at(t))
                 driver.publisher.publish(msg)
                 index += 1
             if progress is not None and t - last_progress >= 0.5:

@@ -100,8 +100,11 @@ class TargetController:
         return self._switch(choice, now, why=f'{threads} usable thread(s)')
 
     def on_result(self, point, latency_ms, threads, now, cut=False) -> Decision | None:
-        """``cut``: the worker stopped this result at its deadline, so its true
-        latency is unknown but longer than the budget allowed."""
+        """Fold one result in; maybe switch.
+
+        ``cut``: the worker stopped this result at its deadline, so its true
+        latency is unknown but longer than the budget allowed.
+        """
         if cut and math.isfinite(self.budget_ms):
             latency_ms = max(latency_ms, self.budget_ms) * self.model.config.censored_factor
         self.model.observe(point, latency_ms, threads)
