@@ -164,5 +164,11 @@ def test_with_a_budget_decoding_stops_at_the_deadline(ros, probe, tiny_files):
         publisher.publish(late)
         result = results.wait_for(lambda m: m.id == 'late-again', timeout=30)[0]
         assert not result.stopped_at_deadline and result.text != ''
+        # A malformed stamp (negative seconds) is ignored, not fatal.
+        broken = TranslationRequest(id='bad-stamp', text='Open the file')
+        broken.header.stamp.sec = -5
+        publisher.publish(broken)
+        result = results.wait_for(lambda m: m.id == 'bad-stamp', timeout=30)[0]
+        assert result.status == TranslationResult.STATUS_OK
     finally:
         ros.remove(node)

@@ -211,7 +211,10 @@ class TranslationNode(Node):
         stamp = msg.header.stamp
         if stamp.sec or stamp.nanosec:
             # The budget runs from when the request was sent, not when it arrived.
-            age = (self.get_clock().now() - Time.from_msg(stamp)).nanoseconds / 1e9
+            try:
+                age = (self.get_clock().now() - Time.from_msg(stamp)).nanoseconds / 1e9
+            except ValueError:      # a malformed stamp (negative seconds)
+                age = -1.0
             if 0.0 <= age < 60.0:   # a stamp from another clock is ignored
                 origin -= age
         self.worker.submit(Request(msg.header, msg.id, msg.text, origin))
