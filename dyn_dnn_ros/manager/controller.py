@@ -24,7 +24,7 @@ from dyn_dnn_ros.manager.policy import Choice, LatencyModel, check_budget
 @dataclass(frozen=True)
 class ControllerConfig:
     step_up_after: int = 5
-    step_down_after: int = 2
+    step_down_after: int = 1
     stale_after_s: float = 3.0
     conservative_threads: int = 1
 

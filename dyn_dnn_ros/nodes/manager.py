@@ -141,7 +141,7 @@ class ManagerNode(Node):
                           float_range=(1.0, 10.0)),
             ParameterSpec('step_up_after', 5, 'on-time results before stepping up',
                           integer_range=(1, 1000)),
-            ParameterSpec('step_down_after', 2, 'misses in a row that step down even when the '
+            ParameterSpec('step_down_after', 1, 'misses in a row that step down even when the '
                           'statistics say the point fits', integer_range=(1, 1000)),
             ParameterSpec('stale_after_s', 3.0, 'resource information older than this is '
                           'stale', float_range=(0.1, 3600.0)),
