@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from wenet_fixtures import TINY
 
 from dyn_dnn_ros.operating_points import OperatingPointLibrary
 from dyn_dnn_ros.perception.datasets import DataConfig, Dataset, Split, load_dataset
@@ -30,16 +31,12 @@ from dyn_dnn_ros.perception.training import TrainConfig, evaluate, train
 from dyn_dnn_ros.perception.wenet import (
     GroupConfig,
     SavedModel,
-    StageConfig,
     WeNet,
-    WeNetConfig,
     load_model,
     save_model,
 )
 
 torch.set_num_threads(1)
-TINY = WeNetConfig(input_size=16, stem_channels=16, stages=(StageConfig(32, 16, 1),),
-                   head_hidden=16)
 FAST = DSEConfig(threshold=0.0, latency=LatencyConfig(warmup=1, repeats=3, trim=0.0, rounds=1))
 
 

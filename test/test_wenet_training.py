@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from wenet_fixtures import TINY
 
 from dyn_dnn_ros.perception import training
 from dyn_dnn_ros.perception.datasets import (
@@ -27,7 +28,6 @@ from dyn_dnn_ros.perception.training import (
 )
 from dyn_dnn_ros.perception.wenet import (
     SavedModel,
-    StageConfig,
     WeNet,
     WeNetConfig,
     load_model,
@@ -35,8 +35,6 @@ from dyn_dnn_ros.perception.wenet import (
 )
 
 torch.set_num_threads(1)
-TINY = WeNetConfig(input_size=16, stem_channels=16, stages=(StageConfig(32, 16, 1),),
-                   head_hidden=16)
 
 
 @pytest.fixture(scope='module')
