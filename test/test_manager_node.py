@@ -141,7 +141,7 @@ def test_force_and_release(ros, probe, tiny_files):
 
 
 def test_losing_a_core_and_stale_resources_fall_back(ros, probe, tiny_files):
-    system = System(ros, probe, '/m4', tiny_files)
+    system = System(ros, probe, '/m4', tiny_files, rise_after_s=0.5)
     try:
         system.publish_threads(2)
         assert system.budget(16.0).operating_point == 'big'     # 14 ms at 2 threads
@@ -149,6 +149,9 @@ def test_losing_a_core_and_stale_resources_fall_back(ros, probe, tiny_files):
         system.publish_threads(1)                                 # big: 23.3 ms > 14.4
         wait_until(lambda: system.worker.worker.setting.point == 'small', message='drop')
         assert system.worker.worker.setting.threads == 1
+        system.publish_threads(2)    # a core back counts once it has held rise_after_s
+        time.sleep(0.6)
+        assert system.worker.worker.setting.point == 'small'
         system.publish_threads(2)
         wait_until(lambda: system.worker.worker.setting.point == 'big', message='recover')
         # No availability for longer than stale_after_s: plan for one thread.

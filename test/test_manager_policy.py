@@ -153,7 +153,23 @@ def test_losing_a_core_jumps_to_the_point_for_one_thread():
     decision = ctl.on_availability(1, now=1.5)
     assert decision.point == 'medium' and decision.threads == 1  # 100 ms <= 112.5
     assert ctl.on_availability(1, now=2.0) is None  # nothing changed
-    assert ctl.on_availability(2, now=3.0).point == 'large'
+    # The core must stay free for rise_after_s (1 s) before it is planned with.
+    assert ctl.on_availability(2, now=3.0) is None
+    assert ctl.on_availability(2, now=3.5) is None
+    decision = ctl.on_availability(2, now=4.0)
+    assert decision.point == 'large' and decision.threads == 2
+
+
+def test_a_core_free_for_one_sample_at_a_time_is_not_planned_with():
+    ctl = controller(rise_after_s=1.0)
+    ctl.set_budget(125.0, now=1.0)
+    assert ctl.on_availability(1, now=1.25).threads == 1   # a drop counts at once
+    for k in range(8):  # free, busy, free, busy, ... every 0.25 s
+        now = 1.5 + 0.25 * k
+        assert ctl.on_availability(2 if k % 2 == 0 else 1, now=now) is None
+    assert ctl.threads == 1 and ctl.switches == 1
+    with pytest.raises(ValueError, match='rise_after_s'):
+        ControllerConfig(rise_after_s=math.nan)
 
 
 def test_stale_resource_information_falls_back_to_one_thread():

@@ -240,8 +240,10 @@ def test_fake_tree_is_parsed(fake):
         'ina3221:VDD_IN': 6.0,             # 5 V x 1.2 A
         'ina3221:POM_5V_IN': 1.5,
     })
-    # Capacity: others use 0.5 x 2 - 0.6 = 0.4 CPUs; the 1.5-CPU quota binds.
-    assert snap.usable_cpus == pytest.approx(min(snap.cpu_count_allowed - 0.4, 1.5))
+    # Capacity: others use 0.5 x 2 - 0.6 = 0.4 CPUs; the 1.5-CPU quota binds
+    # (with this process pinned to one CPU, A = 1 and others use nothing).
+    allowed = snap.cpu_count_allowed
+    assert snap.usable_cpus == pytest.approx(min(allowed - max(0.0, 0.5 * allowed - 0.6), 1.5))
     assert snap.availability == pytest.approx(snap.usable_cpus / 2 * 0.625)
 
 

@@ -28,7 +28,7 @@ class DemoConfig:
     spm_path: str = ''
     threads: int = 2
     namespace: str = '/demo'
-    monitor_rate_hz: float = 4.0
+    monitor_rate_hz: float = 8.0  # a lost core is seen within half a request interval
     drain_s: float = 10.0       # how long to wait for the last results
 
 

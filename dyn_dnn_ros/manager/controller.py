@@ -1,8 +1,11 @@
 """Per-target adaptation: when to switch operating points and thread counts.
 
 Rules (the manager node feeds events in and applies the decisions):
-- a new budget or a change in usable threads re-chooses at once and jumps
-  straight to the chosen setting, not one step at a time;
+- a new budget or a drop in usable threads re-chooses at once and jumps
+  straight to the chosen setting, not one step at a time; a rise in usable
+  threads counts once it has been reported for ``rise_after_s`` (a core that
+  is free for one sample and busy the next would otherwise make the worker
+  switch thread counts, and pay a cold first inference, twice a second);
 - every result is folded into the latency model (one the worker stopped at
   its deadline as a miss of ``censored_factor`` x budget); a miss that pushes the
   setting in force out of the budget switches at once, and
@@ -26,6 +29,7 @@ class ControllerConfig:
     step_up_after: int = 5
     step_down_after: int = 1
     stale_after_s: float = 3.0
+    rise_after_s: float = 1.0
     conservative_threads: int = 1
 
     def __post_init__(self):
@@ -35,6 +39,8 @@ class ControllerConfig:
             raise ValueError(f'step_down_after: must be >= 1, got {self.step_down_after}')
         if not (math.isfinite(self.stale_after_s) and self.stale_after_s > 0):
             raise ValueError(f'stale_after_s: must be positive, got {self.stale_after_s}')
+        if not (math.isfinite(self.rise_after_s) and self.rise_after_s >= 0):
+            raise ValueError(f'rise_after_s: must be >= 0, got {self.rise_after_s}')
         if self.conservative_threads < 1:
             raise ValueError(f'conservative_threads: must be >= 1, got '
                              f'{self.conservative_threads}')
@@ -59,6 +65,7 @@ class TargetController:
         self.min_quality = None
         self.available_threads = max(1, int(initial_threads))
         self.last_availability = -math.inf
+        self.rise_since = None       # when more threads than planned for were first reported
         self.current = None          # the point in force
         self.threads = None          # the thread count in force
         self.forced = None
@@ -87,7 +94,15 @@ class TargetController:
 
     def on_availability(self, usable_threads, now) -> Decision | None:
         was_stale = self.is_stale(now)
-        threads = max(1, int(usable_threads))
+        reported = max(1, int(usable_threads))
+        threads = reported
+        first_report = self.last_availability == -math.inf
+        if reported > self.available_threads and not first_report:
+            self.rise_since = now if self.rise_since is None else self.rise_since
+            if now - self.rise_since < self.config.rise_after_s:
+                threads = self.available_threads  # not yet: keep planning with fewer
+        if threads == reported:
+            self.rise_since = None
         changed = threads != self.available_threads
         self.available_threads = threads
         self.last_availability = now

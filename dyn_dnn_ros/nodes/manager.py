@@ -145,6 +145,8 @@ class ManagerNode(Node):
                           'statistics say the point fits', integer_range=(1, 1000)),
             ParameterSpec('stale_after_s', 3.0, 'resource information older than this is '
                           'stale', float_range=(0.1, 3600.0)),
+            ParameterSpec('rise_after_s', 1.0, 'more usable threads are planned with once '
+                          'reported this long (fewer count at once)', float_range=(0.0, 3600.0)),
             ParameterSpec('control_period_s', 0.25, 'seconds between staleness and worker '
                           'checks', float_range=(0.01, 60.0), read_only=True),
         ], apply=self._apply_tuning)
@@ -203,7 +205,8 @@ class ManagerNode(Node):
                               censored_factor=values['censored_factor'])
         control = ControllerConfig(step_up_after=values['step_up_after'],
                                    step_down_after=values['step_down_after'],
-                                   stale_after_s=values['stale_after_s'])
+                                   stale_after_s=values['stale_after_s'],
+                                   rise_after_s=values['rise_after_s'])
         return policy, control
 
     def _controller(self, library):

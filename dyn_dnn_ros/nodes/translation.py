@@ -114,8 +114,8 @@ class TranslationNode(Node):
             ParameterSpec('stop_at_deadline', True, 'with a budget, stop decoding in time to '
                           'answer within it (counted from the request stamp) and return the '
                           'best hypothesis found by then'),
-            ParameterSpec('deadline_margin_ms', 3.0, 'time kept back from the budget for '
-                          'publishing the result', float_range=(0.0, 1000.0)),
+            ParameterSpec('deadline_margin_ms', 6.0, 'time kept back from the budget for '
+                          'publishing the result and its transport', float_range=(0.0, 1000.0)),
         ], apply=self._apply, check_together=self._check_together)
         self.library = library if library is not None else self._load_library()
         problems = self.params.startup_problems()
