@@ -81,19 +81,19 @@ def main():
     pooled = {name: {'overhead_ms': [], 'latency_ms': [], 'on_time': 0, 'sent': 0}
               for name in args.variants}
     for round_index in range(args.rounds):
-        for ms in args.variants:
+        for variant in args.variants:
             env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
-                       **VARIANTS[ms][0])
+                       **VARIANTS[variant][0])
             out = subprocess.run(
-                [sys.executable, __file__, '--child', ms, '--seconds', str(args.seconds),
+                [sys.executable, __file__, '--child', variant, '--seconds', str(args.seconds),
                  '--rate', str(args.rate), '--budget', str(args.budget)],
                 capture_output=True, text=True, check=True, env=env)
             data = json.loads(out.stdout.strip().splitlines()[-1])
             for key in ('overhead_ms', 'latency_ms'):
-                pooled[ms][key] += data[key]
-            pooled[ms]['on_time'] += data['on_time']
-            pooled[ms]['sent'] += data['sent']
-            print(f'round {round_index + 1}/{args.rounds}, {ms}: overhead p50 '
+                pooled[variant][key] += data[key]
+            pooled[variant]['on_time'] += data['on_time']
+            pooled[variant]['sent'] += data['sent']
+            print(f'round {round_index + 1}/{args.rounds}, {variant}: overhead p50 '
                   f'{statistics.median(data["overhead_ms"]):.2f} ms over '
                   f'{len(data["overhead_ms"])} results', file=sys.stderr, flush=True)
     reference = statistics.median(pooled[args.variants[0]]['overhead_ms'])
@@ -102,9 +102,9 @@ def main():
     print('| setting | results | overhead p10 | p50 | p90 | p50 / reference | '
           'median latency | on time |')
     print('| --- | --- | --- | --- | --- | --- | --- | --- |')
-    for ms, data in pooled.items():
+    for variant, data in pooled.items():
         overhead = data['overhead_ms']
-        print(f'| {ms} | {len(overhead)} | {percentile(overhead, 10):.2f} ms | '
+        print(f'| {variant} | {len(overhead)} | {percentile(overhead, 10):.2f} ms | '
               f'{statistics.median(overhead):.2f} ms | {percentile(overhead, 90):.2f} ms | '
               f'{statistics.median(overhead) / reference:.2f}x | '
               f'{statistics.median(data["latency_ms"]):.1f} ms | '
