@@ -18,7 +18,7 @@ slow minute of the machine hits every setting alike: the demo's system
 (resource monitor, translation node, manager, a driver node, one executor
 thread each) serves test-split sentences at a steady rate under one budget,
 with no resource events. Printed: overhead p10/p50/p90 per setting, pooled
-over rounds, and p50 relative to Python's default.
+over rounds, and p50 relative to the first setting.
 
     .venv/bin/python bench/ros_overhead.py --rounds 3 --seconds 20
 """
@@ -29,6 +29,8 @@ import os
 import statistics
 import subprocess
 import sys
+
+import numpy as np
 
 # name -> (extra environment, GIL switch interval in s or None for Python's)
 VARIANTS = {
@@ -57,11 +59,6 @@ def child(variant, seconds, rate_hz, budget_ms):
                       'latency_ms': [r.latency_ms for r in answered],
                       'on_time': sum(r.response_ms <= r.budget_ms for r in answered),
                       'sent': len(run.results)}))
-
-
-def percentile(values, q):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
 def main():
@@ -104,8 +101,8 @@ def main():
     print('| --- | --- | --- | --- | --- | --- | --- | --- |')
     for variant, data in pooled.items():
         overhead = data['overhead_ms']
-        print(f'| {variant} | {len(overhead)} | {percentile(overhead, 10):.2f} ms | '
-              f'{statistics.median(overhead):.2f} ms | {percentile(overhead, 90):.2f} ms | '
+        print(f'| {variant} | {len(overhead)} | {np.percentile(overhead, 10):.2f} ms | '
+              f'{statistics.median(overhead):.2f} ms | {np.percentile(overhead, 90):.2f} ms | '
               f'{statistics.median(overhead) / reference:.2f}x | '
               f'{statistics.median(data["latency_ms"]):.1f} ms | '
               f'{100 * data["on_time"] / max(1, data["sent"]):.1f} % |')

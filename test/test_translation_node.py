@@ -31,6 +31,16 @@ def start(ros, namespace, tiny_files, **parameters):
         parameter_overrides=[Parameter(k, value=v) for k, v in values.items()]))
 
 
+def connect(probe, namespace, depth=10):
+    """A result collector and a request publisher on ``namespace``, matched with the node."""
+    results = MessageCollector(probe, TranslationResult, f'{namespace}/translation_results',
+                               qos=depth)
+    publisher = probe.create_publisher(TranslationRequest, f'{namespace}/translation_requests',
+                                       depth)
+    wait_until(lambda: publisher.get_subscription_count() > 0)
+    return results, publisher
+
+
 def request(probe, publisher, rid, text, frame='cam'):
     msg = TranslationRequest(id=rid, text=text)
     msg.header.stamp = probe.get_clock().now().to_msg()
@@ -42,9 +52,7 @@ def request(probe, publisher, rid, text, frame='cam'):
 def test_results_carry_the_request_header_id_and_operating_point(ros, probe, tiny_files):
     node = start(ros, '/tr1', tiny_files, budget_ms=250.0)
     try:
-        results = MessageCollector(probe, TranslationResult, '/tr1/translation_results')
-        publisher = probe.create_publisher(TranslationRequest, '/tr1/translation_requests', 10)
-        wait_until(lambda: publisher.get_subscription_count() > 0)
+        results, publisher = connect(probe, '/tr1')
         sent = request(probe, publisher, 'r-1', 'Open the file')
         result = results.wait_for(lambda m: m.id == 'r-1', timeout=30)[0]
         assert result.header.stamp == sent.header.stamp and result.header.frame_id == 'cam'
@@ -67,9 +75,7 @@ def test_results_carry_the_request_header_id_and_operating_point(ros, probe, tin
 def test_empty_and_huge_texts_get_a_status(ros, probe, tiny_files):
     node = start(ros, '/tr2', tiny_files)
     try:
-        results = MessageCollector(probe, TranslationResult, '/tr2/translation_results')
-        publisher = probe.create_publisher(TranslationRequest, '/tr2/translation_requests', 10)
-        wait_until(lambda: publisher.get_subscription_count() > 0)
+        results, publisher = connect(probe, '/tr2')
         request(probe, publisher, 'empty', '   ')
         request(probe, publisher, 'huge', 'word ' * 20000)   # 100k characters
         empty = results.wait_for(lambda m: m.id == 'empty', timeout=30)[0]
@@ -100,9 +106,7 @@ def test_parameter_sets_are_checked_and_switch_between_requests(ros, probe, tiny
                             atomically=True)[0]
         assert ok.successful, ok.reason
         wait_until(lambda: node.worker.setting.point == 'small')
-        results = MessageCollector(probe, TranslationResult, '/tr3/translation_results')
-        publisher = probe.create_publisher(TranslationRequest, '/tr3/translation_requests', 10)
-        wait_until(lambda: publisher.get_subscription_count() > 0)
+        results, publisher = connect(probe, '/tr3')
         request(probe, publisher, 'after', 'Close the window')
         result = results.wait_for(lambda m: m.id == 'after', timeout=30)[0]
         assert result.operating_point == 'small' and result.decoder_layers == 1
@@ -114,11 +118,7 @@ def test_parameter_sets_are_checked_and_switch_between_requests(ros, probe, tiny
 def test_a_burst_of_500_requests_is_fully_answered(ros, probe, tiny_files):
     node = start(ros, '/tr4', tiny_files, queue_depth=4)
     try:
-        results = MessageCollector(probe, TranslationResult, '/tr4/translation_results',
-                                   qos=1000)
-        publisher = probe.create_publisher(TranslationRequest, '/tr4/translation_requests',
-                                           1000)
-        wait_until(lambda: publisher.get_subscription_count() > 0)
+        results, publisher = connect(probe, '/tr4', depth=1000)
         done = threading.Event()
 
         def burst():
@@ -142,13 +142,11 @@ def test_a_burst_of_500_requests_is_fully_answered(ros, probe, tiny_files):
 
 
 def test_with_a_budget_decoding_stops_at_the_deadline(ros, probe, tiny_files):
-    # 5 ms minus the 3 ms kept for publishing: a request stamped 50 ms ago is
-    # already past its deadline, so the search ends at its first step.
+    # A 5 ms budget (less the margin kept for publishing): a request stamped
+    # 50 ms ago is already past its deadline, so the search ends at its first step.
     node = start(ros, '/tr5', tiny_files, budget_ms=5.0)
     try:
-        results = MessageCollector(probe, TranslationResult, '/tr5/translation_results')
-        publisher = probe.create_publisher(TranslationRequest, '/tr5/translation_requests', 10)
-        wait_until(lambda: publisher.get_subscription_count() > 0)
+        results, publisher = connect(probe, '/tr5')
         late = TranslationRequest(id='late', text='Open the file and save it again')
         late.header.stamp = (probe.get_clock().now() - Duration(seconds=0.05)).to_msg()
         publisher.publish(late)
