@@ -278,6 +278,22 @@ def test_zero_length_limit_returns_empty_translations(model, sources):
     assert [r.tokens for r in results] == [[], [], []]
 
 
+def test_target_lengths_fix_every_output_length(model, sources):
+    # The model is EOS-prone: left alone, it ends most sentences early.
+    src = encode_sources(sources[:4], PAD, EOS)
+    lengths = [0, 3, 17, 9]
+    for config in (BeamSearchConfig(beam=1), BeamSearchConfig(beam=4), BeamSearchConfig(
+            beam=BeamPolicy('dynamic', bw_min=1, bw_max=4, sigma_min=0.1, sigma_max=1.0))):
+        results = beam_search(model, src, config, target_lengths=lengths)
+        assert [len(r.tokens) for r in results] == lengths
+        assert [r.steps for r in results] == [n + 1 for n in lengths]
+        assert all(EOS not in r.tokens for r in results)
+    with pytest.raises(ValueError, match='target_lengths'):
+        beam_search(model, src, target_lengths=[3, 3])
+    with pytest.raises(ValueError, match='target_lengths'):
+        beam_search(model, src, target_lengths=[3, -1, 3, 3])
+
+
 @pytest.mark.parametrize('kwargs, name', [
     (dict(beam=0), 'beam.width'),
     (dict(beam='wide'), 'beam'),

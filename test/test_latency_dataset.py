@@ -13,16 +13,18 @@ from dyn_dnn_ros.design import latency_dataset as ld
 from dyn_dnn_ros.design.latency_dataset import (
     LatencyProtocol,
     LatencyRow,
+    SampleLog,
     SamplingBias,
+    Workload,
     check_device,
     dataset_configs,
     fixed_length_search,
     load_sampling_bias,
+    load_workload,
     measure_configs,
     read_latency_csv,
     sample_config,
     trimmed_stats,
-    workload_sources,
 )
 from dyn_dnn_ros.operating_points import BeamPolicy
 from dyn_dnn_ros.translation.batching import encode_sources
@@ -38,8 +40,9 @@ torch.set_num_threads(1)  # tiny models on a shared CPU
 SPACE = DesignSpace(encoder_embed_dim=(32, 128), decoder_embed_dim=(32, 128), ffn_dim=(64, 512),
                     heads=(1, 4), encoder_layers=(2,), decoder_layers=(1, 4), ende=(1, 2),
                     head_dim=16, max_positions=64)
-SOURCES = [[120, 48, 977, 15, 66, 301], [52, 9, 1400, 7]]
-FAST = LatencyProtocol(beam=3, sentences=2, warmup=1, repeats=5, mode='fixed', fixed_length=6)
+SOURCES = Workload(((120, 48, 977, 15, 66, 301), (52, 9, 1400, 7)), (5, 8))
+FAST = LatencyProtocol(beam=3, sentences=2, warmup=1, repeats=5, mode='fixed', fixed_length=6,
+                       reference_every=0)
 
 
 @pytest.fixture(scope='module')
@@ -62,7 +65,8 @@ def test_trimming_drops_the_fastest_and_slowest_ten_percent():
 
 
 @pytest.mark.parametrize('field, value', [('beam', 0), ('repeats', 0), ('sentences', -1),
-                                          ('trim', 0.5), ('mode', 'greedy')])
+                                          ('trim', 0.5), ('mode', 'greedy'),
+                                          ('reference_every', -1)])
 def test_protocol_rejects_bad_values_naming_them(field, value):
     with pytest.raises(ValueError, match=f'latency.{field}'):
         LatencyProtocol(**{field: value})
@@ -76,15 +80,19 @@ def test_unknown_device_is_refused():
             check_device('cuda')
 
 
-def test_fixed_length_mode_runs_exactly_its_steps_and_eos_mode_stops_by_itself(model):
+def test_each_mode_decodes_its_lengths(model):
     model.set_subnet(SPACE.smallest())
-    src = encode_sources([SOURCES[0]], 0, 3)
+    src = encode_sources([SOURCES.sources[0]], 0, 3)
     assert fixed_length_search(model, src, 3, 30) == 30
-    timing = ld.time_subnet(model, SPACE.smallest(), [src], LatencyProtocol(beam=2, repeats=2),
-                            threads=1)
+    sample = ld.take_sample(model, SPACE.smallest(), [(src, 5)], LatencyProtocol(mode='eos'),
+                            1, BeamPolicy('fixed', 2))
     # Limit of the real search: 1.5 x (6 tokens + EOS) + 10 target tokens, plus the EOS step.
-    assert 1 <= timing.decoder_steps <= int(1.5 * 7 + 10) + 1
-    assert timing.latency_ms > 0 and timing.n == 2
+    assert 1 <= sample.steps <= int(1.5 * 7 + 10) + 1 and sample.ms > 0
+    # Reference lengths: every sub-network emits exactly the reference's tokens, then EOS.
+    for cfg in (SPACE.smallest(), SPACE.largest()):
+        sample = ld.take_sample(model, cfg, ld.source_tensors(model, SOURCES, 'cpu'),
+                                LatencyProtocol(beam=3), 1, BeamPolicy('fixed', 3))
+        assert sample.steps == (5 + 1 + 8 + 1) / 2 and sample.ms > 0
 
 
 def test_largest_subnet_measures_slower_than_smallest():
@@ -95,13 +103,14 @@ def test_largest_subnet_measures_slower_than_smallest():
     torch.manual_seed(0)
     wide = SuperTransformer(space, 8000, 0, 2, 3, dropout=0.0).eval()
     sources = ld.source_tensors(wide, SOURCES, 'cpu')
+    beam = BeamPolicy('fixed', FAST.beam)
     small, large = [], []
-    for _ in range(3):  # interleaved, best of three: other load on the CPU only adds time
-        small.append(ld.time_subnet(wide, space.smallest(), sources, FAST, threads=1))
-        large.append(ld.time_subnet(wide, space.largest(), sources, FAST, threads=1))
-    assert {t.decoder_steps for t in small + large} == {6}
-    fastest_small = min(t.latency_ms for t in small)
-    fastest_large = min(t.latency_ms for t in large)
+    for _ in range(8):  # interleaved, fastest of eight: other load on the CPU only adds time
+        small.append(ld.take_sample(wide, space.smallest(), sources, FAST, 1, beam))
+        large.append(ld.take_sample(wide, space.largest(), sources, FAST, 1, beam))
+    assert {s.steps for s in small + large} == {6}  # the fixed length, EOS banned
+    fastest_small = min(s.ms for s in small)
+    fastest_large = min(s.ms for s in large)
     assert fastest_large > 1.5 * fastest_small, (small, large)
 
 
@@ -111,20 +120,21 @@ def test_csv_resume_skips_configs_already_measured_per_thread_count(model, tmp_p
     # (OpenMP barriers), so timings here are stand-ins; the tests above time for real.
     calls = []
 
-    def counting(model, cfg, sources, protocol, threads, beam=None):
+    def counting(model, cfg, sources, protocol, threads, beam):
         calls.append((cfg.key(), threads))
-        return ld.Timing(10.0 + len(calls), 0.5, protocol.repeats, 6.0)
+        return ld.Sample(10.0 + len(calls), 6.0)
 
-    monkeypatch.setattr(ld, 'time_subnet', counting)
+    monkeypatch.setattr(ld, 'take_sample', counting)
     path = tmp_path / 'latency.csv'
     configs = dataset_configs(SPACE, 4, seed=3)
     first = measure_configs(model, configs[:3], SOURCES, FAST, (1, 2), path, progress=False)
-    assert len(calls) == 6 and len(first) == 6
+    assert len(calls) == 6 * FAST.repeats and len(first) == 6
+    assert sorted(calls[:6]) == sorted(calls[6:12])  # one sample of each per round
     assert [(r.key, r.threads) for r in first] == [(c.key(), t) for c in configs[:3]
                                                    for t in (1, 2)]
     calls.clear()
     again = measure_configs(model, configs, SOURCES, FAST, (1, 2), path, progress=False)
-    assert calls == [(configs[3].key(), 1), (configs[3].key(), 2)]
+    assert sorted(set(calls)) == [(configs[3].key(), 1), (configs[3].key(), 2)]
     assert again[:6] == first  # old rows come back unchanged, not re-measured
     rows = read_latency_csv(path, SPACE)
     assert len(rows) == 8 and {r.threads for r in rows} == {1, 2}
@@ -136,10 +146,72 @@ def test_csv_resume_skips_configs_already_measured_per_thread_count(model, tmp_p
     calls.clear()
     measure_configs(model, configs[:1], SOURCES, FAST, (1,), path, beam=BeamPolicy('fixed', 1),
                     progress=False)
-    assert len(calls) == 1
-    other = LatencyProtocol(beam=3, sentences=2, repeats=5, mode='fixed', fixed_length=7)
+    assert len(calls) == FAST.repeats
+    other = LatencyProtocol(beam=3, sentences=2, repeats=5, mode='fixed', fixed_length=7,
+                            reference_every=0)
     with pytest.raises(ValueError, match='fixed7'):
         measure_configs(model, configs, SOURCES, other, (1,), path, progress=False)
+
+
+def test_drift_probe_divides_out_a_slow_phase_of_the_machine(tmp_path):
+    # The machine runs at half speed from t=100 on; the probe sees it, so a config
+    # timed once in each phase comes out at its normal-speed latency both times.
+    path = tmp_path / 'samples.jsonl'
+    beam = json.dumps(BeamPolicy('fixed', 3).to_dict(), sort_keys=True)
+    records = [{'device': 'cpu', 'workload': 'w'}]
+    for t, probe_ms in ((0, 40.0), (50, 40.0), (100, 80.0), (150, 80.0), (200, 40.0)):
+        records.append({'kind': 'probe', 'key': 'p', 'threads': 1, 'beam': beam, 'round': None,
+                        'time': t, 'ms': probe_ms, 'steps': 9.0})
+    for round_, (t, ms) in enumerate(((25, 10.0), (125, 20.0), (150, 20.0), (40, 10.0))):
+        records.append({'kind': 'config', 'key': 'c', 'threads': 1, 'beam': beam,
+                        'round': round_, 'time': t, 'ms': ms, 'steps': 9.0})
+    path.write_text(''.join(json.dumps(r) + '\n' for r in records))
+    log = SampleLog(path, 'cpu', 'w')
+    assert log.has('c', 1, beam, 3) and not log.has('c', 1, beam, 4)
+    # Probe median 40 ms: the slow-phase samples (20 ms at an 80 ms probe) scale to 10 ms.
+    timing = log.timing('c', 1, beam, trim=0.0)
+    assert timing.latency_ms == pytest.approx(10.0) and timing.std_ms == pytest.approx(0.0)
+    assert timing.n == 4 and timing.decoder_steps == 9.0
+    with pytest.raises(ValueError, match='write to another file'):
+        SampleLog(path, 'cpu', 'other-workload')
+    # A run killed in the middle of writing a sample leaves half a line: it is dropped.
+    with open(path, 'a') as stream:
+        stream.write('{"kind": "config", "key": "c", "thr')
+    log = SampleLog(path, 'cpu', 'w')
+    assert log.timing('c', 1, beam, trim=0.0).n == 4 and path.read_text().endswith('}\n')
+    (tmp_path / 'junk.jsonl').write_text('not json\n')
+    with pytest.raises(ValueError, match='junk.jsonl: not a latency sample log'):
+        SampleLog(tmp_path / 'junk.jsonl', 'cpu', 'w')
+
+
+def test_rounds_probe_each_thread_count_and_resume_after_an_interruption(model, tmp_path,
+                                                                           monkeypatch):
+    protocol = LatencyProtocol(beam=3, sentences=2, repeats=3, mode='fixed', fixed_length=6,
+                               reference_every=2)
+    probe_key = SPACE.largest().key()
+    configs = [c for c in dataset_configs(SPACE, 5, seed=4) if c.key() != probe_key][:3]
+    calls, stop_after = [], [11]
+
+    def sample(model, cfg, sources, protocol, threads, beam):
+        if len(calls) == stop_after[0]:
+            raise KeyboardInterrupt  # the user stops the run mid-round
+        calls.append((cfg.key(), threads))
+        return ld.Sample(20.0 if cfg.key() == probe_key else 10.0, 7.0)
+
+    monkeypatch.setattr(ld, 'take_sample', sample)
+    path = tmp_path / 'latency.csv'
+    with pytest.raises(KeyboardInterrupt):
+        measure_configs(model, configs, SOURCES, protocol, (1, 2), path, progress=False)
+    assert not path.exists()  # no row before all of a config's rounds are done
+    stop_after[0] = None
+    rows = measure_configs(model, configs, SOURCES, protocol, (1, 2), path, progress=False)
+    timed = [c for c in calls if c[0] != probe_key]
+    assert sorted(timed) == sorted((c.key(), t) for c in configs for t in (1, 2)
+                                   for _ in range(3))  # every sample once, none twice
+    probes = [t for key, t in calls if key == probe_key]
+    assert probes.count(1) >= 3 and probes.count(2) >= 3  # start, every 2 samples, end
+    assert [(r.key, r.threads) for r in rows] == [(c.key(), t) for c in configs for t in (1, 2)]
+    assert all(r.latency_ms == 10.0 and r.n == 3 for r in rows)
 
 
 def _write_rows(path, rows, columns=ld.CSV_COLUMNS):
@@ -236,16 +308,18 @@ def test_sampling_bias_per_device(tmp_path):
         SamplingBias({'heads': {1: float('nan')}}).check(SPACE)
 
 
-def test_workload_is_a_seeded_set_of_real_validation_sentences():
+def test_workload_is_a_seeded_set_of_real_validation_pairs():
     from dyn_dnn_ros.translation.tokenizer import Tokenizer
     tokenizer = Tokenizer(SPM)
-    first = workload_sources(CORPUS, tokenizer, 3, 0, 64)
-    assert first == workload_sources(CORPUS, tokenizer, 3, 0, 64)
-    assert first != workload_sources(CORPUS, tokenizer, 3, 1, 64)
-    assert all(0 < len(ids) < 64 for ids in first)
-    valid = {tuple(tokenizer.encode(line))
-             for line in (CORPUS / 'valid.en').read_text(encoding='utf-8').splitlines()}
-    assert all(tuple(ids) in valid for ids in first)
+    first = load_workload(CORPUS, tokenizer, 3, 0, 64)
+    assert first == load_workload(CORPUS, tokenizer, 3, 0, 64)
+    assert first != load_workload(CORPUS, tokenizer, 3, 1, 64)
+    assert all(0 < len(ids) < 64 for ids in first.sources)
+    english = (CORPUS / 'valid.en').read_text(encoding='utf-8').splitlines()
+    german = (CORPUS / 'valid.de').read_text(encoding='utf-8').splitlines()
+    lengths = {tuple(tokenizer.encode(en)): len(tokenizer.encode(de))
+               for en, de in zip(english, german, strict=True)}
+    assert [lengths[tuple(ids)] for ids in first.sources] == list(first.target_lengths)
 
 
 def test_command_reports_bad_device_and_bad_repeats(capsys):

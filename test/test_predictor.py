@@ -13,6 +13,7 @@ from dyn_dnn_ros.design.features import COST_TERMS, cost_terms, hat_features, la
 from dyn_dnn_ros.design.latency_dataset import (
     LatencyProtocol,
     LatencyRow,
+    Workload,
     dataset_configs,
     measure_configs,
 )
@@ -106,8 +107,9 @@ def test_predictor_on_a_real_tiny_measured_dataset_round_trips(tmp_path):
     model = SuperTransformer(space, 8000, 0, 2, 3, dropout=0.0).eval()
     protocol = LatencyProtocol(beam=2, sentences=1, warmup=1, repeats=3, mode='fixed',
                                fixed_length=5)
-    rows = measure_configs(model, dataset_configs(space, 12, seed=0), [[40, 900, 17, 5]],
-                           protocol, (1,), tmp_path / 'tiny.csv', progress=False)
+    rows = measure_configs(model, dataset_configs(space, 12, seed=0),
+                           Workload(((40, 900, 17, 5),), (5,)), protocol, (1,),
+                           tmp_path / 'tiny.csv', progress=False)
     predictor, report = fit_predictor(rows, space, QUICK)
     errors = report.test[1]
     assert report.chosen[1] in ('additive', 'mlp')

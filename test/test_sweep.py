@@ -109,7 +109,7 @@ def test_sweep_writes_a_library_and_resumes_without_remeasuring(tmp_path, tokeni
     torch.manual_seed(0)
     model = SuperTransformer(SPACE, tokenizer.vocab_size, tokenizer.pad_id, tokenizer.bos_id,
                              tokenizer.eos_id, dropout=0.0).eval()
-    sources = ld.workload_sources(CORPUS, tokenizer, FAST.sentences, FAST.sentence_seed, 64)
+    sources = ld.load_workload(CORPUS, tokenizer, FAST.sentences, FAST.sentence_seed, 64)
     rows = measure_configs(model, dataset_configs(SPACE, 10, seed=0), sources, FAST, (1,),
                            tmp_path / 'latency.csv', progress=False)
     predictor, _ = fit_predictor(rows, SPACE, PredictorConfig(epochs=200, hat_baseline=False))
@@ -156,7 +156,7 @@ def test_sweep_writes_a_library_and_resumes_without_remeasuring(tmp_path, tokeni
 
     # Rerun: everything comes from the run folder, nothing is measured or evaluated again.
     timed = []
-    monkeypatch.setattr(ld, 'time_subnet', lambda *a, **k: timed.append(a))
+    monkeypatch.setattr(ld, 'take_sample', lambda *a, **k: timed.append(a))
     again = run_sweep(config, model, tokenizer, predictor, fitness(), sources, CORPUS,
                       progress=False)
     assert timed == [] and again.evaluations == 0

@@ -22,13 +22,21 @@ def add_protocol_arguments(parser):
     parser.add_argument('--sentence-seed', type=int, default=d.sentence_seed,
                         help='which K sentences (default: %(default)s)')
     parser.add_argument('--warmup', type=int, default=d.warmup,
-                        help='untimed rounds over the K sentences (default: %(default)s)')
+                        help='untimed translations before every sample (default: %(default)s)')
     parser.add_argument('--repeats', type=int, default=d.repeats, metavar='R',
-                        help='timed rounds; the fastest and slowest 10%% are dropped '
-                             '(default: %(default)s)')
+                        help='samples per config, one per round over all configs; the '
+                             'fastest and slowest 10%% are dropped (default: %(default)s)')
+    parser.add_argument('--lengths', choices=('reference', 'eos'), default='reference',
+                        help='reference: decode as many tokens as each sentence\'s reference '
+                             'translation, with every sub-network; eos: each sub-network stops '
+                             'at its own EOS (default: %(default)s)')
     parser.add_argument('--fixed-length', type=int, default=None, metavar='N',
-                        help='time exactly N decoder steps with EOS forbidden (the paper\'s '
-                             'protocol uses 30) instead of stopping at EOS')
+                        help='instead, decode exactly N steps with EOS forbidden (the paper\'s '
+                             'protocol uses 30)')
+    parser.add_argument('--probe-every', type=int, default=d.reference_every, metavar='N',
+                        help='re-time the largest sub-network after every N samples of a thread '
+                             'count and divide out the drift it shows; 0: off '
+                             '(default: %(default)s)')
 
 
 def protocol_from_args(args):
@@ -36,8 +44,9 @@ def protocol_from_args(args):
     fixed = args.fixed_length is not None
     return LatencyProtocol(beam=args.beam, sentences=args.sentences,
                            sentence_seed=args.sentence_seed, warmup=args.warmup,
-                           repeats=args.repeats, mode='fixed' if fixed else 'eos',
-                           fixed_length=args.fixed_length if fixed else 30)
+                           repeats=args.repeats, mode='fixed' if fixed else args.lengths,
+                           fixed_length=args.fixed_length if fixed else 30,
+                           reference_every=args.probe_every)
 
 
 def add_arguments(parser):

@@ -76,6 +76,10 @@ def add_arguments(parser):
                         help='CSV for the random sub-networks\' latencies (default: '
                              'RUN/random.csv); the latency dataset\'s CSV with its --seed '
                              'reuses its measurements')
+    parser.add_argument('--samples-log', type=Path, default=None,
+                        help='JSON-lines log of timing samples and drift probes; give the '
+                             'latency dataset\'s (LATENCY_CSV.samples.jsonl) to put all '
+                             'latencies on one scale (default: RUN/samples.jsonl)')
     parser.add_argument('--torch-threads', type=int, default=None,
                         help='torch CPU threads for the fitness and BLEU (default: torch '
                              'decides)')
@@ -91,7 +95,7 @@ def run(args) -> int:
 
     import torch
 
-    from dyn_dnn_ros.design.latency_dataset import workload_sources
+    from dyn_dnn_ros.design.latency_dataset import load_workload
     from dyn_dnn_ros.design.sweep import SweepConfig, run_sweep
     from dyn_dnn_ros.operating_points import BeamPolicy
     began = time.perf_counter()
@@ -111,15 +115,15 @@ def run(args) -> int:
             evolution=evolution_from_args(args), protocol=protocol, extra_beams=beams,
             bleu_split=args.bleu_split, bleu_sentences=args.bleu_sentences or None,
             random_count=args.random, random_seed=args.random_seed,
-            random_csv=args.random_csv)
+            random_csv=args.random_csv, samples_path=args.samples_log)
         model, tokenizer, predictor, fitness = load_search_inputs(args, args.run_dir)
         if predictor.meta.get('workload') != protocol.workload:
             raise ValueError(f'{args.predictor}: fitted on workload '
                              f'{predictor.meta.get("workload")!r}, the sweep would time '
                              f'{protocol.workload!r}; pass the latency run\'s options')
-        sources = workload_sources(args.corpus_dir, tokenizer, protocol.sentences,
-                                   protocol.sentence_seed, model.space.max_positions)
-        summary = run_sweep(config, model, tokenizer, predictor, fitness, sources,
+        workload = load_workload(args.corpus_dir, tokenizer, protocol.sentences,
+                                 protocol.sentence_seed, model.space.max_positions)
+        summary = run_sweep(config, model, tokenizer, predictor, fitness, workload,
                             args.corpus_dir, meta={'predictor': str(args.predictor)})
     except ValueError as err:
         print(f'dyn-dnn-ros sweep: {err}', file=sys.stderr)

@@ -4,19 +4,32 @@ Workload (Parry et al., Fig. 2 step 2, at deployment settings): one source
 sentence at a time (batch 1), translated by the real beam search at the
 deployment width on the super model after ``set_subnet`` (no weight copy, as
 at run time). The sentences are a fixed, seeded set of K validation sentences
-shared by every config, so lengths are realistic and timings comparable. By
-default decoding stops at EOS (the model decides the length) and the mean
-number of decoder steps is recorded; the paper's fixed-length mode (30 steps,
-EOS forbidden) is an option.
+shared by every config. By default each is decoded for exactly as many tokens
+as its reference translation has (EOS banned before, forced there): the
+lengths follow real sentences, and every sub-network does the same number of
+decoder steps, so the latency is a property of the architecture the
+predictor can learn. Letting each sub-network stop at its own EOS
+(``eos``) makes the latency follow output lengths that no architecture
+feature predicts; the paper's fixed 30 steps (``fixed``) is also offered.
 
-Protocol: warm-up rounds, then R timed rounds over the K sentences; a round's
-sample is its mean time per sentence; the fastest and slowest 10 % of the
-samples are dropped and the rest averaged.
+Protocol, built for a machine whose speed drifts (a shared VM): a *sample* is
+the mean time per sentence of one pass over the K sentences, after a warm-up
+translation (every sample follows a sub-network switch, as at run time).
+Samples are taken in R rounds; each round visits every (config, thread count)
+once, in a seeded shuffled order, so slow phases of the machine spread over
+all configs instead of landing on a few. A drift probe, the largest
+sub-network, is timed again after every ``reference_every`` samples of a
+thread count; each sample is scaled by the probe's median over the run
+divided by the probe's time at that moment (interpolated), which divides out
+the machine's slow drift. The fastest and slowest 10 % of a config's scaled
+samples are dropped and the rest averaged (the paper's trimmed mean).
 
 Every config is timed at every CPU thread count 1..N, because the run-time
-manager must know what happens when cores disappear. Rows are appended to the
-CSV as they are measured, and a rerun skips the (config, thread count, beam)
-combinations already there.
+manager must know what happens when cores disappear. Every sample is appended
+to a JSON-lines log beside the CSV as it is taken, so an interrupted run
+resumes at the next sample; a config's CSV row is written once all its rounds
+are done, and a rerun skips the (config, thread count, beam) combinations the
+CSV already has.
 """
 
 import csv
@@ -31,6 +44,7 @@ import random
 import statistics
 import time
 
+import numpy as np
 import torch
 from tqdm import tqdm
 import yaml
@@ -41,7 +55,7 @@ from dyn_dnn_ros.translation.beam_search import BeamSearchConfig, beam_search
 from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
 
 DEVICES = ('cpu', 'cuda')
-MODES = ('eos', 'fixed')
+MODES = ('reference', 'eos', 'fixed')
 CSV_COLUMNS = ('key', 'config', 'device', 'threads', 'beam', 'workload', 'torch_version', 'host',
                'latency_ms', 'std_ms', 'n', 'decoder_steps', 'timestamp')
 # Dimensions a sampling bias may weight; per-layer ones weight every layer alike.
@@ -76,17 +90,20 @@ def default_threads(device) -> tuple[int, ...]:
 @dataclass(frozen=True)
 class LatencyProtocol:
     beam: int = 5  # deployment beam width
-    sentences: int = 3  # K: fixed validation sentences per config
+    sentences: int = 3  # K: fixed validation sentences per sample
     sentence_seed: int = 0
-    warmup: int = 1  # untimed rounds over the K sentences (after every thread switch)
-    repeats: int = 10  # R timed rounds
+    warmup: int = 1  # untimed translations of one workload sentence before every sample
+    repeats: int = 10  # R: samples per (config, thread count), one per round
     trim: float = 0.1  # fraction of the samples dropped at each end
-    mode: str = 'eos'  # 'eos': the model decides the length; 'fixed': fixed_length steps
+    # 'reference': reference-length decoding; 'eos': the model decides the length;
+    # 'fixed': fixed_length steps with EOS banned (the paper)
+    mode: str = 'reference'
     fixed_length: int = 30
+    reference_every: int = 10  # drift probe after this many samples of a thread count; 0: off
 
     def __post_init__(self):
         for name, low in (('beam', 1), ('sentences', 1), ('warmup', 0), ('repeats', 1),
-                          ('fixed_length', 1)):
+                          ('fixed_length', 1), ('reference_every', 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f'latency.{name}: must be an integer >= {low}, got {value!r}')
@@ -97,9 +114,10 @@ class LatencyProtocol:
 
     @property
     def workload(self) -> str:
-        """What was timed, as recorded in the CSV: rows of one file must agree on it."""
-        length = 'eos' if self.mode == 'eos' else f'fixed{self.fixed_length}'
-        return f'{length}-k{self.sentences}-seed{self.sentence_seed}'
+        """What was timed and how, as recorded in the CSV: rows of one file must agree on it."""
+        length = {'reference': 'ref', 'eos': 'eos'}.get(self.mode, f'fixed{self.fixed_length}')
+        drift = f'-probe{self.reference_every}' if self.reference_every else ''
+        return f'{length}-k{self.sentences}-seed{self.sentence_seed}{drift}'
 
 
 def trimmed_stats(samples, trim) -> tuple[float, float, int]:
@@ -122,6 +140,27 @@ class Timing:
     decoder_steps: float  # mean decoder steps per sentence
 
 
+@dataclass(frozen=True)
+class Sample:
+    ms: float  # mean time per sentence of one pass over the workload
+    steps: float  # mean decoder steps per sentence
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The sentences every sub-network translates when timed, and their reference lengths."""
+
+    sources: tuple  # token-id lists
+    target_lengths: tuple  # tokens of each reference translation, EOS excluded
+
+    def __post_init__(self):
+        if not self.sources:
+            raise ValueError('workload: need at least one sentence')
+        if len(self.target_lengths) != len(self.sources):
+            raise ValueError(f'workload: {len(self.sources)} sentences but '
+                             f'{len(self.target_lengths)} target lengths')
+
+
 @torch.no_grad()
 def fixed_length_search(model, src, width, length) -> int:
     """Beam search of exactly ``length`` steps with EOS forbidden (the paper's protocol)."""
@@ -142,14 +181,17 @@ def fixed_length_search(model, src, width, length) -> int:
 
 
 def _searcher(model, protocol, beam):
-    """A function ``[1, S]`` source -> decoder steps, for the protocol's mode."""
+    """A function (``[1, S]`` source, reference length) -> decoder steps, for the mode."""
     if protocol.mode == 'fixed':
         if beam.mode != 'fixed':
             raise ValueError('latency.mode: fixed-length timing needs a fixed beam width, '
                              f'got {beam.describe()}')
-        return lambda src: fixed_length_search(model, src, beam.width, protocol.fixed_length)
+        return lambda src, _: fixed_length_search(model, src, beam.width, protocol.fixed_length)
     config = BeamSearchConfig(beam=beam)
-    return lambda src: beam_search(model, src, config)[0].steps
+    if protocol.mode == 'reference':
+        return lambda src, length: beam_search(model, src, config,
+                                               target_lengths=[length])[0].steps
+    return lambda src, _: beam_search(model, src, config)[0].steps
 
 
 def _sync(device):
@@ -157,49 +199,52 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def time_subnet(model, cfg: SubnetConfig, sources, protocol: LatencyProtocol, threads,
-                beam: BeamPolicy | None = None) -> Timing:
-    """Time ``cfg`` translating ``sources`` (``[1, S]`` tensors on the model's device)."""
+def take_sample(model, cfg: SubnetConfig, sources, protocol: LatencyProtocol, threads,
+                beam: BeamPolicy) -> Sample:
+    """One sample of ``cfg``: switch to it, warm up, time one pass over ``sources``.
+
+    ``sources``: ``([1, S] tensor, reference length)`` pairs on the model's device.
+    """
     if not isinstance(threads, int) or threads < 1:
         raise ValueError(f'threads: must be an integer >= 1, got {threads!r}')
     if not sources:
         raise ValueError('sources: need at least one workload sentence')
-    beam = BeamPolicy('fixed', protocol.beam) if beam is None else beam
     model.set_subnet(cfg)
     search = _searcher(model, protocol, beam)
-    device = sources[0].device
+    device = sources[0][0].device
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         for _ in range(protocol.warmup):
-            for src in sources:
-                search(src)
-        samples = []
-        for _ in range(protocol.repeats):
-            _sync(device)
-            start = time.perf_counter()
-            steps = [search(src) for src in sources]
-            _sync(device)
-            samples.append((time.perf_counter() - start) * 1e3 / len(sources))
+            search(*sources[0])
+        _sync(device)
+        start = time.perf_counter()
+        steps = [search(src, length) for src, length in sources]
+        _sync(device)
+        elapsed = time.perf_counter() - start
     finally:
         torch.set_num_threads(previous)
-    mean, std, n = trimmed_stats(samples, protocol.trim)
-    return Timing(mean, std, n, statistics.fmean(steps))
+    return Sample(elapsed * 1e3 / len(sources), statistics.fmean(steps))
 
 
-def workload_sources(corpus_dir, tokenizer, count, seed, max_positions) -> list[list[int]]:
-    """``count`` validation sentences (token ids), drawn with ``seed``: every config's workload."""
+def load_workload(corpus_dir, tokenizer, count, seed, max_positions) -> Workload:
+    """``count`` validation pairs drawn with ``seed``: every config's workload."""
     from dyn_dnn_ros.translation.translator import read_split
-    sources, _ = read_split(corpus_dir, 'valid')
-    encoded = [ids for ids in map(tokenizer.encode, sources) if 0 < len(ids) < max_positions]
-    if len(encoded) < count:
-        raise ValueError(f'{corpus_dir}: valid split has {len(encoded)} usable sentences, '
+    sources, references = read_split(corpus_dir, 'valid')
+    encoded = zip(map(tokenizer.encode, sources), map(tokenizer.encode, references), strict=True)
+    pairs = [(src, len(ref)) for src, ref in encoded
+             if 0 < len(src) < max_positions and 0 < len(ref) < max_positions - 1]
+    if len(pairs) < count:
+        raise ValueError(f'{corpus_dir}: valid split has {len(pairs)} usable sentence pairs, '
                          f'fewer than the {count} the workload needs')
-    return random.Random(seed).sample(encoded, count)
+    chosen = random.Random(seed).sample(pairs, count)
+    return Workload(tuple(src for src, _ in chosen), tuple(length for _, length in chosen))
 
 
-def source_tensors(model, sources, device) -> list[torch.Tensor]:
-    return [encode_sources([ids], model.pad_id, model.eos_id).to(device) for ids in sources]
+def source_tensors(model, workload: Workload, device) -> list[tuple[torch.Tensor, int]]:
+    """``([1, S] tensor, reference length)`` per workload sentence, on ``device``."""
+    return [(encode_sources([ids], model.pad_id, model.eos_id).to(device), length)
+            for ids, length in zip(workload.sources, workload.target_lengths, strict=True)]
 
 
 # -- sampling the design space, per device ----------------------------------------------
@@ -434,31 +479,144 @@ class LatencyCsv:
         self._index[(row.key, row.threads, row.beam_json)] = row
 
 
-def measure_configs(model, configs, sources, protocol: LatencyProtocol, threads, csv_path,
-                    device='cpu', beam: BeamPolicy | None = None, progress=True,
-                    desc='latency') -> list[LatencyRow]:
+class SampleLog:
+    """Every sample of a measurement run, one JSON line each, appended as it is taken.
+
+    Holds the samples of configs (per config, thread count, beam and round) and
+    of the drift probe (per thread count and beam), each with its wall-clock
+    time, so a resumed run can still interpolate the probe across both runs.
+    """
+
+    def __init__(self, path, device, workload):
+        self.path, self.device, self.workload = Path(path), device, workload
+        self.cells, self.probes = {}, {}
+        if self.path.is_file() and self.path.stat().st_size:
+            self._read()
+        else:
+            self._write({'device': device, 'workload': workload})
+
+    def _read(self):
+        text = self.path.read_text(encoding='utf-8')
+        if not text.endswith('\n'):  # a run killed mid-write: drop the partial line
+            text = text[:text.rfind('\n') + 1]
+            self.path.write_text(text, encoding='utf-8')
+        if not text:
+            self._write({'device': self.device, 'workload': self.workload})
+            return
+        lines = text.splitlines()
+        try:
+            header = json.loads(lines[0])
+            records = [json.loads(line) for line in lines[1:] if line.strip()]
+        except (json.JSONDecodeError, IndexError) as err:
+            raise ValueError(f'{self.path}: not a latency sample log ({err})') from None
+        if header != {'device': self.device, 'workload': self.workload}:
+            raise ValueError(f'{self.path}: samples of {header}, this run is {self.device} with '
+                             f'workload {self.workload!r}; write to another file')
+        for record in records:
+            self._remember(record)
+
+    def _remember(self, record):
+        series = (record['threads'], record['beam'])
+        entry = (record['time'], record['ms'], record['steps'])
+        if record['kind'] == 'probe':
+            self.probes.setdefault(series, []).append(entry[:2])
+        else:
+            self.cells.setdefault((record['key'], *series), {})[record['round']] = entry
+
+    def _write(self, record):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, 'a', encoding='utf-8') as stream:
+            stream.write(json.dumps(record, sort_keys=True) + '\n')
+
+    def add(self, kind, key, threads, beam_json, round_, sample: Sample):
+        record = {'kind': kind, 'key': key, 'threads': threads, 'beam': beam_json,
+                  'round': round_, 'time': time.time(), 'ms': sample.ms, 'steps': sample.steps}
+        self._write(record)
+        self._remember(record)
+
+    def has(self, key, threads, beam_json, round_) -> bool:
+        return round_ in self.cells.get((key, threads, beam_json), {})
+
+    def timing(self, key, threads, beam_json, trim) -> Timing:
+        """The trimmed mean of a config's samples, each scaled by the drift probe."""
+        samples = self.cells[(key, threads, beam_json)].values()
+        times = [t for t, _, _ in samples]
+        ms = np.array([m for _, m, _ in samples])
+        probes = sorted(self.probes.get((threads, beam_json), []))
+        if probes:
+            probe_times, probe_ms = zip(*probes, strict=True)
+            ms = ms * np.median(probe_ms) / np.interp(times, probe_times, probe_ms)
+        mean, std, n = trimmed_stats(ms.tolist(), trim)
+        return Timing(mean, std, n, statistics.fmean(steps for _, _, steps in samples))
+
+
+def measure_configs(model, configs, workload: Workload, protocol: LatencyProtocol, threads,
+                    csv_path, device='cpu', beam: BeamPolicy | None = None, progress=True,
+                    desc='latency', samples_path=None) -> list[LatencyRow]:
     """Time every config at every thread count into ``csv_path``, skipping measured ones.
 
-    ``sources`` are token-id lists; the model must already be on ``device``.
-    Returns the rows of ``configs`` x ``threads`` (old and new), in that order.
+    The protocol of the module docstring: ``protocol.repeats`` rounds, each over
+    all (config, thread count) pairs in a seeded order, with the drift probe
+    (the largest sub-network) timed per thread count. Samples go to
+    ``samples_path`` (default: beside the CSV); calls that share it share the
+    probe's median, so their latencies are on one scale. The model must already
+    be on ``device``. Returns the rows of ``configs`` x ``threads`` (old and
+    new), in that order.
     """
     check_device(device)
     threads = tuple(threads)
     if not threads or any(not isinstance(t, int) or t < 1 for t in threads):
         raise ValueError(f'threads: must be integers >= 1, got {threads!r}')
     beam = BeamPolicy('fixed', protocol.beam) if beam is None else beam
+    beam_json = json.dumps(beam.to_dict(), sort_keys=True)
+    csv_path = Path(csv_path)
     table = LatencyCsv(csv_path, device, protocol.workload)
-    tensors = source_tensors(model, sources, torch.device(device))
     todo = [(c, t) for c in configs for t in threads if table.get(c, t, beam) is None]
-    for cfg, t in tqdm(todo, desc=desc, unit='run', disable=not progress, dynamic_ncols=True):
-        timing = time_subnet(model, cfg, tensors, protocol, t, beam)
-        table.append(LatencyRow(
-            config=cfg, device=device, threads=t, beam=beam, workload=protocol.workload,
-            # Rounded as the CSV stores them, so fresh and resumed rows are alike.
-            latency_ms=round(timing.latency_ms, 4), std_ms=round(timing.std_ms, 4), n=timing.n,
-            decoder_steps=round(timing.decoder_steps, 3),
-            timestamp=datetime.now(timezone.utc).isoformat(timespec='seconds')))
+    if todo:
+        log = SampleLog(samples_path or csv_path.with_name(csv_path.name + '.samples.jsonl'),
+                        device, protocol.workload)
+        tensors = source_tensors(model, workload, torch.device(device))
+        _take_rounds(model, todo, tensors, protocol, beam, beam_json, log, progress, desc)
+        for cfg, t in todo:
+            timing = log.timing(cfg.key(), t, beam_json, protocol.trim)
+            table.append(LatencyRow(
+                config=cfg, device=device, threads=t, beam=beam, workload=protocol.workload,
+                # Rounded as the CSV stores them, so fresh and resumed rows are alike.
+                latency_ms=round(timing.latency_ms, 4), std_ms=round(timing.std_ms, 4),
+                n=timing.n, decoder_steps=round(timing.decoder_steps, 3),
+                timestamp=datetime.now(timezone.utc).isoformat(timespec='seconds')))
     return [table.get(c, t, beam) for c in configs for t in threads]
+
+
+def _take_rounds(model, todo, sources, protocol, beam, beam_json, log, progress, desc):
+    probe = model.space.largest()
+    # A (re)started run probes each thread count before its first sample.
+    since_probe = {t: protocol.reference_every for _, t in todo}
+
+    def probe_if_due(t, force=False):
+        if protocol.reference_every and (force or since_probe[t] >= protocol.reference_every):
+            log.add('probe', probe.key(), t, beam_json, None,
+                    take_sample(model, probe, sources, protocol, t, beam))
+            since_probe[t] = 0
+
+    done = sum(log.has(c.key(), t, beam_json, r) for c, t in todo
+               for r in range(protocol.repeats))
+    with tqdm(total=len(todo) * protocol.repeats, initial=done, desc=desc, unit='sample',
+              disable=not progress, dynamic_ncols=True) as bar:
+        for round_ in range(protocol.repeats):
+            order = list(todo)
+            random.Random(round_).shuffle(order)  # seeded: a resumed run keeps the order
+            for cfg, t in order:
+                if log.has(cfg.key(), t, beam_json, round_):
+                    continue
+                probe_if_due(t)
+                log.add('config', cfg.key(), t, beam_json, round_,
+                        take_sample(model, cfg, sources, protocol, t, beam))
+                since_probe[t] += 1
+                bar.update()
+        if done < len(todo) * protocol.repeats:  # bracket the last samples
+            for t in sorted(since_probe):
+                probe_if_due(t, force=True)
 
 
 # -- the whole step -----------------------------------------------------------------------
@@ -504,8 +662,8 @@ def build_latency_dataset(config: LatencyDatasetConfig, progress=True) -> list[L
     bias = (load_sampling_bias(config.bias_path, device, model.space)
             if config.bias_path is not None else None)
     p = config.protocol
-    sources = workload_sources(config.corpus_dir, tokenizer, p.sentences, p.sentence_seed,
-                               model.space.max_positions)
+    workload = load_workload(config.corpus_dir, tokenizer, p.sentences, p.sentence_seed,
+                             model.space.max_positions)
     configs = dataset_configs(model.space, config.samples, config.seed, bias)
-    return measure_configs(model, configs, sources, p, threads, config.out, device,
+    return measure_configs(model, configs, workload, p, threads, config.out, device,
                            progress=progress)

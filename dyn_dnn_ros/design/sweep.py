@@ -64,6 +64,9 @@ class SweepConfig:
     random_count: int = 1000
     random_seed: int = 2
     random_csv: Path | None = None  # None: run_dir / random.csv
+    # Timing samples and drift probes; the latency dataset's log puts every latency of
+    # the pipeline on one scale. None: run_dir / samples.jsonl
+    samples_path: Path | None = None
     name_prefix: str = 'tr'
 
     def __post_init__(self):
@@ -193,12 +196,14 @@ class SweepSummary:
     evaluations: int = 0
 
 
-def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, sources,
+def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workload,
               corpus_dir, meta=None, progress=True) -> SweepSummary:
     """Search, measure, score and write the library (see the module docstring).
 
-    ``fitness``: the cached validation loss; ``sources``: the latency workload
-    (token ids), the same sentences the predictor's dataset was timed on.
+    ``fitness``: the cached validation loss; ``workload``: the latency workload,
+    the same sentences the predictor's dataset was timed on. Winners and the
+    random cloud share one sample log (``config.samples_path``), so one drift
+    probe scales both.
     """
     from dyn_dnn_ros.translation.translator import Translator, read_split
     space, device, protocol = model.space, config.device, config.protocol
@@ -210,6 +215,7 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, sources
         raise ValueError(f'sweep: ranking thread count {rank} is not among the measured '
                          f'counts {measure}')
     deployment = BeamPolicy('fixed', protocol.beam)
+    samples_path = config.samples_path or run_dir / 'samples.jsonl'
 
     # 1-2. one search per constraint
     constraints = list(config.constraints_ms) or geometric_constraints(
@@ -233,9 +239,10 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, sources
     configs = [cfg for cfg, _ in winners.values()]
     rows = {}
     for beam in beams:
-        for row in measure_configs(model, configs, sources, protocol, measure,
+        for row in measure_configs(model, configs, workload, protocol, measure,
                                    run_dir / 'winners.csv', device, beam, progress,
-                                   desc=f'measuring winners ({beam.describe()})'):
+                                   desc=f'measuring winners ({beam.describe()})',
+                                   samples_path=samples_path):
             rows.setdefault(_beam_key(row.config, beam), {})[row.threads] = row
     bleu_sources, references = read_split(corpus_dir, config.bleu_split, config.bleu_sentences)
     bleu_path = run_dir / 'bleu.json'
@@ -290,9 +297,9 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, sources
             cfg = space.sample(rng)
             randoms.setdefault(cfg.key(), cfg)
         random_rows = measure_configs(
-            model, list(randoms.values()), sources, protocol, (rank,),
+            model, list(randoms.values()), workload, protocol, (rank,),
             config.random_csv or run_dir / 'random.csv', device, deployment, progress,
-            desc='measuring random sub-networks')
+            desc='measuring random sub-networks', samples_path=samples_path)
         for row in tqdm(random_rows, desc='random fitness', disable=not progress):
             cloud.append((row.latency_ms, fitness(row.config)))
         fitness.save()

@@ -152,26 +152,35 @@ def select_candidates(top_scores, top_tokens, width, eos_id):
 
 @torch.no_grad()
 def beam_search(model, src_tokens, config: BeamSearchConfig = BeamSearchConfig(),
-                deadline=None):
+                deadline=None, *, target_lengths=None):
     """Translate ``[B, S]`` source ids (with EOS, right-padded) with the active sub-network.
 
     Returns one ``Hypothesis`` per sentence, in input order. ``deadline``: a
     ``time.monotonic()`` value by which the search should have returned.
+    ``target_lengths``: per sentence, the exact number of tokens to emit before
+    EOS (EOS is banned until then and forced there), for latency measurements
+    that must decode the same lengths with every sub-network.
     """
     if deadline is not None and not math.isfinite(deadline):
         raise ValueError(f'deadline: must be a finite time.monotonic() value, got {deadline}')
     if src_tokens.dim() != 2 or src_tokens.shape[0] == 0:
         raise ValueError(f'src_tokens: expected a non-empty [B, S] tensor, '
                          f'got shape {tuple(src_tokens.shape)}')
+    if target_lengths is not None:
+        target_lengths = torch.as_tensor(target_lengths, dtype=torch.long,
+                                         device=src_tokens.device)
+        if target_lengths.shape != (src_tokens.shape[0],) or bool((target_lengths < 0).any()):
+            raise ValueError(f'target_lengths: expected {src_tokens.shape[0]} lengths >= 0, '
+                             f'got {target_lengths.tolist()}')
     was_training = model.training
     model.eval()
     try:
-        return _search(model, src_tokens, config, deadline)
+        return _search(model, src_tokens, config, deadline, target_lengths)
     finally:
         model.train(was_training)
 
 
-def _search(model, src, config, deadline):
+def _search(model, src, config, deadline, target_lengths=None):
     policy, slots, alpha = config.beam, config.width, config.alpha
     dynamic = policy.mode == 'dynamic'
     device, vocab, eos = src.device, model.vocab_size, model.eos_id
@@ -179,8 +188,12 @@ def _search(model, src, config, deadline):
 
     # Per sentence (indexed by sentence number). Targets stay inside the positions
     # the model was trained on.
-    limit = (src.ne(model.pad_id).sum(dim=1).float() * config.max_len_a
-             + config.max_len_b).long().clamp(max=model.space.max_positions - 1)
+    if target_lengths is None:
+        limit = (src.ne(model.pad_id).sum(dim=1).float() * config.max_len_a
+                 + config.max_len_b).long()
+    else:
+        limit = target_lengths
+    limit = limit.clamp(max=model.space.max_positions - 1)
     longest_norm = (limit + 1).double() ** alpha
     best_score = torch.full((n,), -math.inf, dtype=torch.float64, device=device)
     best_log_prob = torch.full_like(best_score, -math.inf)
@@ -218,6 +231,9 @@ def _search(model, src, config, deadline):
             step_began = now
         if bool(forced.any()):
             log_probs = log_probs.masked_fill(forced[:, None, None] & not_eos, -math.inf)
+        if target_lengths is not None:
+            early = (limit[sentence] > t) & ~forced  # a deadline cut still ends it
+            log_probs[:, :, eos].masked_fill_(early[:, None], -math.inf)
         candidates = (scores[:, :, None] + log_probs).view(rows, beams * vocab)
         # Up to one EOS per beam sits among the best, so slots + beams candidates
         # always hold `slots` continuations.
