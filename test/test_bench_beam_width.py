@@ -5,10 +5,9 @@ model that scoring chunk by chunk gives what ``Translator.evaluate`` gives on
 the whole set. The real model is never loaded.
 """
 
-import importlib.util
 import math
-from pathlib import Path
 
+from bench_scripts import load_bench
 import pytest
 import torch
 from translation_fixtures import write_tiny_model
@@ -16,19 +15,8 @@ from translation_fixtures import write_tiny_model
 from dyn_dnn_ros.operating_points import BeamPolicy
 from dyn_dnn_ros.translation.translator import Translator
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / 'bench' / 'beam_width.py'
 torch.set_num_threads(1)  # tiny models on a shared CPU
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location('bench_beam_width', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = load_script()
+bench = load_bench('beam_width')
 
 
 def sentence(text, log_prob=-1.0, tokens=1, width_sum=2, width_steps=1, empty=False):

@@ -5,10 +5,10 @@ runs at 1 thread: it checks the measurements are taken and reported, not
 what they say.
 """
 
-import importlib.util
 import json
 from pathlib import Path
 
+from bench_scripts import load_bench
 import pytest
 import torch
 from translation_fixtures import SPM, tiny_space, write_tiny_model
@@ -18,18 +18,10 @@ from dyn_dnn_ros.translation.supernet import SuperTransformer, count_parameters
 from dyn_dnn_ros.translation.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / 'bench' / 'supertransformer.py'
 torch.set_num_threads(1)  # tiny models on a shared CPU
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location('bench_supertransformer', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = load_script()
+bench = load_bench('supertransformer')
 
 
 @pytest.fixture(scope='module')
