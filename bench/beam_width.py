@@ -45,15 +45,20 @@ from tqdm import tqdm
 
 from dyn_dnn_ros.operating_points import BeamPolicy
 from dyn_dnn_ros.translation.beam_policy import percentile_thresholds
-from dyn_dnn_ros.translation.beam_search import pooled_width
-from dyn_dnn_ros.translation.translator import Translator, default_model_path, read_split
+from dyn_dnn_ros.translation.translator import (
+    TranslationOutcome,
+    Translator,
+    corpus_scores,
+    default_model_path,
+    read_split,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS_DIR = ROOT / 'data' / 'corpus'
 # Targets the dynamic policy should reach against fixed width 5.
 TARGET_BLEU_DROP, TARGET_WIDTH, TARGET_TIME, TARGET_OVERHEAD = 0.1, 3.35, 0.8, 0.05
 # Bumped when the state file's layout changes, so older files are not misread.
-STATE_FORMAT = 2
+STATE_FORMAT = 3
 
 
 @dataclass(frozen=True)
@@ -64,23 +69,6 @@ class Setting:
 
     def key(self):
         return json.dumps([self.beam.to_dict(), self.patience], sort_keys=True)
-
-
-@dataclass(frozen=True)
-class Sentence:
-    """What scoring needs of one translated sentence (kept in the state file)."""
-
-    text: str
-    empty: bool  # empty source: no decoding, left out of width and perplexity
-    tokens: int  # target tokens, EOS excluded
-    log_prob: float
-    width_sum: int
-    width_steps: int
-
-    @classmethod
-    def from_outcome(cls, outcome):
-        return cls(outcome.text, outcome.status == 'empty', len(outcome.tokens),
-                   outcome.log_prob, outcome.width_sum, outcome.width_steps)
 
 
 def parse_args(argv=None):
@@ -234,28 +222,9 @@ def decode_chunk(translator, sources, rows, order, batch_size, progress):
         began = time.perf_counter()  # what Translator.evaluate times: translate(), all of it
         outcomes = translator.translate(sources, None, setting.beam, setting.patience)
         seconds = time.perf_counter() - began
-        unit[setting.key()] = {'seconds': seconds,
-                               'sentences': [asdict(Sentence.from_outcome(o)) for o in outcomes]}
+        unit[setting.key()] = {'seconds': seconds, 'outcomes': [asdict(o) for o in outcomes]}
         progress.update()
     return unit
-
-
-def score(sentences, references):
-    """BLEU, average width and perplexity of a whole split, as ``Translator.evaluate`` gives them.
-
-    sacrebleu corpus BLEU over all sentences (not an average over chunks);
-    width pooled over all decoding steps; perplexity per target token, EOS
-    included, over the sentences that were decoded.
-    """
-    import sacrebleu
-    if len(sentences) != len(references) or not sentences:
-        raise ValueError(f'sentences/references: need equally many and at least one, got '
-                         f'{len(sentences)} and {len(references)}')
-    done = [s for s in sentences if not s.empty]
-    tokens = sum(s.tokens + 1 for s in done)
-    perplexity = math.exp(-sum(s.log_prob for s in done) / tokens) if tokens else math.nan
-    bleu = sacrebleu.corpus_bleu([s.text for s in sentences], [list(references)]).score
-    return {'bleu': bleu, 'avg_width': pooled_width(done), 'perplexity': perplexity}
 
 
 def assemble(units, rows, references):
@@ -267,11 +236,12 @@ def assemble(units, rows, references):
     results = []
     for setting in rows:
         parts = [unit[setting.key()] for unit in units]
-        sentences = [Sentence(**s) for part in parts for s in part['sentences']]
+        outcomes = [TranslationOutcome(**o) for part in parts for o in part['outcomes']]
+        bleu, avg_width, perplexity = corpus_scores(outcomes, references)
         results.append({'label': setting.label, 'beam': setting.beam.to_dict(),
                         'patience': setting.patience,
                         'seconds': sum(part['seconds'] for part in parts),
-                        **score(sentences, references)})
+                        'bleu': bleu, 'avg_width': avg_width, 'perplexity': perplexity})
     return results
 
 

@@ -5,6 +5,7 @@ model that scoring chunk by chunk gives what ``Translator.evaluate`` gives on
 the whole set. The real model is never loaded.
 """
 
+from dataclasses import asdict
 import math
 
 from bench_scripts import load_bench
@@ -13,15 +14,18 @@ import torch
 from translation_fixtures import write_tiny_model
 
 from dyn_dnn_ros.operating_points import BeamPolicy
-from dyn_dnn_ros.translation.translator import Translator
+from dyn_dnn_ros.translation.translator import TranslationOutcome, Translator
 
 torch.set_num_threads(1)  # tiny models on a shared CPU
 bench = load_bench('beam_width')
 
 
 def sentence(text, log_prob=-1.0, tokens=1, width_sum=2, width_steps=1, empty=False):
-    return {'text': text, 'empty': empty, 'tokens': tokens, 'log_prob': log_prob,
-            'width_sum': width_sum, 'width_steps': width_steps}
+    """A translation outcome as the state file keeps it."""
+    return asdict(TranslationOutcome(
+        text=text, status='empty' if empty else 'ok', avg_width=0.0, decoder_layers=1,
+        source_tokens=tokens, latency_s=0.0, tokens=[7] * tokens, log_prob=log_prob,
+        width_sum=width_sum, width_steps=width_steps))
 
 
 @pytest.mark.parametrize('count, chunks, multiple', [(500, 10, 8), (24, 3, 8), (7, 3, 1),
@@ -59,13 +63,13 @@ def test_assemble_joins_chunks_in_input_order_and_adds_up_times():
     dynamic = bench.Setting('dyn', BeamPolicy('dynamic', sigma_min=0.1, sigma_max=0.5), 0.5)
     references = ['Das ist ein Haus .', 'Der Hund bellt laut .', 'Sie liest ein Buch .', '']
     units = [
-        {fixed.key(): {'seconds': 1.5, 'sentences': [
+        {fixed.key(): {'seconds': 1.5, 'outcomes': [
             sentence(references[0], -2.0, 5, 10, 5), sentence(references[1], -3.0, 5, 10, 5)]},
-         dynamic.key(): {'seconds': 1.0, 'sentences': [
+         dynamic.key(): {'seconds': 1.0, 'outcomes': [
              sentence(references[0], -2.0, 5, 4, 4), sentence('Der Hund .', -4.0, 2, 9, 3)]}},
-        {fixed.key(): {'seconds': 0.5, 'sentences': [
+        {fixed.key(): {'seconds': 0.5, 'outcomes': [
             sentence(references[2], -1.0, 5, 8, 4), sentence('', 0.0, 0, 0, 0, empty=True)]},
-         dynamic.key(): {'seconds': 0.25, 'sentences': [
+         dynamic.key(): {'seconds': 0.25, 'outcomes': [
              sentence(references[2], -1.0, 5, 1, 1), sentence('', 0.0, 0, 0, 0, empty=True)]}},
     ]
     by_label = {r['label']: r for r in bench.assemble(units, [fixed, dynamic], references)}
@@ -86,7 +90,7 @@ def test_assemble_joins_chunks_in_input_order_and_adds_up_times():
 
 def test_assemble_refuses_chunks_that_do_not_cover_the_references():
     fixed = bench.Setting('fixed 1', BeamPolicy('fixed', width=1))
-    units = [{fixed.key(): {'seconds': 1.0, 'sentences': [sentence('a')]}}]
+    units = [{fixed.key(): {'seconds': 1.0, 'outcomes': [sentence('a')]}}]
     with pytest.raises(ValueError, match='equally many'):
         bench.assemble(units, [fixed], ['a', 'b'])
 

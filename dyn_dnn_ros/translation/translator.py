@@ -66,6 +66,25 @@ class Evaluation:
     hypotheses: list[str]
 
 
+def corpus_scores(outcomes, references) -> tuple[float, float, float]:
+    """``(BLEU, average width, perplexity)`` of translation outcomes against references.
+
+    Corpus BLEU over all sentences (sacrebleu defaults: 13a tokenization,
+    case-sensitive); width pooled over every decoding step; perplexity per
+    target token, EOS included. Empty inputs were never decoded, so they count
+    for BLEU only.
+    """
+    import sacrebleu
+    if len(outcomes) != len(references) or not outcomes:
+        raise ValueError(f'outcomes/references: need equally many and at least one, got '
+                         f'{len(outcomes)} and {len(references)}')
+    done = [o for o in outcomes if o.status != 'empty']
+    tokens = sum(len(o.tokens) + 1 for o in done)
+    perplexity = math.exp(-sum(o.log_prob for o in done) / tokens) if tokens else math.nan
+    bleu = sacrebleu.corpus_bleu([o.text for o in outcomes], [list(references)]).score
+    return bleu, pooled_width(done), perplexity
+
+
 def read_split(corpus_dir, split, limit=None):
     """Source (English) and reference (German) lines of one corpus split."""
     if split not in SPLITS:
@@ -246,20 +265,16 @@ class Translator:
     def evaluate(self, sources, references, subnet=None, beam=None, patience=1.0,
                  progress=False) -> Evaluation:
         """Corpus BLEU (sacrebleu defaults: 13a tokenization, case-sensitive) and costs."""
-        import sacrebleu
         if len(sources) != len(references) or not sources:
             raise ValueError(f'sources/references: need equally many and at least one, got '
                              f'{len(sources)} and {len(references)}')
         began = time.perf_counter()
         outcomes = self.translate(sources, subnet, beam, patience, progress)
         seconds = time.perf_counter() - began
-        hypotheses = [o.text for o in outcomes]
-        done = [o for o in outcomes if o.status != 'empty']
-        tokens = sum(len(o.tokens) + 1 for o in done)
-        perplexity = math.exp(-sum(o.log_prob for o in done) / tokens) if tokens else math.nan
-        bleu = sacrebleu.corpus_bleu(hypotheses, [list(references)]).score
-        return Evaluation(bleu=bleu, avg_width=pooled_width(done), perplexity=perplexity,
-                          seconds=seconds, sentences=len(sources), hypotheses=hypotheses)
+        bleu, avg_width, perplexity = corpus_scores(outcomes, references)
+        return Evaluation(bleu=bleu, avg_width=avg_width, perplexity=perplexity,
+                          seconds=seconds, sentences=len(sources),
+                          hypotheses=[o.text for o in outcomes])
 
     def step_metrics(self, texts, subnet=None, width=5, progress=False) -> dict:
         """Per-step candidate spreads (``'std'``, ``'gap'``) of fixed-width decoding of ``texts``.
