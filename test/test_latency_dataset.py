@@ -184,18 +184,50 @@ def test_drift_probe_divides_out_a_slow_phase_of_the_machine(tmp_path):
         SampleLog(tmp_path / 'junk.jsonl', 'cpu', 'w')
 
 
+def test_a_later_run_in_the_same_log_leaves_earlier_latencies_on_their_scale(tmp_path):
+    # The sweep appends its runs to the dataset's log. If the scale were the median of
+    # every probe so far, a later run on a slower machine would shift it, and rows
+    # written before and after would disagree for the same sub-network. The first
+    # row computed freezes the reference in the log.
+    path = tmp_path / 'samples.jsonl'
+    beam = json.dumps(BeamPolicy('fixed', 3).to_dict(), sort_keys=True)
+
+    def append(records):
+        with open(path, 'a') as stream:
+            for kind, key, round_, when, ms in records:
+                stream.write(json.dumps({'kind': kind, 'key': key, 'threads': 1, 'beam': beam,
+                                         'round': round_, 'time': when, 'ms': ms,
+                                         'steps': 9.0}) + '\n')
+
+    path.write_text(json.dumps({'device': 'cpu', 'workload': 'w'}) + '\n')
+    append([('probe', 'p', None, when, 40.0) for when in (0, 10, 20)])
+    append([('config', 'early', 0, 5, 10.0)])
+    before = SampleLog(path, 'cpu', 'w').timing('early', 1, beam, 0.0)
+    # A second run an hour later, on a machine twice as slow: probe and config both
+    # take twice as long, so the new config lands on the first run's scale.
+    append([('probe', 'p', None, when, 80.0) for when in (3600, 3610, 3620, 3630, 3640)])
+    append([('config', 'late', 0, 3605, 20.0)])
+    log = SampleLog(path, 'cpu', 'w')
+    assert before.latency_ms == pytest.approx(10.0)
+    assert log.reference(1, beam) == 40.0
+    assert log.timing('early', 1, beam, 0.0).latency_ms == pytest.approx(10.0)
+    assert log.timing('late', 1, beam, 0.0).latency_ms == pytest.approx(10.0)
+    assert sum('"reference"' in line for line in path.read_text().splitlines()) == 1
+
+
 def test_rounds_probe_each_thread_count_and_resume_after_an_interruption(model, tmp_path,
                                                                            monkeypatch):
     protocol = LatencyProtocol(beam=3, sentences=2, repeats=3, mode='fixed', fixed_length=6,
                                reference_every=2)
     probe_key = SPACE.largest().key()
     configs = [c for c in dataset_configs(SPACE, 5, seed=4) if c.key() != probe_key][:3]
-    calls, stop_after = [], [11]
+    calls, beams, stop_after = [], [], [11]
 
     def sample(model, cfg, sources, protocol, threads, beam):
         if len(calls) == stop_after[0]:
             raise KeyboardInterrupt  # the user stops the run mid-round
         calls.append((cfg.key(), threads))
+        beams.append(beam.width)
         return ld.Sample(20.0 if cfg.key() == probe_key else 10.0, 7.0)
 
     monkeypatch.setattr(ld, 'take_sample', sample)
@@ -212,6 +244,14 @@ def test_rounds_probe_each_thread_count_and_resume_after_an_interruption(model, 
     assert probes.count(1) >= 3 and probes.count(2) >= 3  # start, every 2 samples, end
     assert [(r.key, r.threads) for r in rows] == [(c.key(), t) for c in configs for t in (1, 2)]
     assert all(r.latency_ms == 10.0 and r.n == 3 for r in rows)
+    # Joint points' beams are timed against the same gauge: the probe keeps the
+    # deployment beam, so every beam's latencies share one scale.
+    calls.clear(), beams.clear()
+    rows = measure_configs(model, configs[:1], SOURCES, protocol, (1,), path,
+                           beam=BeamPolicy('fixed', 1), progress=False)
+    assert {w for (key, _), w in zip(calls, beams, strict=True) if key == probe_key} == {3}
+    assert {w for (key, _), w in zip(calls, beams, strict=True) if key != probe_key} == {1}
+    assert rows[0].beam == BeamPolicy('fixed', 1) and rows[0].latency_ms == 10.0
 
 
 def _write_rows(path, rows, columns=ld.CSV_COLUMNS):

@@ -125,9 +125,9 @@ def test_sweep_writes_a_library_and_resumes_without_remeasuring(tmp_path, tokeni
         protocol=FAST, extra_beams=(ONE,), bleu_sentences=3, bleu_batch_size=3,
         random_count=5)
 
-    def fitness():
+    def fitness(weights=1):
         return CachedFitness(ValidationLoss(model, pairs),
-                             FitnessCache(run_dir / 'fitness_cache.json', {'test': 1}))
+                             FitnessCache(run_dir / 'fitness_cache.json', {'test': weights}))
 
     summary = run_sweep(config, model, tokenizer, predictor, fitness(), sources, CORPUS,
                         progress=False)
@@ -162,6 +162,11 @@ def test_sweep_writes_a_library_and_resumes_without_remeasuring(tmp_path, tokeni
     assert timed == [] and again.evaluations == 0
     assert [(p.name, p.subnet, p.beam, p.latency_ms, p.quality)
             for p in again.library.points] == described
+    # Other weights: the BLEU scores of the run folder are refused, not reused.
+    (run_dir / 'fitness_cache.json').unlink()
+    with pytest.raises(ValueError, match='bleu.json: BLEU of'):
+        run_sweep(config, model, tokenizer, predictor, fitness(weights=2), sources, CORPUS,
+                  progress=False)
 
 
 def _library_of(subnets):

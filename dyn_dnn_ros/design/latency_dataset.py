@@ -18,10 +18,14 @@ translation (every sample follows a sub-network switch, as at run time).
 Samples are taken in R rounds; each round visits every (config, thread count)
 once, in a seeded shuffled order, so slow phases of the machine spread over
 all configs instead of landing on a few. A drift probe, the largest
-sub-network, is timed again after every ``reference_every`` samples of a
-thread count; each sample is scaled by the probe's median over the run
-divided by the probe's time at that moment (interpolated), which divides out
-the machine's slow drift. The fastest and slowest 10 % of a config's scaled
+sub-network at the deployment beam whatever beam the configs are timed
+with (one gauge of the machine's speed), is timed again after every
+``reference_every`` samples of a thread count; each sample is scaled by a reference divided by the probe's
+time at that moment (interpolated), which divides out the machine's slow
+drift. The reference is the probe's median when the first row of its thread
+count is computed; it is then written to the log and kept, so
+later runs appending to the log (the sweep's winners and random cloud) land
+on the same scale instead of moving it under rows written earlier. The fastest and slowest 10 % of a config's scaled
 samples are dropped and the rest averaged (the paper's trimmed mean).
 
 Every config is timed at every CPU thread count 1..N, because the run-time
@@ -483,13 +487,14 @@ class SampleLog:
     """Every sample of a measurement run, one JSON line each, appended as it is taken.
 
     Holds the samples of configs (per config, thread count, beam and round) and
-    of the drift probe (per thread count and beam), each with its wall-clock
-    time, so a resumed run can still interpolate the probe across both runs.
+    of the drift probe (per thread count and the probe's beam), each with its
+    wall-clock time, so a resumed run can still interpolate the probe across
+    both runs, and the probe's frozen reference per thread count and beam.
     """
 
     def __init__(self, path, device, workload):
         self.path, self.device, self.workload = Path(path), device, workload
-        self.cells, self.probes = {}, {}
+        self.cells, self.probes, self.references = {}, {}, {}
         if self.path.is_file() and self.path.stat().st_size:
             self._read()
         else:
@@ -517,6 +522,9 @@ class SampleLog:
 
     def _remember(self, record):
         series = (record['threads'], record['beam'])
+        if record['kind'] == 'reference':
+            self.references.setdefault(series, record['ms'])
+            return
         entry = (record['time'], record['ms'], record['steps'])
         if record['kind'] == 'probe':
             self.probes.setdefault(series, []).append(entry[:2])
@@ -537,15 +545,36 @@ class SampleLog:
     def has(self, key, threads, beam_json, round_) -> bool:
         return round_ in self.cells.get((key, threads, beam_json), {})
 
-    def timing(self, key, threads, beam_json, trim) -> Timing:
-        """The trimmed mean of a config's samples, each scaled by the drift probe."""
+    def reference(self, threads, beam_json) -> float:
+        """The probe time all samples of a series are scaled to, frozen at first use.
+
+        The median of the probes so far, written to the log the first time it is
+        asked for: a median of *all* probes would move whenever a later run
+        appends some, and rows computed before and after would disagree.
+        """
+        series = (threads, beam_json)
+        if series not in self.references:
+            probe_ms = [ms for _, ms in self.probes[series]]
+            self._write({'kind': 'reference', 'threads': threads, 'beam': beam_json,
+                         'ms': float(np.median(probe_ms)), 'probes': len(probe_ms),
+                         'time': time.time()})
+            self.references[series] = float(np.median(probe_ms))
+        return self.references[series]
+
+    def timing(self, key, threads, beam_json, trim, probe_beam_json=None) -> Timing:
+        """The trimmed mean of a config's samples, each scaled by the drift probe.
+
+        ``probe_beam_json``: the beam the probe ran with (default: the config's).
+        """
         samples = self.cells[(key, threads, beam_json)].values()
         times = [t for t, _, _ in samples]
         ms = np.array([m for _, m, _ in samples])
-        probes = sorted(self.probes.get((threads, beam_json), []))
+        probe_beam_json = probe_beam_json or beam_json
+        probes = sorted(self.probes.get((threads, probe_beam_json), []))
         if probes:
             probe_times, probe_ms = zip(*probes, strict=True)
-            ms = ms * np.median(probe_ms) / np.interp(times, probe_times, probe_ms)
+            reference = self.reference(threads, probe_beam_json)
+            ms = ms * reference / np.interp(times, probe_times, probe_ms)
         mean, std, n = trimmed_stats(ms.tolist(), trim)
         return Timing(mean, std, n, statistics.fmean(steps for _, _, steps in samples))
 
@@ -559,7 +588,7 @@ def measure_configs(model, configs, workload: Workload, protocol: LatencyProtoco
     all (config, thread count) pairs in a seeded order, with the drift probe
     (the largest sub-network) timed per thread count. Samples go to
     ``samples_path`` (default: beside the CSV); calls that share it share the
-    probe's median, so their latencies are on one scale. The model must already
+    probe's frozen reference, so their latencies are on one scale. The model must already
     be on ``device``. Returns the rows of ``configs`` x ``threads`` (old and
     new), in that order.
     """
@@ -569,6 +598,7 @@ def measure_configs(model, configs, workload: Workload, protocol: LatencyProtoco
         raise ValueError(f'threads: must be integers >= 1, got {threads!r}')
     beam = BeamPolicy('fixed', protocol.beam) if beam is None else beam
     beam_json = json.dumps(beam.to_dict(), sort_keys=True)
+    probe_beam = BeamPolicy('fixed', protocol.beam)
     csv_path = Path(csv_path)
     table = LatencyCsv(csv_path, device, protocol.workload)
     todo = [(c, t) for c in configs for t in threads if table.get(c, t, beam) is None]
@@ -576,9 +606,10 @@ def measure_configs(model, configs, workload: Workload, protocol: LatencyProtoco
         log = SampleLog(samples_path or csv_path.with_name(csv_path.name + '.samples.jsonl'),
                         device, protocol.workload)
         tensors = source_tensors(model, workload, torch.device(device))
-        _take_rounds(model, todo, tensors, protocol, beam, beam_json, log, progress, desc)
+        _take_rounds(model, todo, tensors, protocol, beam, probe_beam, log, progress, desc)
         for cfg, t in todo:
-            timing = log.timing(cfg.key(), t, beam_json, protocol.trim)
+            timing = log.timing(cfg.key(), t, beam_json, protocol.trim,
+                                json.dumps(probe_beam.to_dict(), sort_keys=True))
             table.append(LatencyRow(
                 config=cfg, device=device, threads=t, beam=beam, workload=protocol.workload,
                 # Rounded as the CSV stores them, so fresh and resumed rows are alike.
@@ -588,15 +619,17 @@ def measure_configs(model, configs, workload: Workload, protocol: LatencyProtoco
     return [table.get(c, t, beam) for c in configs for t in threads]
 
 
-def _take_rounds(model, todo, sources, protocol, beam, beam_json, log, progress, desc):
+def _take_rounds(model, todo, sources, protocol, beam, probe_beam, log, progress, desc):
+    beam_json = json.dumps(beam.to_dict(), sort_keys=True)
+    probe_beam_json = json.dumps(probe_beam.to_dict(), sort_keys=True)
     probe = model.space.largest()
     # A (re)started run probes each thread count before its first sample.
     since_probe = {t: protocol.reference_every for _, t in todo}
 
     def probe_if_due(t, force=False):
         if protocol.reference_every and (force or since_probe[t] >= protocol.reference_every):
-            log.add('probe', probe.key(), t, beam_json, None,
-                    take_sample(model, probe, sources, protocol, t, beam))
+            log.add('probe', probe.key(), t, probe_beam_json, None,
+                    take_sample(model, probe, sources, protocol, t, probe_beam))
             since_probe[t] = 0
 
     done = sum(log.has(c.key(), t, beam_json, r) for c, t in todo

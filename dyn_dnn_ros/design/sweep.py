@@ -246,7 +246,10 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
             rows.setdefault(_beam_key(row.config, beam), {})[row.threads] = row
     bleu_sources, references = read_split(corpus_dir, config.bleu_split, config.bleu_sentences)
     bleu_path = run_dir / 'bleu.json'
-    setting = {'split': config.bleu_split, 'sentences': len(bleu_sources)}
+    # Scores of other weights must not be reused: the fitness cache's fingerprint
+    # names the model file.
+    setting = {'split': config.bleu_split, 'sentences': len(bleu_sources),
+               'model': fitness.cache.fingerprint}
     saved = _read_json(bleu_path, {'setting': setting, 'scores': {}})
     if saved.get('setting') != setting:
         raise ValueError(f'{bleu_path}: BLEU of {saved.get("setting")}, this sweep scores '
