@@ -18,14 +18,15 @@ translation (every sample follows a sub-network switch, as at run time).
 Samples are taken in R rounds; each round visits every (config, thread count)
 once, in a seeded shuffled order, so slow phases of the machine spread over
 all configs instead of landing on a few. A drift probe, the largest
-sub-network at the deployment beam whatever beam the configs are timed
-with (one gauge of the machine's speed), is timed again after every
-``reference_every`` samples of a thread count; each sample is scaled by a reference divided by the probe's
-time at that moment (interpolated), which divides out the machine's slow
-drift. The reference is the probe's median when the first row of its thread
-count is computed; it is then written to the log and kept, so
-later runs appending to the log (the sweep's winners and random cloud) land
-on the same scale instead of moving it under rows written earlier. The fastest and slowest 10 % of a config's scaled
+sub-network at the deployment beam whatever beam the configs are timed with
+(one gauge of the machine's speed), is timed again after every
+``reference_every`` samples of a thread count; each sample is scaled by a
+reference divided by the probe's time at that moment (interpolated), which
+divides out the machine's slow drift. The reference is the probe's median
+when the first row of its thread count is computed; it is then written to
+the log and kept, so later runs appending to the log (the sweep's winners
+and random cloud) land on the same scale instead of moving it under rows
+written earlier. The fastest and slowest 10 % of a config's scaled
 samples are dropped and the rest averaged (the paper's trimmed mean).
 
 Every config is timed at every CPU thread count 1..N, because the run-time
