@@ -587,11 +587,11 @@ def measure_configs(model, configs, workload: Workload, protocol: LatencyProtoco
 
     The protocol of the module docstring: ``protocol.repeats`` rounds, each over
     all (config, thread count) pairs in a seeded order, with the drift probe
-    (the largest sub-network) timed per thread count. Samples go to
-    ``samples_path`` (default: beside the CSV); calls that share it share the
-    probe's frozen reference, so their latencies are on one scale. The model must already
-    be on ``device``. Returns the rows of ``configs`` x ``threads`` (old and
-    new), in that order.
+    (the largest sub-network at the deployment beam) timed per thread count.
+    Samples go to ``samples_path`` (default: beside the CSV); calls that share
+    it share the probe's frozen reference, so their latencies are on one
+    scale. The model must already be on ``device``. Returns the rows of
+    ``configs`` x ``threads`` (old and new), in that order.
     """
     check_device(device)
     threads = tuple(threads)
