@@ -9,7 +9,11 @@ One run measures, side by side:
     0``: the real beam search, stopping at EOS), a warm-up, ``--repeats`` timed
     runs, the fastest and slowest 10 % dropped and the rest averaged; at 1
     thread and at all threads, on the super model after ``set_subnet`` (the
-    run-time path).
+    run-time path). The timed runs are taken in ``--rounds`` interleaved
+    rounds: each round visits every (sub-network, thread count) once, in a
+    shuffled order, so the VM's drift over minutes falls on all of them alike
+    instead of on whichever was timed during a slow spell; the largest /
+    smallest ratio is also given per round.
 (b) Switching: ``set_subnet`` times over random switches (p50, p99), the first
     inference after a switch relative to steady state, and ``materialize()``.
 (c) Memory: process RSS with the super model serving every sub-network vs one
@@ -84,20 +88,30 @@ class Protocol:
     repeats: int = 50
     warmup: int = 5
     trim: float = 0.1  # fraction of the samples dropped at each end
+    rounds: int = 10  # interleaved rounds the repeats are spread over
 
     def __post_init__(self):
-        for name, low in (('width', 1), ('target_length', 0), ('repeats', 1), ('warmup', 0)):
+        for name, low in (('width', 1), ('target_length', 0), ('repeats', 1), ('warmup', 0),
+                          ('rounds', 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f'{name}: must be an integer >= {low}, got {value!r}')
         if not 0 <= self.trim < 0.5:
             raise ValueError(f'trim: must be in [0, 0.5), got {self.trim!r}')
+        if self.rounds > self.repeats:
+            raise ValueError(f'rounds: at most repeats ({self.repeats}), got {self.rounds}')
+
+    def runs_in_round(self, index) -> int:
+        """Timed runs of round ``index``: the repeats spread evenly, earlier rounds first."""
+        return self.repeats // self.rounds + (index < self.repeats % self.rounds)
 
     def describe(self):
         steps = (f'{self.target_length} decoder steps (EOS forbidden)' if self.target_length
                  else 'beam search until EOS')
         return (f'batch 1, beam {self.width}, {steps}, {self.warmup} warm-up + {self.repeats} '
-                f'timed runs, fastest and slowest {self.trim:.0%} dropped, mean of the rest')
+                f'timed runs in {self.rounds} interleaved rounds (each visit: switch, one '
+                f'untimed run, then the timed ones), fastest and slowest {self.trim:.0%} '
+                f'dropped, mean of the rest')
 
 
 @dataclass(frozen=True)
@@ -220,15 +234,43 @@ def measure_bleu(translator, cfg, sources, references) -> dict:
     return {'bleu': result.bleu, 'seconds': result.seconds, 'sentences': result.sentences}
 
 
-def measure_latency(model, cfg, src, protocol: Protocol, threads) -> dict:
-    model.set_subnet(cfg)
-    with torch_threads(threads):
-        for _ in range(protocol.warmup):
-            translate_once(model, src, protocol)
-        samples = timed_ms(lambda: translate_once(model, src, protocol), protocol.repeats)
+def latency_jobs(subnets, threads) -> list[tuple[int, Subnet]]:
+    return [(t, sub) for t in threads for sub in subnets]
+
+
+def job_key(threads, sub) -> str:
+    return f'{sub.cfg.key()} threads={threads}'
+
+
+def warm_up_latency(model, jobs, src, protocol: Protocol):
+    """``protocol.warmup`` untimed runs of every job, before the first round."""
+    for threads, sub in jobs:
+        model.set_subnet(sub.cfg)
+        with torch_threads(threads):
+            for _ in range(protocol.warmup):
+                translate_once(model, src, protocol)
+
+
+def measure_latency_round(model, jobs, src, protocol: Protocol, index, seed) -> dict:
+    """Round ``index``: every job once, in a seeded shuffled order; timed runs by job key."""
+    order = list(jobs)
+    random.Random(f'{seed}-{index}').shuffle(order)
+    samples = {}
+    for threads, sub in order:
+        model.set_subnet(sub.cfg)
+        with torch_threads(threads):
+            translate_once(model, src, protocol)  # the switch's first run is not steady state
+            samples[job_key(threads, sub)] = timed_ms(
+                lambda: translate_once(model, src, protocol), protocol.runs_in_round(index))
+    return samples
+
+
+def summarise_latency(rounds, key, protocol: Protocol) -> dict:
+    """HAT's summary of one job's samples from all rounds, and its mean per round."""
+    samples = [ms for r in rounds for ms in r[key]]
     mean, std, kept = trimmed_stats(samples, protocol.trim)
     return {'ms': mean, 'std_ms': std, 'kept': kept, 'min_ms': min(samples),
-            'max_ms': max(samples)}
+            'max_ms': max(samples), 'round_ms': [statistics.fmean(r[key]) for r in rounds]}
 
 
 def measure_switches(model, cfgs, count, seed) -> dict:
@@ -415,9 +457,23 @@ def _mb(n_bytes):
 
 
 def latency_ratios(rows, threads) -> dict:
-    """Largest / smallest sub-network latency at each thread count measured for both."""
+    """Largest / smallest latency per thread count: of the summaries, and per round."""
     small, large = rows[0]['latency'], rows[-1]['latency']
-    return {t: large[t]['ms'] / small[t]['ms'] for t in threads if t in small and t in large}
+    ratios = {}
+    for t in threads:
+        if t in small and t in large:
+            per_round = [a / b for a, b in zip(large[t]['round_ms'], small[t]['round_ms'],
+                                               strict=True)]
+            ratios[t] = {'ratio': large[t]['ms'] / small[t]['ms'], 'rounds': per_round}
+    return ratios
+
+
+def _ratio_text(threads, ratio):
+    per_round = ratio['rounds']
+    below = '' if ratio['ratio'] >= TARGET_LATENCY_RATIO else ' (below target)'
+    return (f'{ratio["ratio"]:.2f}x at {threads} thread(s){below}, per round median '
+            f'{statistics.median(per_round):.2f}x ({min(per_round):.2f}-{max(per_round):.2f}x '
+            f'over {len(per_round)} rounds)')
 
 
 def markdown(report) -> str:
@@ -459,9 +515,7 @@ def markdown(report) -> str:
     ratios = latency_ratios(rows, threads) if report['latency_measured'] else {}
     if ratios:
         lines += ['', f'Largest / smallest latency (target >= {TARGET_LATENCY_RATIO:g}x): '
-                  + ', '.join(f'{r:.2f}x at {t} thread(s)' + ('' if r >= TARGET_LATENCY_RATIO
-                                                               else ' (below target)')
-                              for t, r in ratios.items()) + '.']
+                  + ', '.join(_ratio_text(t, r) for t, r in ratios.items()) + '.']
 
     if 'switch' in report:
         s = report['switch']
@@ -559,7 +613,11 @@ def parse_args(argv=None):
     parser.add_argument('--repeats', type=int, default=50,
                         help='timed runs per latency (default: %(default)s)')
     parser.add_argument('--warmup', type=int, default=5,
-                        help='untimed runs before each latency (default: %(default)s)')
+                        help='untimed runs of each sub-network and thread count before the '
+                        'first latency round (default: %(default)s)')
+    parser.add_argument('--rounds', type=int, default=10,
+                        help='interleaved rounds the timed runs are spread over (default: '
+                        '%(default)s)')
     parser.add_argument('--target-length', type=int, default=SOURCE_TOKENS,
                         help='decoder steps per timed run, EOS forbidden; 0: stop at EOS '
                         '(default: %(default)s)')
@@ -577,7 +635,7 @@ def parse_args(argv=None):
     parser.add_argument('--state', type=Path, default=DEFAULT_STATE)
     parser.add_argument('--fresh', action='store_true', help='ignore earlier measurements')
     args = parser.parse_args(argv)
-    for name in ('limit', 'repeats', 'switches'):
+    for name in ('limit', 'repeats', 'switches', 'rounds'):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f'--{name}: must be >= 1, got {value}')
@@ -611,7 +669,7 @@ def benchmark(args, command) -> dict:
     subnets = choose_subnets(args.subnets, args.library, model)
     source = latency_source(translator.tokenizer, CORPUS_DIR)
     protocol = Protocol(target_length=args.target_length, repeats=args.repeats,
-                        warmup=args.warmup)
+                        warmup=args.warmup, rounds=args.rounds)
     src = encode_sources([source.ids], model.pad_id, model.eos_id)
     run_key = json.dumps({'version': STATE_VERSION, 'model': file_identity(model_path),
                           'spm': file_identity(spm_path),
@@ -632,13 +690,22 @@ def benchmark(args, command) -> dict:
                     lambda sub=sub: measure_bleu(translator, sub.cfg, sources, references)))
 
     if 'latency' not in skip:
-        jobs = [(t, sub, row) for t in args.threads for sub, row in zip(subnets, rows,
-                                                                        strict=True)]
-        for threads, sub, row in tqdm(jobs, desc='latency', unit='timing'):
-            row.setdefault('latency', {})[threads] = state.get_or_measure(
-                f'latency {sub.cfg.key()} threads={threads} {json.dumps(asdict(protocol))}',
-                lambda sub=sub, threads=threads: measure_latency(model, sub.cfg, src, protocol,
-                                                                 threads))
+        jobs = latency_jobs(subnets, args.threads)
+        jobs_id = (f'{json.dumps(asdict(protocol))} seed={args.seed} '
+                   + ','.join(job_key(t, sub) for t, sub in jobs))
+        warmed, rounds = False, []
+        for index in tqdm(range(protocol.rounds), desc='latency', unit='round'):
+            key = f'latency round {index} {jobs_id}'
+            if key not in state.data and not warmed:
+                warm_up_latency(model, jobs, src, protocol)
+                warmed = True
+            rounds.append(state.get_or_measure(
+                key, lambda index=index: measure_latency_round(model, jobs, src, protocol, index,
+                                                               args.seed)))
+        for threads, sub in jobs:
+            row = rows[subnets.index(sub)]
+            row.setdefault('latency', {})[threads] = summarise_latency(
+                rounds, job_key(threads, sub), protocol)
 
     report = {'rows': rows, 'threads': args.threads, 'source': source,
               'protocol': protocol.describe(), 'bleu_sentences': sentences,

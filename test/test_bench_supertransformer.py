@@ -82,10 +82,41 @@ def test_latency_source_is_a_real_test_sentence_of_exactly_30_tokens(tmp_path):
 
 
 @pytest.mark.parametrize('field, value', [('width', 0), ('repeats', 0), ('warmup', -1),
-                                          ('target_length', -1), ('trim', 0.5)])
+                                          ('target_length', -1), ('trim', 0.5), ('rounds', 0),
+                                          ('rounds', 51)])
 def test_protocol_rejects_bad_values_naming_them(field, value):
     with pytest.raises(ValueError, match=field):
         bench.Protocol(**{field: value})
+
+
+def test_rounds_share_the_repeats_out_evenly():
+    protocol = bench.Protocol(repeats=23, rounds=5)
+    assert [protocol.runs_in_round(i) for i in range(5)] == [5, 5, 5, 4, 4]
+
+
+def test_latency_rounds_visit_every_job_in_a_shuffled_order(tiny, monkeypatch):
+    model_path, _ = tiny
+    model = bench.load_model(model_path)
+    subnets = bench.choose_subnets(['2'], None, model)
+    jobs = bench.latency_jobs(subnets, [1, 2])
+    src = torch.tensor([[5, 6, 7, model.eos_id]])
+    protocol = bench.Protocol(repeats=6, rounds=3, warmup=0, target_length=2)
+    visits = []
+    real_set_subnet = model.set_subnet
+    monkeypatch.setattr(model, 'set_subnet', lambda cfg: (visits.append(cfg.key()),
+                                                          real_set_subnet(cfg)))
+    orders = []
+    for index in range(3):
+        visits.clear()
+        samples = bench.measure_latency_round(model, jobs, src, protocol, index, seed=0)
+        assert sorted(samples) == sorted(bench.job_key(t, sub) for t, sub in jobs)
+        assert len(visits) == len(jobs)  # a switch before every job's runs
+        assert all(len(runs) == 2 and min(runs) > 0 for runs in samples.values())
+        orders.append(tuple(samples))
+    assert len(set(orders)) > 1  # not the same order every round
+    rounds = [{key: [1.0, 3.0] for key in orders[0]}, {key: [2.0, 2.0] for key in orders[0]}]
+    summary = bench.summarise_latency(rounds, orders[0][0], protocol)
+    assert summary['round_ms'] == [2.0, 2.0] and summary['ms'] == 2.0 and summary['kept'] == 4
 
 
 def test_bad_arguments_and_files_fail_with_a_message(tmp_path, capsys):
@@ -104,6 +135,7 @@ def test_a_small_real_run_reports_every_section_and_resumes(tiny, tmp_path, monk
     out, png, state = tmp_path / 'bench.md', tmp_path / 'plot.png', tmp_path / 'state.json'
     argv = ['--model', str(model_path), '--limit', '3', '--repeats', '4', '--warmup', '1',
             '--switches', '50', '--threads', '1', '--target-length', '6', '--subnets', '2',
+            '--rounds', '2',
             '--out', str(out), '--png', str(png), '--state', str(state),
             '--note', 'random weights, not meaningful']
     assert bench.main(argv) == 0
@@ -118,8 +150,10 @@ def test_a_small_real_run_reports_every_section_and_resumes(tiny, tmp_path, monk
     assert png.stat().st_size > 0
 
     data = json.loads(state.read_text())
-    latencies = [v for k, v in data.items() if k.startswith('latency ')]
-    assert len(latencies) == 2 and all(v['ms'] > 0 and v['kept'] == 4 for v in latencies)
+    rounds = [v for k, v in data.items() if k.startswith('latency round ')]
+    assert len(rounds) == 2 and all(len(r) == 2 for r in rounds)  # 2 sub-networks, 1 thread
+    assert all(len(runs) == 2 and min(runs) > 0 for r in rounds for runs in r.values())
+    assert 'per round median' in text
     bleus = [v for k, v in data.items() if k.startswith('bleu ')]
     assert len(bleus) == 2 and all(v['sentences'] == 3 and v['bleu'] >= 0 for v in bleus)
     switch = next(v for k, v in data.items() if k.startswith('switch '))
@@ -140,8 +174,9 @@ def test_a_small_real_run_reports_every_section_and_resumes(tiny, tmp_path, monk
     def measured(*args, **kwargs):
         raise AssertionError('measured again instead of resuming')
 
-    for name in ('measure_bleu', 'measure_latency', 'measure_switches',
-                 'measure_first_inference', 'measure_materialize', 'measure_memory'):
+    for name in ('measure_bleu', 'measure_latency_round', 'warm_up_latency',
+                 'measure_switches', 'measure_first_inference', 'measure_materialize',
+                 'measure_memory'):
         monkeypatch.setattr(bench, name, measured)
     out.unlink()
     assert bench.main(argv) == 0
