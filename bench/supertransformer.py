@@ -434,6 +434,9 @@ class State:
                     from None
         self.data = data if data.get('run') == run_key else {'run': run_key}
 
+    def __contains__(self, key):
+        return key in self.data
+
     def get_or_measure(self, key, measure):
         if key not in self.data:
             self.data[key] = measure()
@@ -696,16 +699,16 @@ def benchmark(args, command) -> dict:
         warmed, rounds = False, []
         for index in tqdm(range(protocol.rounds), desc='latency', unit='round'):
             key = f'latency round {index} {jobs_id}'
-            if key not in state.data and not warmed:
+            if key not in state and not warmed:
                 warm_up_latency(model, jobs, src, protocol)
                 warmed = True
             rounds.append(state.get_or_measure(
                 key, lambda index=index: measure_latency_round(model, jobs, src, protocol, index,
                                                                args.seed)))
-        for threads, sub in jobs:
-            row = rows[subnets.index(sub)]
-            row.setdefault('latency', {})[threads] = summarise_latency(
-                rounds, job_key(threads, sub), protocol)
+        for threads in args.threads:
+            for sub, row in zip(subnets, rows, strict=True):
+                row.setdefault('latency', {})[threads] = summarise_latency(
+                    rounds, job_key(threads, sub), protocol)
 
     report = {'rows': rows, 'threads': args.threads, 'source': source,
               'protocol': protocol.describe(), 'bleu_sentences': sentences,
