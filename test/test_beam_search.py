@@ -184,6 +184,25 @@ def test_dynamic_width_matches_reference(model, sources, metric, sigma):
     assert 1.0 < average < 5.0  # the policy really varied the width
 
 
+def test_batched_dynamic_search_decodes_only_the_active_beams(model, sources, monkeypatch):
+    policy = BeamPolicy(mode='dynamic', bw_min=1, bw_max=5, sigma_min=0.3, sigma_max=1.0)
+    grid, decoded = [], []
+    decode_step = model.decode_step
+
+    def counting(tokens, state):
+        grid.append(tokens.numel())
+        decoded.append(tokens.numel() if state.active is None else int(state.active.sum()))
+        return decode_step(tokens, state)
+
+    monkeypatch.setattr(model, 'decode_step', counting)
+    subset = sources[:60]
+    results = batched(model, subset, BeamSearchConfig(beam=policy))
+    # The decoder's rows are exactly the beams the widths count (plus each
+    # sentence's first, BOS-only step), not the padded [sentence, slot] grid.
+    assert sum(decoded) == sum(r.width_sum for r in results) + len(subset)
+    assert sum(decoded) < 0.9 * sum(grid)
+
+
 def test_patience_matches_reference_and_searches_longer(model, sources):
     subset = sources[:40]
     standard = batched(model, subset, BeamSearchConfig(beam=3))

@@ -102,6 +102,29 @@ def test_reorder_and_select_follow_the_chosen_beams(model, space):
 
 
 @torch.no_grad()
+def test_decoding_only_active_slots_matches_the_full_grid(model, space):
+    from dyn_dnn_ros.translation.supernet import DecoderState
+    src, beams, steps = random_source(), 3, 5
+    active = torch.tensor([[True, True, False], [True, False, False], [True, True, True]])
+    g = torch.Generator().manual_seed(6)
+    for cfg in (space.largest(), space.sample(random.Random(7))):
+        model.set_subnet(cfg)
+        tgt = torch.randint(4, VOCAB, (3, beams, steps), generator=g)
+        full = model.start_decoding(model.encode(src), beams_per_sentence=beams)
+        expected = torch.stack([model.decode_step(tgt[:, :, t], full) for t in range(steps)], 2)
+        start = model.start_decoding(model.encode(src), beams_per_sentence=1)
+        rows = active.sum().item()
+        empty = [tuple(t.new_zeros(rows, *t.shape[1:]) for t in c) for c in start.cache]
+        part = DecoderState(start.cross, empty, beams=beams, active=active)
+        got = torch.stack([model.decode_step(tgt[:, :, t], part) for t in range(steps)], 2)
+        assert part.cache[0][0].shape[0] == rows  # only the active slots were decoded
+        torch.testing.assert_close(got[active], expected[active], atol=1e-5, rtol=0)
+        assert torch.isneginf(got[~active]).all()
+        with pytest.raises(ValueError, match='every beam slot'):
+            part.reorder(torch.zeros(3, beams, dtype=torch.long))
+
+
+@torch.no_grad()
 def test_materialize_is_compact_and_equal(model, space):
     src = random_source()
     tgt = torch.randint(4, VOCAB, (3, 6), generator=torch.Generator().manual_seed(3))

@@ -5,8 +5,10 @@ the fixed width or the policy's ``bw_max``. Slot ``j`` of a sentence is active
 when its cumulative score is finite; inactive slots hold ``-inf``, so every
 candidate they spawn scores ``-inf`` and is never selected. Active beams are
 always packed into the leading slots, and the tensors are cut to the widest
-active sentence at each step: that cut is what turns a narrower beam into less
-decoder work (at batch 1 exactly; in a batch, down to the widest sentence).
+active sentence at each step. The decoder runs only on the active slots'
+rows (``DecoderState.active``), so a narrower beam is less decoder work for
+that sentence even when another sentence of the batch is wider; the scores
+stay in the ``[sentence, slot]`` grid, where one ``topk`` ranks them.
 
 One step, for all sentences at once:
 
@@ -119,19 +121,25 @@ def pooled_width(items) -> float:
     return sum(item.width_sum for item in items) / steps if steps else 1.0
 
 
-def _advance(state, rows, parent):
-    """Keep sentences ``rows`` and make new beam ``j`` of row ``r`` continue ``parent[r, j]``.
+def _advance(state, rows, parent, active):
+    """Keep sentences ``rows``; new slot ``j`` of row ``r`` continues slot ``parent[r, j]``.
 
-    ``DecoderState.select`` and ``reorder`` keep the beam count fixed; here the
-    count changes with the width, so the caches are re-indexed directly, in a
-    single ``index_select`` per tensor.
+    ``active`` (``[rows, slots]`` bool, or None for all) marks the slots that
+    hold a beam. ``DecoderState.select`` and ``reorder`` keep every slot of a
+    fixed count; here count and occupancy change with the width, so the caches
+    are re-indexed directly, in a single ``index_select`` per tensor.
     """
     if rows.numel() != state.sentences:
         state.cross = [tuple(t.index_select(0, rows) for t in c) for c in state.cross]
-    cache_rows = (rows[:, None] * state.beams + parent).reshape(-1)
+    if state.active is None:
+        source = rows[:, None] * state.beams + parent
+    else:  # cache row of each old slot: its rank among the active slots
+        rank = state.active.reshape(-1).cumsum(0).sub_(1).view(state.active.shape)
+        source = rank[rows[:, None], parent]
+    cache_rows = source.reshape(-1) if active is None else source[active]
     state.cache = [(k.index_select(0, cache_rows), v.index_select(0, cache_rows))
                    for k, v in state.cache]
-    state.beams = parent.shape[1]
+    state.beams, state.active = parent.shape[1], active
 
 
 def select_candidates(top_scores, top_tokens, width, eos_id):
@@ -286,12 +294,13 @@ def _search(model, src, config, deadline, target_lengths=None):
         new_width = int(kept[live_rows].max())
         chosen = order[live_rows, :new_width]
         parent_beam = parent[live_rows].gather(1, chosen)
-        scores = torch.where(keep[live_rows].gather(1, chosen),
-                             top_scores[live_rows].gather(1, chosen), -math.inf).float()
+        occupied = keep[live_rows].gather(1, chosen)
+        scores = torch.where(occupied, top_scores[live_rows].gather(1, chosen),
+                             -math.inf).float()
         past = history[live_rows].gather(
             1, parent_beam[:, :, None].expand(-1, -1, history.shape[2]))
         history = torch.cat([past, token[live_rows].gather(1, chosen)[:, :, None]], dim=2)
-        _advance(state, live_rows, parent_beam)
+        _advance(state, live_rows, parent_beam, None if bool(occupied.all()) else occupied)
         sentence = sentence[live_rows]
 
     return _results(best_tokens, best_length, best_score, best_log_prob, steps, width_sum,

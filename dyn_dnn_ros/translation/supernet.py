@@ -137,6 +137,22 @@ class DecoderLayer(nn.Module):
         q = self.cross_attn.queries(self.cross_norm(x))
         return x + self.drop(self.cross_attn.attend(q, keys, values, mask=attend))
 
+    def _cross_block_slots(self, x, cross, slots, beams):
+        """``_cross_block`` for rows ``[R, 1, dim]`` filling ``slots`` of a ``[B, beams]`` grid.
+
+        The query projection and everything after attention run on the R rows;
+        only attention itself sees the padded grid, because a sentence's
+        queries must sit together against its one encoder memory.
+        """
+        keys, values, attend = cross
+        rows = x.shape[0]
+        q = self.cross_attn.q_proj(self.cross_norm(x)).view(rows, -1)
+        grid = q.new_zeros(keys.shape[0] * beams, q.shape[1]).index_copy_(0, slots, q)
+        heads = self.cross_attn._split(grid.view(keys.shape[0], beams, -1))
+        out = F.scaled_dot_product_attention(heads, keys, values, attn_mask=attend)
+        out = out.transpose(1, 2).flatten(2).view(-1, q.shape[1]).index_select(0, slots)
+        return x + self.drop(self.cross_attn.out_proj(out.view(rows, 1, -1)))
+
     def _ffn_block(self, x):
         return x + self.drop(self.ffn(self.ffn_norm(x)))
 
@@ -147,14 +163,20 @@ class DecoderLayer(nn.Module):
                                                 *self.self_attn.keys_values(h), causal=True))
         return self._ffn_block(self._cross_block(x, cross))
 
-    def step(self, x, cache, cross, beams):
-        """One decoding step; ``x`` is ``[B*K, 1, dim]``, ``cache`` the past keys/values."""
+    def step(self, x, cache, cross, beams, slots=None):
+        """One decoding step; ``x`` is ``[R, 1, dim]``, ``cache`` the past keys/values.
+
+        ``R = B*K`` rows, or with ``slots`` (flat indices into the ``[B, K]``
+        grid) only the rows of those slots.
+        """
         h = self.self_norm(x)
         k, v = self.self_attn.keys_values(h)
         k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
         x = x + self.drop(self.self_attn.attend(self.self_attn.queries(h), k, v))
         # The K beams of a sentence are K query rows against that sentence's one
         # encoder memory, so cross keys/values exist once per sentence, not per beam.
+        if slots is not None:
+            return self._ffn_block(self._cross_block_slots(x, cross, slots, beams)), (k, v)
         rows, _, dim = x.shape
         x = self._cross_block(x.view(rows // beams, beams, dim), cross).view(rows, 1, dim)
         return self._ffn_block(x), (k, v)
@@ -172,19 +194,35 @@ class EncoderOutput:
 
 @dataclass
 class DecoderState:
-    """Incremental decoding state of ``B`` sentences with ``K`` beams each."""
+    """Incremental decoding state of ``B`` sentences with ``K`` beam slots each.
+
+    With ``active`` (``[B, K]`` bool) only the marked slots are decoded: their
+    rows, in row-major slot order, are the caches' rows, so a sentence whose
+    beam is narrower than the widest costs only its own beams.
+    """
 
     cross: list  # per decoder layer: keys, values [B, H, S', d] and attend mask [B, 1, 1, S']
-    cache: list  # per decoder layer: self-attention keys, values [B*K, H, t, d]
+    cache: list  # per decoder layer: self-attention keys, values [rows, H, t, d]
     beams: int
     step: int = 0
+    active: torch.Tensor | None = None  # [B, K] bool; None: every slot
 
     @property
     def sentences(self):
         return self.cross[0][0].shape[0]
 
+    def active_slots(self):
+        """Flat indices of the decoded slots in the ``[B, K]`` grid, or None for all."""
+        return None if self.active is None else self.active.reshape(-1).nonzero().squeeze(1)
+
+    def _require_every_slot(self, operation):
+        if self.active is not None:
+            raise ValueError(f'{operation} needs every beam slot active; this state decodes '
+                             f'{int(self.active.sum())} of {self.active.numel()}')
+
     def reorder(self, beam_index):
         """New beam ``j`` of sentence ``b`` continues old beam ``beam_index[b, j]``."""
+        self._require_every_slot('reorder')
         if tuple(beam_index.shape) != (self.sentences, self.beams):
             raise ValueError(f'beam_index shape {tuple(beam_index.shape)} != '
                              f'(sentences, beams) = ({self.sentences}, {self.beams})')
@@ -194,6 +232,7 @@ class DecoderState:
 
     def select(self, sentence_index):
         """Keep only the given sentences (e.g. drop finished ones), in that order."""
+        self._require_every_slot('select')
         beam = torch.arange(self.beams, device=sentence_index.device)
         rows = (sentence_index[:, None] * self.beams + beam[None, :]).reshape(-1)
         self.cross = [tuple(t.index_select(0, sentence_index) for t in c) for c in self.cross]
@@ -301,20 +340,29 @@ class SuperTransformer(nn.Module):
         return DecoderState(cross, cache, beams_per_sentence)
 
     def decode_step(self, tokens, state: DecoderState):
-        """Log-probabilities ``[B, K, V]`` of the next token after ``tokens`` ``[B, K]``."""
+        """Log-probabilities ``[B, K, V]`` of the next token after ``tokens`` ``[B, K]``.
+
+        Slots the state does not decode (``state.active``) get ``-inf`` everywhere.
+        """
         b, k = tokens.shape
         if (b, k) != (state.sentences, state.beams):
             raise ValueError(f'tokens shape {(b, k)} != (sentences, beams) = '
                              f'({state.sentences}, {state.beams})')
-        x = self._embed(tokens.reshape(b * k, 1), self.subnet.decoder_embed_dim, state.step)
+        slots = state.active_slots()
+        inputs = tokens.reshape(b * k, 1) if slots is None else tokens.reshape(-1, 1)[slots]
+        x = self._embed(inputs, self.subnet.decoder_embed_dim, state.step)
         new_cache = []
         for layer, cache, cross in zip(self._active_decoder_layers(), state.cache, state.cross,
                                        strict=True):
-            x, kv = layer.step(x, cache, cross, k)
+            x, kv = layer.step(x, cache, cross, k, slots)
             new_cache.append(kv)
         state.cache, state.step = new_cache, state.step + 1
         logits = self.embed.logits(self.decoder_norm(x))
-        return F.log_softmax(logits.float(), dim=-1).view(b, k, -1)
+        log_probs = F.log_softmax(logits.float(), dim=-1).view(-1, self.vocab_size)
+        if slots is not None:
+            log_probs = log_probs.new_full((b * k, self.vocab_size), -math.inf).index_copy_(
+                0, slots, log_probs)
+        return log_probs.view(b, k, -1)
 
     # -- compact copies and sizes ----------------------------------------------------
 
