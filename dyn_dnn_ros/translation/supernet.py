@@ -48,20 +48,24 @@ class Attention(nn.Module):
         self.out_proj.set_sample(width, q_dim)
         set_active(self, heads=heads)
 
-    def _split(self, x):
+    def split_heads(self, x):
         """``[B, L, heads * head_dim]`` -> ``[B, heads, L, head_dim]``."""
         return x.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)
 
     def queries(self, x):
-        return self._split(self.q_proj(x))
+        return self.split_heads(self.q_proj(x))
 
     def keys_values(self, x):
-        return self._split(self.k_proj(x)), self._split(self.v_proj(x))
+        return self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x))
+
+    def mix(self, q, k, v, mask=None, causal=False):
+        """Attention-weighted values with the heads joined again: ``[B, Lq, heads * head_dim]``."""
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+        return out.transpose(1, 2).flatten(2)
 
     def attend(self, q, k, v, mask=None, causal=False):
         """Attention output projected back to the model width: ``[B, Lq, q_dim]``."""
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
-        return self.out_proj(out.transpose(1, 2).flatten(2))
+        return self.out_proj(self.mix(q, k, v, mask, causal))
 
 
 class FeedForward(nn.Module):
@@ -145,13 +149,13 @@ class DecoderLayer(nn.Module):
         queries must sit together against its one encoder memory.
         """
         keys, values, attend = cross
-        rows = x.shape[0]
-        q = self.cross_attn.q_proj(self.cross_norm(x)).view(rows, -1)
+        attn, rows = self.cross_attn, x.shape[0]
+        q = attn.q_proj(self.cross_norm(x)).view(rows, -1)
         grid = q.new_zeros(keys.shape[0] * beams, q.shape[1]).index_copy_(0, slots, q)
-        heads = self.cross_attn._split(grid.view(keys.shape[0], beams, -1))
-        out = F.scaled_dot_product_attention(heads, keys, values, attn_mask=attend)
-        out = out.transpose(1, 2).flatten(2).view(-1, q.shape[1]).index_select(0, slots)
-        return x + self.drop(self.cross_attn.out_proj(out.view(rows, 1, -1)))
+        mixed = attn.mix(attn.split_heads(grid.view(keys.shape[0], beams, -1)), keys, values,
+                         mask=attend)
+        mixed = mixed.view(-1, q.shape[1]).index_select(0, slots)
+        return x + self.drop(attn.out_proj(mixed.view(rows, 1, -1)))
 
     def _ffn_block(self, x):
         return x + self.drop(self.ffn(self.ffn_norm(x)))
