@@ -18,18 +18,15 @@ def test_settings_parse_to_dynamic_policies_and_bad_ones_name_themselves():
         active_rows.parse_setting('5:2:0.1:0.2', 'std')  # bw_min > bw_max
 
 
-def test_grid_layout_drops_the_active_mask_and_is_undone_afterwards():
-    shipped = beam_search._advance
+def test_grid_layout_drops_the_active_mask_and_is_undone_afterwards(monkeypatch):
     seen = []
-    beam_search._advance = lambda state, rows, parent, active: seen.append(active)
-    try:
-        with active_rows.layout('grid'):
-            beam_search._advance(None, None, None, 'mask')
-        with active_rows.layout('active'):
-            beam_search._advance(None, None, None, 'mask')
-        assert seen == [None, 'mask']
-    finally:
-        beam_search._advance = shipped
+    monkeypatch.setattr(beam_search, '_advance',
+                        lambda state, rows, parent, active: seen.append(active))
+    with active_rows.layout('grid'):
+        beam_search._advance(None, None, None, 'mask')
+    with active_rows.layout('active'):
+        beam_search._advance(None, None, None, 'mask')
+    assert seen == [None, 'mask']
     with pytest.raises(ValueError, match='layout'):
         with active_rows.layout('padded'):
             pass

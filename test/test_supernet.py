@@ -9,7 +9,7 @@ import torch
 
 from dyn_dnn_ros.translation.checkpoint import load_model, read_header, save_model
 from dyn_dnn_ros.translation.design_space import DesignSpace
-from dyn_dnn_ros.translation.supernet import SuperTransformer
+from dyn_dnn_ros.translation.supernet import DecoderState, SuperTransformer
 
 CONFIG = Path(__file__).resolve().parents[1] / 'config'
 VOCAB, PAD, BOS, EOS = 50, 0, 2, 3
@@ -103,7 +103,6 @@ def test_reorder_and_select_follow_the_chosen_beams(model, space):
 
 @torch.no_grad()
 def test_decoding_only_active_slots_matches_the_full_grid(model, space):
-    from dyn_dnn_ros.translation.supernet import DecoderState
     src, beams, steps = random_source(), 3, 5
     active = torch.tensor([[True, True, False], [True, False, False], [True, True, True]])
     g = torch.Generator().manual_seed(6)
