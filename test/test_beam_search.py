@@ -66,10 +66,12 @@ def model(corpus):
             for module in layer.modules():
                 if hasattr(module, 'super_in'):
                     module.weight.mul_(3.0)
-    logits, bias = model.embed.logits, torch.zeros(vocab)
+    logits, step_logits, bias = model.embed.logits, model.embed.step_logits, torch.zeros(vocab)
     bias[EOS] = 6.0
-    # Both forward (the reference) and decode_step (the search) project through here.
+    # forward projects through `logits`, decode_step (search and reference) through
+    # `step_logits`: both get the same decisive, EOS-prone scores.
     model.embed.logits = lambda x: logits(x) * 2.0 + bias
+    model.embed.step_logits = lambda x: step_logits(x) * 2.0 + bias
     return model
 
 
@@ -359,9 +361,9 @@ def test_a_deadline_stops_the_search_in_time_with_a_hypothesis(corpus, monkeypat
                         head_dim=16, max_positions=128)
     torch.manual_seed(0)
     model = SuperTransformer(space, vocab, PAD, BOS, EOS, dropout=0.0).eval()
-    logits, bias = model.embed.logits, torch.zeros(vocab)
+    step_logits, bias = model.embed.step_logits, torch.zeros(vocab)
     bias[EOS] = -30.0   # never ends by itself: every sentence runs to its length limit
-    model.embed.logits = lambda x: logits(x) + bias
+    model.embed.step_logits = lambda x: step_logits(x) + bias
     src = encode_sources(sources[:3], PAD, EOS)
     config = BeamSearchConfig(beam=4, max_len_a=0.0, max_len_b=40)
     plain = beam_search(model, src, config)

@@ -72,6 +72,32 @@ def test_cross_attention_keys_are_per_sentence(model, space):
     assert state.cache[0][0].shape[0] == 12  # self-attention caches are per beam
 
 
+def test_step_logits_follow_the_weights_they_are_copied_from():
+    from dyn_dnn_ros.translation.elastic import EmbeddingSuper
+    torch.manual_seed(0)
+    embed = EmbeddingSuper(VOCAB, 48, PAD)
+    x = torch.randn(5, 1, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(embed.step_logits(x), embed.logits(x))
+        embed.weight.mul_(2.0)  # an optimiser step or a load changes the weight in place
+        torch.testing.assert_close(embed.step_logits(x), embed.logits(x))
+        full = torch.randn(2, 48)
+        torch.testing.assert_close(embed.step_logits(full), embed.logits(full))
+    assert 'weight' in embed.state_dict() and len(embed.state_dict()) == 1
+    # With gradients wanted, the projection stays on the parameter itself.
+    embed.step_logits(x).sum().backward()
+    assert embed.weight.grad is not None and embed.weight.grad.abs().sum() > 0
+
+
+def test_position_table_rows_equal_positions_computed_one_by_one():
+    from dyn_dnn_ros.translation.elastic import PositionTable, sinusoidal_positions
+    table, like = PositionTable(16), torch.zeros(1)
+    for first, count, dim in ((0, 7, 32), (9, 1, 32), (3, 5, 48), (14, 4, 32), (20, 2, 48)):
+        expected = sinusoidal_positions(torch.arange(first, first + count), dim)
+        assert torch.equal(table(first, count, dim, like), expected)  # past 16 too
+    assert table(2, 3, 32, torch.zeros(1, dtype=torch.float64)).dtype == torch.float64
+
+
 @torch.no_grad()
 def test_reorder_and_select_follow_the_chosen_beams(model, space):
     model.set_subnet(space.sample(random.Random(5)))

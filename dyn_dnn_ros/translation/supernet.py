@@ -23,8 +23,8 @@ from dyn_dnn_ros.translation.elastic import (
     EmbeddingSuper,
     LayerNormSuper,
     LinearSuper,
+    PositionTable,
     set_active,
-    sinusoidal_positions,
 )
 
 
@@ -272,6 +272,7 @@ class SuperTransformer(nn.Module):
                                  shape.decoder_cross_heads, strict=True))
         self.decoder_norm = LayerNormSuper(shape.decoder_embed_dim)
         self.drop = nn.Dropout(dropout)
+        self.positions = PositionTable(space.max_positions)
         self.set_subnet(shape)
 
     # -- choosing the sub-network -------------------------------------------------
@@ -299,9 +300,7 @@ class SuperTransformer(nn.Module):
 
     def _embed(self, tokens, dim, first_position=0):
         x = self.embed(tokens, dim) * math.sqrt(dim)
-        positions = torch.arange(first_position, first_position + tokens.shape[1],
-                                 device=tokens.device)
-        return self.drop(x + sinusoidal_positions(positions, dim).to(x.dtype))
+        return self.drop(x + self.positions(first_position, tokens.shape[1], dim, x))
 
     def _active_decoder_layers(self):
         return self.decoder_layers[:self.subnet.decoder_layers]
@@ -361,7 +360,7 @@ class SuperTransformer(nn.Module):
             x, kv = layer.step(x, cache, cross, k, slots)
             new_cache.append(kv)
         state.cache, state.step = new_cache, state.step + 1
-        logits = self.embed.logits(self.decoder_norm(x))
+        logits = self.embed.step_logits(self.decoder_norm(x))
         log_probs = F.log_softmax(logits.float(), dim=-1).view(-1, self.vocab_size)
         if slots is not None:
             log_probs = log_probs.new_full((b * k, self.vocab_size), -math.inf).index_copy_(
