@@ -78,8 +78,8 @@ class EmbeddingSuper(nn.Module):
 
         With the table as ``[vocab, d]`` a product with 4 or more rows takes a
         slower path on this CPU's BLAS; the same product with ``[d, vocab]``
-        (contiguous, and its leading ``d`` rows stay contiguous) takes 1.7x less
-        time at 5 rows. The copy is rebuilt whenever the weight changes
+        (contiguous, and its leading ``d`` rows stay contiguous) takes 0.44
+        instead of 0.71 ms at 5 rows. The copy is rebuilt whenever the weight changes
         (training, loading); with gradients wanted it is not used.
         """
         if torch.is_grad_enabled() and self.weight.requires_grad:
@@ -136,8 +136,8 @@ def sinusoidal_positions(positions, dim):
 class PositionTable:
     """Sinusoidal positions tabulated once per width, for the rows a step needs.
 
-    A decoder step embeds one position per beam; computing its sines anew
-    took about 1 % of the smallest sub-network's step. Not a module buffer:
+    A decoder step embeds one position for all its beams; computing the sines
+    anew each step cost five small operators per step. Not a module buffer:
     nothing to save, and the width is chosen per sub-network.
     """
 
