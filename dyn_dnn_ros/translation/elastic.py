@@ -137,7 +137,7 @@ class PositionTable:
     """Sinusoidal positions tabulated once per width, for the rows a step needs.
 
     A decoder step embeds one position for all its beams; computing the sines
-    anew each step cost five small operators per step. Not a module buffer:
+    anew cost several small operators every step. Not a module buffer:
     nothing to save, and the width is chosen per sub-network.
     """
 
