@@ -18,6 +18,7 @@ from dyn_dnn_ros.translation.beam_search import (
     beam_search,
     pooled_width,
     select_candidates,
+    top_candidates,
 )
 from dyn_dnn_ros.translation.design_space import DesignSpace
 from dyn_dnn_ros.translation.greedy import greedy_decode
@@ -247,6 +248,26 @@ def test_recorded_widths_and_metrics(model, sources):
         assert all(s >= 0 and g >= 0 for s, g in zip(r.metrics['std'], r.metrics['gap'],
                                                         strict=True))
         assert math.isfinite(r.score) and r.perplexity >= 1.0
+
+
+@pytest.mark.parametrize('beams,k', [(1, 2), (3, 6), (5, 10), (4, 30)])
+def test_two_stage_ranking_equals_one_top_k_over_every_candidate(beams, k):
+    generator = torch.Generator().manual_seed(beams * 100 + k)
+    rows, vocab = 3, 23
+    log_probs = torch.randn(rows, beams, vocab, generator=generator).log_softmax(-1)
+    log_probs[:, :, 1] = -math.inf  # a banned token
+    scores = torch.randn(rows, beams, generator=generator) * 3
+    scores[1, 1:] = -math.inf  # a sentence with one live beam
+    expected, index = (scores[:, :, None] + log_probs).view(rows, -1).topk(
+        min(k, beams * vocab), dim=1)
+    top, parent, token = top_candidates(scores, log_probs, k)
+    assert top.shape == expected.shape
+    torch.testing.assert_close(top, expected)
+    live = torch.isfinite(expected)  # -inf ties may come in any order
+    assert torch.equal(parent[live], (index // vocab)[live])
+    assert torch.equal(token[live], (index % vocab)[live])
+    gathered = scores.gather(1, parent) + log_probs[torch.arange(rows)[:, None], parent, token]
+    torch.testing.assert_close(gathered, top)
 
 
 def test_active_mask_never_selects_inactive_beams():

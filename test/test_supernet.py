@@ -6,6 +6,7 @@ import time
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from dyn_dnn_ros.translation.checkpoint import load_model, read_header, save_model
 from dyn_dnn_ros.translation.design_space import DesignSpace
@@ -87,6 +88,39 @@ def test_step_logits_follow_the_weights_they_are_copied_from():
     # With gradients wanted, the projection stays on the parameter itself.
     embed.step_logits(x).sum().backward()
     assert embed.weight.grad is not None and embed.weight.grad.abs().sum() > 0
+
+
+def test_inference_slices_follow_sizes_and_weights():
+    from dyn_dnn_ros.translation.elastic import LayerNormSuper, LinearSuper
+    torch.manual_seed(0)
+    linear, norm = LinearSuper(48, 40), LayerNormSuper(48)
+    with torch.no_grad():
+        norm.weight.normal_(), norm.bias.normal_()
+
+    def check(dtype=torch.float32):
+        for in_dim, out_dim in ((32, 24), (48, 8), (16, 40)):
+            linear.set_sample(in_dim, out_dim)
+            norm.set_sample(in_dim)
+            x = torch.randn(5, 1, in_dim, dtype=dtype)
+            expected = F.linear(x, linear.weight[:out_dim, :in_dim], linear.bias[:out_dim])
+            torch.testing.assert_close(linear(x), expected)
+            torch.testing.assert_close(
+                norm(x), F.layer_norm(x, (in_dim,), norm.weight[:in_dim], norm.bias[:in_dim]))
+
+    with torch.no_grad():
+        check()
+        linear.weight.mul_(2.0), norm.bias.add_(1.0)  # in place: an optimiser step, a load
+        check()
+    linear.double(), norm.double()  # moved: new storage, the slices are rebuilt
+    with torch.no_grad():
+        check(torch.float64)
+    assert set(linear.state_dict()) == {'weight', 'bias'}
+    assert set(norm.state_dict()) == {'weight', 'bias'}
+    # With gradients wanted, the slices are taken from the parameters each call.
+    linear.set_sample(32, 24)
+    linear(torch.randn(3, 32, dtype=torch.float64)).sum().backward()
+    assert linear.weight.grad[:24, :32].abs().sum() > 0
+    assert linear.weight.grad[24:].abs().sum() == 0
 
 
 def test_position_table_rows_equal_positions_computed_one_by_one():

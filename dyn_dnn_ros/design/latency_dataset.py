@@ -56,7 +56,7 @@ import yaml
 
 from dyn_dnn_ros.operating_points import BeamPolicy
 from dyn_dnn_ros.translation.batching import encode_sources
-from dyn_dnn_ros.translation.beam_search import BeamSearchConfig, beam_search
+from dyn_dnn_ros.translation.beam_search import BeamSearchConfig, beam_search, top_candidates
 from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
 
 DEVICES = ('cpu', 'cuda')
@@ -170,7 +170,7 @@ class Workload:
 def fixed_length_search(model, src, width, length) -> int:
     """Beam search of exactly ``length`` steps with EOS forbidden (the paper's protocol)."""
     model.eval()
-    device, vocab = src.device, model.vocab_size
+    device = src.device
     state = model.start_decoding(model.encode(src), beams_per_sentence=width)
     tokens = torch.full((1, width), model.bos_id, dtype=torch.long, device=device)
     # Only the first slot is live at the start, as if the search began with one beam.
@@ -179,9 +179,8 @@ def fixed_length_search(model, src, width, length) -> int:
     for _ in range(length):
         log_probs = model.decode_step(tokens, state)
         log_probs[:, :, model.eos_id] = -math.inf
-        scores, index = (scores[:, :, None] + log_probs).view(1, -1).topk(width, dim=1)
-        state.reorder(index // vocab)
-        tokens = index % vocab
+        scores, parent, tokens = top_candidates(scores, log_probs, width)
+        state.reorder(parent)
     return length
 
 

@@ -8,14 +8,14 @@ always packed into the leading slots, and the tensors are cut to the widest
 active sentence at each step. The decoder runs only on the active slots'
 rows (``DecoderState.active``), so a narrower beam is less decoder work for
 that sentence even when another sentence of the batch is wider; the scores
-stay in the ``[sentence, slot]`` grid, where one ``topk`` ranks them.
+stay in the ``[sentence, slot]`` grid, where they are ranked together.
 
 One step, for all sentences at once:
 
 1. ``decode_step`` gives next-token log-probabilities of every active beam;
    a sentence at its length limit may only emit EOS.
-2. Candidates = beam score + token log-prob; one ``topk`` over
-   ``(sentence, beam x vocab)`` ranks them.
+2. Candidates = beam score + token log-prob, ranked per sentence over
+   ``beam x vocab`` (``top_candidates``: per beam, then per sentence).
 3. The width for the next step: fixed, or the dynamic policy applied to the
    spread of each sentence's best ``K`` candidates (``beam_policy``).
 4. EOS candidates ranked within the width become finished hypotheses, scored
@@ -119,6 +119,25 @@ def pooled_width(items) -> float:
     """Average width over all steps of all sentences (items with ``width_sum/width_steps``)."""
     steps = sum(item.width_steps for item in items)
     return sum(item.width_sum for item in items) / steps if steps else 1.0
+
+
+def top_candidates(scores, log_probs, k):
+    """The ``k`` best ``scores[r, b] + log_probs[r, b, v]`` of each row, best first.
+
+    ``scores`` ``[R, K]``, ``log_probs`` ``[R, K, V]``. Returns their values,
+    parent beams and tokens, each ``[R, k]`` (fewer when ``K * V < k``). Two
+    stages: the best ``k`` tokens of every beam, then the best ``k`` of those.
+    That is the same set as one top-k over ``K x V`` (a candidate among a row's
+    best ``k`` is among its own beam's best ``k``, and adding the beam's score
+    keeps the order within a beam) at less cost, because a top-k over one long
+    row runs on one thread and scans more than ``K`` shorter rows in parallel.
+    """
+    rows, beams, vocab = log_probs.shape
+    per_beam = min(k, vocab)
+    best, token = log_probs.topk(per_beam, dim=2)
+    top, flat = (scores[:, :, None] + best).view(rows, beams * per_beam).topk(
+        min(k, beams * per_beam), dim=1)
+    return top, flat // per_beam, token.view(rows, -1).gather(1, flat)
 
 
 def _advance(state, rows, parent, active):
@@ -242,12 +261,10 @@ def _search(model, src, config, deadline, target_lengths=None):
         if target_lengths is not None:
             early = (limit[sentence] > t) & ~forced  # a deadline cut still ends it
             log_probs[:, :, eos].masked_fill_(early[:, None], -math.inf)
-        candidates = (scores[:, :, None] + log_probs).view(rows, beams * vocab)
         # Up to one EOS per beam sits among the best, so slots + beams candidates
         # always hold `slots` continuations.
-        top_scores, top_index = candidates.topk(min(slots + beams, beams * vocab), dim=1)
+        top_scores, parent, token = top_candidates(scores, log_probs, slots + beams)
         top_scores = top_scores.double()  # small from here on; exact bookkeeping is cheap
-        parent, token = top_index // vocab, top_index % vocab
 
         # Cumulative scores, not step log-probs: the search ranks candidates by
         # cumulative score, so their spread says whether the runners-up still
