@@ -129,8 +129,9 @@ def top_candidates(scores, log_probs, k):
     stages: the best ``k`` tokens of every beam, then the best ``k`` of those.
     That is the same set as one top-k over ``K x V`` (a candidate among a row's
     best ``k`` is among its own beam's best ``k``, and adding the beam's score
-    keeps the order within a beam) at less cost, because a top-k over one long
-    row runs on one thread and scans more than ``K`` shorter rows in parallel.
+    keeps the order within a beam) at less cost: PyTorch runs a top-k over one
+    long row on one thread, ``K`` rows of ``V`` are shared among the threads,
+    and the second stage sees only ``K * k`` values.
     """
     rows, beams, vocab = log_probs.shape
     per_beam = min(k, vocab)
