@@ -98,7 +98,9 @@ def test_inference_slices_follow_sizes_and_weights():
         norm.weight.normal_(), norm.bias.normal_()
 
     def check(dtype=torch.float32):
-        for in_dim, out_dim in ((32, 24), (48, 8), (16, 40)):
+        # Starts with the sizes the previous call ended with, so a kept slice is
+        # what the first comparison reads.
+        for in_dim, out_dim in ((16, 40), (32, 24), (48, 8), (16, 40)):
             linear.set_sample(in_dim, out_dim)
             norm.set_sample(in_dim)
             x = torch.randn(5, 1, in_dim, dtype=dtype)
@@ -109,6 +111,9 @@ def test_inference_slices_follow_sizes_and_weights():
 
     with torch.no_grad():
         check()
+        kept = linear.__dict__['_inference_slices']
+        linear(torch.randn(2, 16))
+        assert linear.__dict__['_inference_slices'] is kept  # reused, not rebuilt
         linear.weight.mul_(2.0), norm.bias.add_(1.0)  # in place: an optimiser step, a load
         check()
     linear.double(), norm.double()  # moved: new storage, the slices are rebuilt
