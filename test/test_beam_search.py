@@ -6,6 +6,7 @@ from pathlib import Path
 import statistics
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -282,14 +283,15 @@ def test_active_mask_never_selects_inactive_beams():
     candidates = (scores[:, :, None] + log_probs).view(2, -1)
     top_scores, top_index = candidates.topk(2 * slots, dim=1)
     parent, token = top_index // vocab, top_index % vocab
-    finish, keep = select_candidates(top_scores, token, torch.tensor([3, 3]), EOS)
+    finish, keep = select_candidates(top_scores.numpy(), token.numpy(), np.array([3, 3]), EOS)
+    finish, keep = torch.from_numpy(finish), torch.from_numpy(keep)
     assert not (parent[0][finish[0] | keep[0]] > 0).any()
     assert not (parent[1][finish[1] | keep[1]] > 1).any()
     assert torch.isfinite(top_scores[finish | keep]).all()
     assert keep.sum(dim=1).tolist() == [3, 3] and finish.sum(dim=1).tolist() == [1, 2]
     # A row with fewer live non-EOS candidates than the width keeps only the live ones.
     dead = torch.tensor([[-1.0, -2.0, -math.inf, -math.inf]], dtype=torch.float64)
-    finish, keep = select_candidates(dead, torch.tensor([[EOS, 7, 8, 9]]), torch.tensor([4]),
+    finish, keep = select_candidates(dead.numpy(), np.array([[EOS, 7, 8, 9]]), np.array([4]),
                                      EOS)
     assert keep.tolist() == [[False, True, False, False]]
     assert finish.tolist() == [[True, False, False, False]]

@@ -137,8 +137,13 @@ def test_sweep_writes_a_library_and_resumes_without_remeasuring(tmp_path, tokeni
                          for p in summary.library.points]
     assert library.target == 'translation' and library.device == 'cpu'
     assert library.names == [f'tr_cpu_{i:02d}' for i in range(1, len(library.points) + 1)]
-    winners = {c.key for c in summary.candidates}
-    assert len(summary.candidates) == 2 * len(winners) and len(summary.constraints_ms) == 3
+    measured = {c.key for c in summary.candidates}
+    assert len(summary.candidates) == 2 * len(measured) and len(summary.constraints_ms) == 3
+    # The space's ends are measured too, whether or not a search found them.
+    assert {SPACE.smallest().key(), SPACE.largest().key()} <= measured
+    searched = {s['key'] for s in summary.searches}
+    assert all((c.constraint_ms is None) == (c.key not in searched)
+               for c in summary.candidates)
     # The library is exactly the measured front of the candidates.
     front = pareto_front(summary.candidates, lambda c: c.latency_ms[1], lambda c: c.bleu)
     assert [(c.key, c.beam) for c in front] == [(p.metrics['key'], p.beam)
@@ -149,7 +154,7 @@ def test_sweep_writes_a_library_and_resumes_without_remeasuring(tmp_path, tokeni
         if point.beam == FIVE:
             assert point.predicted_latency_ms > 0
     assert all(c.predicted_ms[1] <= c.constraint_ms * 1.0001 for c in summary.candidates
-               if c.beam == FIVE)
+               if c.beam == FIVE and c.constraint_ms is not None)
     assert len(summary.cloud) == 5 and 0 <= summary.cloud_dominated <= 5
     assert config.plot_path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert library.meta['workload'] == FAST.workload and library.meta['rank_threads'] == 1

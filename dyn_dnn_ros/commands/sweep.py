@@ -64,6 +64,9 @@ def add_arguments(parser):
     parser.add_argument('--dynamic', nargs='*', default=[], metavar='POLICY',
                         help='joint points with dynamic beams BW_MIN:BW_MAX:SIGMA_MIN:SIGMA_MAX'
                              '[:METRIC] (see `dyn-dnn-ros calibrate-beam`)')
+    parser.add_argument('--no-anchors', dest='anchors', action='store_false',
+                        help='do not measure the space\'s smallest and largest sub-networks '
+                             'alongside the winners')
     parser.add_argument('--bleu-split', choices=('test', 'valid'), default=d.bleu_split)
     parser.add_argument('--bleu-sentences', type=int, default=d.bleu_sentences,
                         help='first N sentences of the split for BLEU (default: %(default)s; '
@@ -114,7 +117,7 @@ def run(args) -> int:
             constraints_ms=tuple(args.constraints or ()), constraint_count=args.count,
             evolution=evolution_from_args(args), protocol=protocol, extra_beams=beams,
             bleu_split=args.bleu_split, bleu_sentences=args.bleu_sentences or None,
-            random_count=args.random, random_seed=args.random_seed,
+            anchors=args.anchors, random_count=args.random, random_seed=args.random_seed,
             random_csv=args.random_csv, samples_path=args.samples_log)
         model, tokenizer, predictor, fitness = load_search_inputs(args, args.run_dir)
         if predictor.meta.get('workload') != protocol.workload:
@@ -131,7 +134,9 @@ def run(args) -> int:
     library, rank = summary.library, summary.library.meta['rank_threads']
     print(f'{len(summary.constraints_ms)} constraints '
           f'({", ".join(f"{c:.1f}" for c in summary.constraints_ms)} ms at {rank} threads), '
-          f'{len({c.key for c in summary.candidates})} distinct winners, '
+          f'{len({c.key for c in summary.candidates if c.constraint_ms is not None})} '
+          f'distinct winners, '
+          f'{len({c.key for c in summary.candidates if c.constraint_ms is None})} anchors, '
           f'{len(summary.candidates)} measured candidates, {summary.evaluations} new fitness '
           f'evaluations')
     threads = sorted(library.points[0].latency_ms)

@@ -58,6 +58,7 @@ from dyn_dnn_ros.operating_points import BeamPolicy
 from dyn_dnn_ros.translation.batching import encode_sources
 from dyn_dnn_ros.translation.beam_search import BeamSearchConfig, beam_search, top_candidates
 from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
+from dyn_dnn_ros.translation.eval_mode import evaluating
 
 DEVICES = ('cpu', 'cuda')
 MODES = ('reference', 'eos', 'fixed')
@@ -169,18 +170,18 @@ class Workload:
 @torch.no_grad()
 def fixed_length_search(model, src, width, length) -> int:
     """Beam search of exactly ``length`` steps with EOS forbidden (the paper's protocol)."""
-    model.eval()
-    device = src.device
-    state = model.start_decoding(model.encode(src), beams_per_sentence=width)
-    tokens = torch.full((1, width), model.bos_id, dtype=torch.long, device=device)
-    # Only the first slot is live at the start, as if the search began with one beam.
-    scores = torch.full((1, width), -math.inf, device=device)
-    scores[0, 0] = 0.0
-    for _ in range(length):
-        log_probs = model.decode_step(tokens, state)
-        log_probs[:, :, model.eos_id] = -math.inf
-        scores, parent, tokens = top_candidates(scores, log_probs, width)
-        state.reorder(parent)
+    with evaluating(model):
+        device = src.device
+        state = model.start_decoding(model.encode(src), beams_per_sentence=width)
+        tokens = torch.full((1, width), model.bos_id, dtype=torch.long, device=device)
+        # Only the first slot is live at the start, as if the search began with one beam.
+        scores = torch.full((1, width), -math.inf, device=device)
+        scores[0, 0] = 0.0
+        for _ in range(length):
+            log_probs = model.decode_step(tokens, state)
+            log_probs[:, :, model.eos_id] = -math.inf
+            scores, parent, tokens = top_candidates(scores, log_probs, width)
+            state.reorder(parent)
     return length
 
 

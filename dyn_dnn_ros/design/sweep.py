@@ -4,7 +4,8 @@
    predicted latency of the smallest and the largest sub-network (at the
    thread count the library is ranked by, the largest measured one).
 2. One evolutionary search per constraint; all share one fitness cache.
-3. Every distinct winner is measured for real at every thread count, alone
+3. Every distinct winner, and the space's smallest and largest sub-networks
+   (anchors), is measured for real at every thread count, alone
    and, optionally, combined with other beam policies (joint points: neither
    Dynamic-HAT nor the dynamic-beam paper combines the two knobs), and its
    BLEU is computed with that beam on the test split (or a subset).
@@ -68,6 +69,10 @@ class SweepConfig:
     # the pipeline on one scale. None: run_dir / samples.jsonl
     samples_path: Path | None = None
     name_prefix: str = 'tr'
+    # Also measure the space's smallest and largest sub-networks: the ends of the
+    # device's range, which a search under a predicted constraint may just miss.
+    # They join the library only if they land on the measured front.
+    anchors: bool = True
 
     def __post_init__(self):
         if not isinstance(self.constraint_count, int) or self.constraint_count < 1:
@@ -233,6 +238,9 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
     winners = {}
     for s in searches:  # the loosest constraint a winner won under stays with it
         winners[s['key']] = (SubnetConfig.from_dict(s['subnet']), s['constraint_ms'])
+    if config.anchors:
+        for anchor in (space.smallest(), space.largest()):
+            winners.setdefault(anchor.key(), (anchor, None))
 
     # 3. measure winners with every beam, then BLEU
     beams = [deployment] + [b for b in config.extra_beams if b != deployment]

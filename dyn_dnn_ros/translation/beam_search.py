@@ -46,10 +46,12 @@ from dataclasses import dataclass, field
 import math
 import time
 
+import numpy as np
 import torch
 
 from dyn_dnn_ros.operating_points import BeamPolicy
 from dyn_dnn_ros.translation.beam_policy import candidate_metric, max_width, policy_widths
+from dyn_dnn_ros.translation.eval_mode import evaluating
 
 
 def _finite_number(name, value, minimum, strict=False):
@@ -136,30 +138,37 @@ def top_candidates(scores, log_probs, k):
     rows, beams, vocab = log_probs.shape
     per_beam = min(k, vocab)
     best, token = log_probs.topk(per_beam, dim=2)
+    if beams == 1:  # one beam's best are already the row's best, in order
+        return scores + best[:, 0], torch.zeros_like(token[:, 0]), token[:, 0]
     top, flat = (scores[:, :, None] + best).view(rows, beams * per_beam).topk(
         min(k, beams * per_beam), dim=1)
     return top, flat // per_beam, token.view(rows, -1).gather(1, flat)
 
 
-def _advance(state, rows, parent, active):
+def _advance(state, rows, parent, active, was_active):
     """Keep sentences ``rows``; new slot ``j`` of row ``r`` continues slot ``parent[r, j]``.
 
     ``active`` (``[rows, slots]`` bool, or None for all) marks the slots that
-    hold a beam. ``DecoderState.select`` and ``reorder`` keep every slot of a
-    fixed count; here count and occupancy change with the width, so the caches
-    are re-indexed directly, in a single ``index_select`` per tensor.
+    hold a beam, ``was_active`` the same before this step (NumPy arrays).
+    ``DecoderState.select`` and ``reorder`` keep every slot of a fixed count;
+    here count and occupancy change with the width, so the caches are
+    re-indexed directly, in a single ``index_select`` per tensor.
     """
-    if rows.numel() != state.sentences:
-        state.cross = [tuple(t.index_select(0, rows) for t in c) for c in state.cross]
-    if state.active is None:
+    device = state.cache[0][0].device if state.cache else state.cross[0][0].device
+    if len(rows) != state.sentences:
+        kept = torch.from_numpy(rows).to(device)
+        state.cross = [tuple(t.index_select(0, kept) for t in c) for c in state.cross]
+    if was_active is None:
         source = rows[:, None] * state.beams + parent
     else:  # cache row of each old slot: its rank among the active slots
-        rank = state.active.reshape(-1).cumsum(0).sub_(1).view(state.active.shape)
+        rank = (np.cumsum(was_active.reshape(-1)) - 1).reshape(was_active.shape)
         source = rank[rows[:, None], parent]
-    cache_rows = source.reshape(-1) if active is None else source[active]
+    cache_rows = torch.from_numpy(source.reshape(-1) if active is None else source[active])
+    cache_rows = cache_rows.to(device)
     state.cache = [(k.index_select(0, cache_rows), v.index_select(0, cache_rows))
                    for k, v in state.cache]
-    state.beams, state.active = parent.shape[1], active
+    state.beams = parent.shape[1]
+    state.active = None if active is None else torch.from_numpy(active).to(device)
 
 
 def select_candidates(top_scores, top_tokens, width, eos_id):
@@ -167,14 +176,14 @@ def select_candidates(top_scores, top_tokens, width, eos_id):
 
     EOS candidates ranked within ``width`` (``[R]``) finish; the best ``width``
     non-EOS candidates continue. Candidates scoring ``-inf`` (spawned by
-    inactive slots or banned tokens) do neither.
+    inactive slots or banned tokens) do neither. NumPy arrays in and out.
     """
-    live = torch.isfinite(top_scores)
-    is_eos = top_tokens.eq(eos_id)
-    rank = torch.arange(top_scores.shape[1], device=top_scores.device)
+    live = np.isfinite(top_scores)
+    is_eos = top_tokens == eos_id
+    rank = np.arange(top_scores.shape[1])
     finish = live & is_eos & (rank[None, :] < width[:, None])
     going = live & ~is_eos
-    keep = going & (going.cumsum(dim=1) <= width[:, None])
+    keep = going & (np.cumsum(going, axis=1) <= width[:, None])
     return finish, keep
 
 
@@ -200,15 +209,14 @@ def beam_search(model, src_tokens, config: BeamSearchConfig = BeamSearchConfig()
         if target_lengths.shape != (src_tokens.shape[0],) or bool((target_lengths < 0).any()):
             raise ValueError(f'target_lengths: expected {src_tokens.shape[0]} lengths >= 0, '
                              f'got {target_lengths.tolist()}')
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         return _search(model, src_tokens, config, deadline, target_lengths)
-    finally:
-        model.train(was_training)
 
 
 def _search(model, src, config, deadline, target_lengths=None):
+    # The decoder's tensors stay on the model's device; the bookkeeping of the few
+    # ranked candidates per sentence runs in NumPy, where each of its ~60 small
+    # operations per step costs a microsecond instead of a PyTorch dispatch.
     policy, slots, alpha = config.beam, config.width, config.alpha
     dynamic = policy.mode == 'dynamic'
     device, vocab, eos = src.device, model.vocab_size, model.eos_id
@@ -221,61 +229,75 @@ def _search(model, src, config, deadline, target_lengths=None):
                  + config.max_len_b).long()
     else:
         limit = target_lengths
-    limit = limit.clamp(max=model.space.max_positions - 1)
-    longest_norm = (limit + 1).double() ** alpha
-    best_score = torch.full((n,), -math.inf, dtype=torch.float64, device=device)
-    best_log_prob = torch.full_like(best_score, -math.inf)
-    best_tokens = torch.full((n, int(limit.max()) + 1), model.pad_id, dtype=torch.long,
-                             device=device)
-    best_length = torch.zeros(n, dtype=torch.long, device=device)
-    collected = torch.zeros(n, dtype=torch.long, device=device)
-    steps = torch.zeros(n, dtype=torch.long, device=device)
-    width_sum = torch.zeros(n, dtype=torch.long, device=device)
-    width_steps = torch.zeros(n, dtype=torch.long, device=device)
-    cut = torch.zeros(n, dtype=torch.bool, device=device)
+    limit = limit.clamp(max=model.space.max_positions - 1).cpu()
+    longest_norm = ((limit + 1).double() ** alpha).numpy()
+    limit = limit.numpy()
+    best_score = np.full(n, -math.inf)
+    best_log_prob = np.full(n, -math.inf)
+    best_tokens = np.full((n, int(limit.max()) + 1), model.pad_id, dtype=np.int64)
+    best_length = np.zeros(n, dtype=np.int64)
+    collected = np.zeros(n, dtype=np.int64)
+    steps = np.zeros(n, dtype=np.int64)
+    width_sum = np.zeros(n, dtype=np.int64)
+    width_steps = np.zeros(n, dtype=np.int64)
+    cut = np.zeros(n, dtype=bool)
     trace = []  # (sentence numbers, active beams, std, gap, forced) per step if recording
 
     # Per running sentence (row). Every sentence starts with the single BOS beam.
-    sentence = torch.arange(n, device=device)
-    history = torch.full((n, 1, 1), model.bos_id, dtype=torch.long, device=device)
-    scores = torch.zeros(n, 1, device=device)
+    sentence = np.arange(n)
+    history = np.full((n, 1, 1), model.bos_id, dtype=np.int64)
+    scores = np.zeros((n, 1), dtype=np.float32)
+    occupied = None  # which slots hold a beam (None: all); the decoder state's ``active``
+    tokens = torch.full((n, 1), model.bos_id, dtype=torch.long, device=device)
     state = model.start_decoding(model.encode(src), beams_per_sentence=1)
     not_eos = torch.ones(vocab, dtype=torch.bool, device=device)
     not_eos[eos] = False
-    never = [model.pad_id, model.bos_id]  # neither can appear inside a translation
+    # Neither PAD nor BOS can appear inside a translation; EOS too while a latency
+    # workload's sentence has not reached its reference length.
+    never = torch.tensor([model.pad_id, model.bos_id], device=device)
+    never_nor_eos = torch.tensor([model.pad_id, model.bos_id, eos], device=device)
+    slot_rank = np.arange(slots + slots)
 
     step_began = time.monotonic()
     for t in range(int(limit.max()) + 1):
         rows, beams = scores.shape
-        active = torch.isfinite(scores).sum(dim=1)
-        log_probs = model.decode_step(history[:, :, -1], state)
-        log_probs[:, :, never] = -math.inf
+        active = np.isfinite(scores).sum(axis=1)
+        log_probs = model.decode_step(tokens, state)
         forced = limit[sentence] == t
         if deadline is not None:
             now = time.monotonic()
             if now + (now - step_began) >= deadline:
                 cut[sentence[~forced]] = True
-                forced = torch.ones_like(forced)
+                forced = np.ones_like(forced)
             step_began = now
-        if bool(forced.any()):
-            log_probs = log_probs.masked_fill(forced[:, None, None] & not_eos, -math.inf)
-        if target_lengths is not None:
-            early = (limit[sentence] > t) & ~forced  # a deadline cut still ends it
-            log_probs[:, :, eos].masked_fill_(early[:, None], -math.inf)
+        early = None if target_lengths is None else (limit[sentence] > t) & ~forced
+        if early is not None and early.all():
+            log_probs.index_fill_(2, never_nor_eos, -math.inf)
+        else:
+            log_probs.index_fill_(2, never, -math.inf)
+            if early is not None and early.any():
+                log_probs[:, :, eos].masked_fill_(torch.from_numpy(early).to(device)[:, None],
+                                                  -math.inf)
+        if forced.any():
+            only_eos = torch.from_numpy(forced).to(device)[:, None, None] & not_eos
+            log_probs = log_probs.masked_fill(only_eos, -math.inf)
         # Up to one EOS per beam sits among the best, so slots + beams candidates
         # always hold `slots` continuations.
-        top_scores, parent, token = top_candidates(scores, log_probs, slots + beams)
-        top_scores = top_scores.double()  # small from here on; exact bookkeeping is cheap
+        top, parent, token = top_candidates(torch.from_numpy(scores).to(device), log_probs,
+                                            slots + beams)
+        # Small from here on: exact float64 bookkeeping costs nothing.
+        top_scores = top.cpu().numpy().astype(np.float64)
+        parent, token = parent.cpu().numpy(), token.cpu().numpy()
 
         # Cumulative scores, not step log-probs: the search ranks candidates by
         # cumulative score, so their spread says whether the runners-up still
         # have a chance; step log-probs of different parents are not comparable.
         # (A spread needs two scores, hence at least two even when slots == 1.)
-        ranked = top_scores[:, :max(slots, 2)]
+        ranked = torch.from_numpy(top_scores[:, :max(slots, 2)])
         if dynamic:
-            width = policy_widths(candidate_metric(ranked, policy.metric), policy)
+            width = policy_widths(candidate_metric(ranked, policy.metric), policy).numpy()
         else:
-            width = torch.full((rows,), slots, dtype=torch.long, device=device)
+            width = np.full(rows, slots, dtype=np.int64)
         if config.record_steps:
             trace.append((sentence, active, candidate_metric(ranked, 'std'),
                           candidate_metric(ranked, 'gap'), forced))
@@ -285,40 +307,43 @@ def _search(model, src, config, deadline, target_lengths=None):
         steps[sentence] = t + 1
 
         finish, keep = select_candidates(top_scores, token, width, eos)
-        collected[sentence] += finish.sum(dim=1)
-        finished_score = torch.where(finish, top_scores / float(t + 1) ** alpha, -math.inf)
-        step_best, step_rank = finished_score.max(dim=1)
+        collected[sentence] += finish.sum(axis=1)
+        finished_score = np.where(finish, top_scores / float(t + 1) ** alpha, -math.inf)
+        step_rank = finished_score.argmax(axis=1)
+        step_best = finished_score[np.arange(rows), step_rank]
         better = step_best > best_score[sentence]
-        if bool(better.any()):
-            row = better.nonzero().squeeze(1)
+        if better.any():
+            row = better.nonzero()[0]
             winner = sentence[row]
             best_score[winner] = step_best[row]
             best_log_prob[winner] = top_scores[row, step_rank[row]]
             best_tokens[winner, :t] = history[row, parent[row, step_rank[row]], 1:]
             best_length[winner] = t
 
-        kept = keep.sum(dim=1)
-        best_running = torch.where(keep, top_scores, -math.inf).max(dim=1).values
+        kept = keep.sum(axis=1)
+        best_running = np.where(keep, top_scores, -math.inf).max(axis=1)
         hopeless = best_running / longest_norm[sentence] <= best_score[sentence]
-        enough = collected[sentence] >= torch.ceil(config.patience * width.double()).long()
-        going = ~(enough | hopeless | kept.eq(0))
-        if not bool(going.any()):
+        enough = collected[sentence] >= np.ceil(config.patience * width).astype(np.int64)
+        going = ~(enough | hopeless | (kept == 0))
+        if not going.any():
             break
 
         # Kept candidates first, in rank order; later slots are inactive.
-        order = torch.where(keep, torch.arange(keep.shape[1], device=device), keep.shape[1])
-        order = order.sort(dim=1).indices
-        live_rows = going.nonzero().squeeze(1)
+        candidates = keep.shape[1]
+        order = np.argsort(np.where(keep, slot_rank[:candidates], candidates), axis=1,
+                           kind='stable')
+        live_rows = going.nonzero()[0]
         new_width = int(kept[live_rows].max())
         chosen = order[live_rows, :new_width]
-        parent_beam = parent[live_rows].gather(1, chosen)
-        occupied = keep[live_rows].gather(1, chosen)
-        scores = torch.where(occupied, top_scores[live_rows].gather(1, chosen),
-                             -math.inf).float()
-        past = history[live_rows].gather(
-            1, parent_beam[:, :, None].expand(-1, -1, history.shape[2]))
-        history = torch.cat([past, token[live_rows].gather(1, chosen)[:, :, None]], dim=2)
-        _advance(state, live_rows, parent_beam, None if bool(occupied.all()) else occupied)
+        picked = (live_rows[:, None], chosen)
+        parent_beam, now_occupied, next_tokens = parent[picked], keep[picked], token[picked]
+        scores = np.where(now_occupied, top_scores[picked], -math.inf).astype(np.float32)
+        history = np.concatenate([history[live_rows[:, None], parent_beam],
+                                  next_tokens[:, :, None]], axis=2)
+        now_occupied = None if now_occupied.all() else now_occupied
+        _advance(state, live_rows, parent_beam, now_occupied, occupied)
+        occupied = now_occupied
+        tokens = torch.from_numpy(next_tokens).to(device)
         sentence = sentence[live_rows]
 
     return _results(best_tokens, best_length, best_score, best_log_prob, steps, width_sum,
@@ -327,8 +352,8 @@ def _search(model, src, config, deadline, target_lengths=None):
 
 def _results(best_tokens, best_length, best_score, best_log_prob, steps, width_sum,
              width_steps, cut, trace):
-    if not bool(torch.isfinite(best_score).all()):
-        missing = (~torch.isfinite(best_score)).nonzero().squeeze(1).tolist()
+    if not np.isfinite(best_score).all():
+        missing = (~np.isfinite(best_score)).nonzero()[0].tolist()
         raise RuntimeError(f'beam search ended sentences {missing} without a hypothesis')
     tokens, lengths = best_tokens.tolist(), best_length.tolist()
     results = [

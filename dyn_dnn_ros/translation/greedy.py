@@ -2,6 +2,8 @@
 
 import torch
 
+from dyn_dnn_ros.translation.eval_mode import evaluating
+
 
 @torch.no_grad()
 def greedy_decode(model, src_tokens, max_len_a=1.5, max_len_b=10):
@@ -10,9 +12,7 @@ def greedy_decode(model, src_tokens, max_len_a=1.5, max_len_b=10):
     Returns one list of target ids per sentence, without BOS/EOS. A sentence
     stops at EOS or after ``max_len_a * source_length + max_len_b`` tokens.
     """
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         src_lengths = src_tokens.ne(model.pad_id).sum(dim=1)
         limits = (src_lengths.float() * max_len_a + max_len_b).long().tolist()
         state = model.start_decoding(model.encode(src_tokens), beams_per_sentence=1)
@@ -35,5 +35,3 @@ def greedy_decode(model, src_tokens, max_len_a=1.5, max_len_b=10):
                 alive = [alive[row] for row in keep]
             tokens = best
         return outputs
-    finally:
-        model.train(was_training)
