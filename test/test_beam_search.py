@@ -414,3 +414,24 @@ def test_a_deadline_stops_the_search_in_time_with_a_hypothesis(corpus, monkeypat
     assert cut[0].cut and len(cut[0].tokens) == 3 and cut[0].steps == 4
     with pytest.raises(ValueError, match='deadline'):
         beam_search(model, src, config, deadline=math.nan)
+
+
+def test_search_decodes_without_dropout_and_leaves_the_mode_as_it_was(corpus, monkeypatch):
+    sources, vocab = corpus
+    space = DesignSpace(encoder_embed_dim=(32,), decoder_embed_dim=(32,), ffn_dim=(64,),
+                        heads=(2,), encoder_layers=(1,), decoder_layers=(1,), ende=(1,),
+                        head_dim=16, max_positions=128)
+    torch.manual_seed(0)
+    model = SuperTransformer(space, vocab, PAD, BOS, EOS, dropout=0.5).eval()
+    src = encode_sources(sources[:4], PAD, EOS)
+    config = BeamSearchConfig(beam=3)
+    expected = [(r.tokens, r.score) for r in beam_search(model, src, config)]
+    model.train()
+    assert [(r.tokens, r.score) for r in beam_search(model, src, config)] == expected
+    assert all(module.training for module in model.modules())
+    # A model already in eval mode is not walked again (each walk sets every module's flag).
+    model.eval()
+    switched = []
+    monkeypatch.setattr(model, 'train', lambda mode=True: switched.append(mode))
+    assert [(r.tokens, r.score) for r in beam_search(model, src, config)] == expected
+    assert switched == [] and not any(module.training for module in model.modules())
