@@ -3,7 +3,7 @@
 Left: validation loss vs measured latency. BLEU for a thousand random
 sub-networks would cost hours, so the random cloud is compared on the
 search's own objective (teacher-forced validation loss), against the searched
-winners at the deployment beam. Right: BLEU vs measured latency of every
+winners (and the anchors) at the deployment beam. Right: BLEU vs measured latency of every
 measured candidate (winners x beam policies), the library's points named.
 """
 
@@ -30,7 +30,8 @@ def pareto_plot(path, cloud, candidates, library, deployment, threads, device):
                       if c.beam == deployment)
     if searched:
         xs, ys = zip(*searched, strict=True)
-        left.plot(xs, ys, 'o-', c='tab:red', ms=5, label='evolutionary search winners')
+        left.plot(xs, ys, 'o-', c='tab:red', ms=5,
+                  label='search winners (and the space\'s smallest, largest)')
     left.set_xlabel(unit)
     left.set_ylabel('validation loss (NLL per token, lower is better)')
     left.set_title(f'Search objective: validation loss ({deployment.describe()})')
