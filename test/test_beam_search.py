@@ -377,13 +377,18 @@ def test_zz_reference_comparisons_covered_every_stopping_rule(model, sources):
         assert all(STOPS[mode, rule] > 0 for rule in ('enough', 'limit', 'bound')), STOPS
 
 
-def test_a_deadline_stops_the_search_in_time_with_a_hypothesis(corpus, monkeypatch):
-    sources, vocab = corpus
+def _one_layer_model(vocab, dropout=0.0):
+    """A small random model (seeded) in eval mode, as the search tests below need."""
     space = DesignSpace(encoder_embed_dim=(32,), decoder_embed_dim=(32,), ffn_dim=(64,),
                         heads=(2,), encoder_layers=(1,), decoder_layers=(1,), ende=(1,),
                         head_dim=16, max_positions=128)
     torch.manual_seed(0)
-    model = SuperTransformer(space, vocab, PAD, BOS, EOS, dropout=0.0).eval()
+    return SuperTransformer(space, vocab, PAD, BOS, EOS, dropout=dropout).eval()
+
+
+def test_a_deadline_stops_the_search_in_time_with_a_hypothesis(corpus, monkeypatch):
+    sources, vocab = corpus
+    model = _one_layer_model(vocab)
     step_logits, bias = model.embed.step_logits, torch.zeros(vocab)
     bias[EOS] = -30.0   # never ends by itself: every sentence runs to its length limit
     model.embed.step_logits = lambda x: step_logits(x) + bias
@@ -418,11 +423,7 @@ def test_a_deadline_stops_the_search_in_time_with_a_hypothesis(corpus, monkeypat
 
 def test_search_decodes_without_dropout_and_leaves_the_mode_as_it_was(corpus, monkeypatch):
     sources, vocab = corpus
-    space = DesignSpace(encoder_embed_dim=(32,), decoder_embed_dim=(32,), ffn_dim=(64,),
-                        heads=(2,), encoder_layers=(1,), decoder_layers=(1,), ende=(1,),
-                        head_dim=16, max_positions=128)
-    torch.manual_seed(0)
-    model = SuperTransformer(space, vocab, PAD, BOS, EOS, dropout=0.5).eval()
+    model = _one_layer_model(vocab, dropout=0.5)
     src = encode_sources(sources[:4], PAD, EOS)
     config = BeamSearchConfig(beam=3)
     expected = [(r.tokens, r.score) for r in beam_search(model, src, config)]

@@ -145,7 +145,7 @@ def top_candidates(scores, log_probs, k):
     return top, flat // per_beam, token.view(rows, -1).gather(1, flat)
 
 
-def _advance(state, rows, parent, active, was_active):
+def _advance(state, rows, parent, active, was_active, device):
     """Keep sentences ``rows``; new slot ``j`` of row ``r`` continues slot ``parent[r, j]``.
 
     ``active`` (``[rows, slots]`` bool, or None for all) marks the slots that
@@ -154,7 +154,6 @@ def _advance(state, rows, parent, active, was_active):
     here count and occupancy change with the width, so the caches are
     re-indexed directly, in a single ``index_select`` per tensor.
     """
-    device = state.cache[0][0].device if state.cache else state.cross[0][0].device
     if len(rows) != state.sentences:
         kept = torch.from_numpy(rows).to(device)
         state.cross = [tuple(t.index_select(0, kept) for t in c) for c in state.cross]
@@ -341,7 +340,7 @@ def _search(model, src, config, deadline, target_lengths=None):
         history = np.concatenate([history[live_rows[:, None], parent_beam],
                                   next_tokens[:, :, None]], axis=2)
         now_occupied = None if now_occupied.all() else now_occupied
-        _advance(state, live_rows, parent_beam, now_occupied, occupied)
+        _advance(state, live_rows, parent_beam, now_occupied, occupied, device)
         occupied = now_occupied
         tokens = torch.from_numpy(next_tokens).to(device)
         sentence = sentence[live_rows]
