@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from dyn_dnn_ros.design import write_atomic
 from dyn_dnn_ros.translation.batching import TokenBatcher
 from dyn_dnn_ros.translation.design_space import SubnetConfig
+from dyn_dnn_ros.translation.eval_mode import evaluating
 from dyn_dnn_ros.translation.training import label_smoothed_nll_loss, load_pairs
 
 CACHE_FORMAT = 'dyn_dnn_ros.fitness_cache/1'
@@ -49,17 +50,13 @@ class ValidationLoss:
     @torch.no_grad()
     def __call__(self, cfg: SubnetConfig) -> float:
         model = self.model
-        was_training = model.training
-        model.eval()
         model.set_subnet(cfg)
         total = 0.0
-        try:
+        with evaluating(model):
             for batch in self.batches:
                 lprobs = F.log_softmax(model(batch.src, batch.tgt_input).float(), dim=-1)
                 total += label_smoothed_nll_loss(lprobs, batch.tgt_output, 0.0,
                                                  model.pad_id)[1].item()
-        finally:
-            model.train(was_training)
         return total / self.tokens
 
 
