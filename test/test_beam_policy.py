@@ -38,31 +38,36 @@ def test_map_with_offset_thresholds_and_narrow_range():
     policy = dynamic(bw_min=2, bw_max=4, sigma_min=1.0, sigma_max=3.0)
     assert [width_for(v, policy) for v in (0.5, 1.0, 1.49, 1.5, 2.0, 2.5, 2.51, 3.0, 9.0)] == \
         [4, 4, 4, 4, 3, 3, 2, 2, 2]
-    sweep = policy_widths(torch.linspace(0, 4, 401), policy)
+    sweep = policy_widths(np.linspace(0, 4, 401), policy)
     assert (sweep[1:] <= sweep[:-1]).all()  # never widens as the spread grows
     assert set(sweep.tolist()) == {2, 3, 4}
 
 
 def test_unmeasurable_spread_keeps_the_full_width():
-    widths = policy_widths(torch.tensor([math.nan, math.inf, -math.inf]), dynamic())
+    widths = policy_widths([math.nan, math.inf, -math.inf], dynamic())
     assert widths.tolist() == [5, 5, 5]
 
 
 def test_policy_widths_needs_a_dynamic_policy():
     with pytest.raises(ValueError, match='beam.mode'):
-        policy_widths(torch.tensor([1.0]), BeamPolicy(mode='fixed', width=3))
+        policy_widths([1.0], BeamPolicy(mode='fixed', width=3))
     assert max_width(BeamPolicy(mode='fixed', width=3)) == 3
     assert max_width(dynamic(bw_max=7)) == 7
 
 
 def test_candidate_metrics():
-    top = torch.tensor([[0.0, -1.0, -2.0, -3.0], [-1.0, -1.0, -1.0, -1.0]])
-    torch.testing.assert_close(candidate_metric(top, 'std'),
-                               torch.tensor([math.sqrt(1.25), 0.0]))  # population std
-    torch.testing.assert_close(candidate_metric(top, 'gap'), torch.tensor([1.0, 0.0]))
-    dead = torch.tensor([[-1.0, -math.inf, -math.inf]])
-    assert not torch.isfinite(candidate_metric(dead, 'std')).any()
-    assert not torch.isfinite(candidate_metric(dead, 'gap')).any()
+    top = np.array([[0.0, -1.0, -2.0, -3.0], [-1.0, -1.0, -1.0, -1.0]])
+    np.testing.assert_allclose(candidate_metric(top, 'std'),
+                               [math.sqrt(1.25), 0.0])  # population std
+    np.testing.assert_array_equal(candidate_metric(top, 'gap'), [1.0, 0.0])
+    dead = np.array([[-1.0, -math.inf, -math.inf]])
+    assert not np.isfinite(candidate_metric(dead, 'std')).any()
+    assert not np.isfinite(candidate_metric(dead, 'gap')).any()
+    scores = np.sort(np.random.default_rng(0).normal(-5, 2, (1000, 5)), axis=1)[:, ::-1]
+    np.testing.assert_allclose(candidate_metric(scores, 'std'), np.std(scores, axis=1),
+                               rtol=1e-12)
+    as_tensor = candidate_metric(torch.from_numpy(scores.copy()), 'std')  # tensors are accepted
+    np.testing.assert_array_equal(as_tensor, candidate_metric(scores, 'std'))
     with pytest.raises(ValueError, match='metric'):
         candidate_metric(top, 'entropy')
     with pytest.raises(ValueError, match='top_scores'):
@@ -71,7 +76,7 @@ def test_candidate_metrics():
 
 def test_gap_policy_maps_the_margin():
     policy = dynamic(metric='gap', sigma_min=0.5, sigma_max=2.5)
-    top = torch.tensor([[-0.1, -0.3, -5.0], [-0.1, -3.0, -4.0], [-0.1, -1.6, -9.0]])
+    top = np.array([[-0.1, -0.3, -5.0], [-0.1, -3.0, -4.0], [-0.1, -1.6, -9.0]])
     assert policy_widths(candidate_metric(top, 'gap'), policy).tolist() == [5, 1, 3]
 
 

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 import math
 
 import numpy as np
-import torch
 
 from dyn_dnn_ros.operating_points import BeamPolicy
 
@@ -42,38 +41,45 @@ def max_width(policy: BeamPolicy) -> int:
     return policy.width if policy.mode == 'fixed' else policy.bw_max
 
 
-def candidate_metric(top_scores: torch.Tensor, metric: str) -> torch.Tensor:
-    """Spread ``[B]`` of each row of ``top_scores`` ``[B, k]`` (sorted best first, k >= 2).
+def candidate_metric(top_scores, metric: str) -> np.ndarray:
+    """Spread ``[B]`` (float64) of each row of ``top_scores`` ``[B, k]`` (best first, k >= 2).
 
     ``std`` is the population standard deviation of the k scores; ``gap`` is
     ``top_scores[:, 0] - top_scores[:, 1]``. A row holding ``-inf`` (fewer
     live candidates than k) gives a non-finite value; ``policy_widths`` maps
-    that to the full width.
+    that to the full width. NumPy, not PyTorch: the search calls this once per
+    step on a handful of numbers, where a PyTorch operator's dispatch costs
+    more than its arithmetic.
     """
     if metric not in METRICS:
         raise ValueError(f"metric: must be one of {METRICS}, got {metric!r}")
-    if top_scores.dim() != 2 or top_scores.shape[1] < 2:
-        raise ValueError(f'top_scores: need shape [B, k>=2], got {tuple(top_scores.shape)}')
-    if metric == 'gap':
-        return top_scores[:, 0] - top_scores[:, 1]
-    return top_scores.std(dim=1, correction=0)
+    top_scores = np.asarray(top_scores, dtype=np.float64)
+    if top_scores.ndim != 2 or top_scores.shape[1] < 2:
+        raise ValueError(f'top_scores: need shape [B, k>=2], got {top_scores.shape}')
+    with np.errstate(invalid='ignore'):  # -inf - -inf: an unmeasurable row, kept as NaN
+        if metric == 'gap':
+            return top_scores[:, 0] - top_scores[:, 1]
+        deviation = top_scores - top_scores.mean(axis=1, keepdims=True)
+        return np.sqrt((deviation * deviation).mean(axis=1))
 
 
-def policy_widths(values: torch.Tensor, policy: BeamPolicy) -> torch.Tensor:
+def policy_widths(values, policy: BeamPolicy) -> np.ndarray:
     """Beam widths ``[B]`` (int64) for metric ``values`` ``[B]`` under a dynamic ``policy``."""
     if policy.mode != 'dynamic':
         raise ValueError(f"beam.mode: policy_widths needs a dynamic policy, got {policy.mode!r}")
+    values = np.asarray(values, dtype=np.float64)
     # A non-finite spread means the candidates could not be measured (e.g. only
     # EOS was allowed); keeping the full width is the safe choice.
-    values = torch.where(torch.isfinite(values), values, torch.zeros_like(values))
-    fraction = ((values - policy.sigma_min) / (policy.sigma_max - policy.sigma_min)).clamp(0, 1)
+    values = np.where(np.isfinite(values), values, 0.0)
+    fraction = np.clip((values - policy.sigma_min) / (policy.sigma_max - policy.sigma_min),
+                       0.0, 1.0)
     width = policy.bw_max - fraction * (policy.bw_max - policy.bw_min)
-    return torch.floor(width + 0.5).long()
+    return np.floor(width + 0.5).astype(np.int64)
 
 
 def width_for(value: float, policy: BeamPolicy) -> int:
     """``policy_widths`` for one scalar: the policy's curve, for tables and tests."""
-    return int(policy_widths(torch.tensor([float(value)], dtype=torch.float64), policy)[0])
+    return int(policy_widths([float(value)], policy)[0])
 
 
 # -- calibration ---------------------------------------------------------------------

@@ -292,9 +292,9 @@ def _search(model, src, config, deadline, target_lengths=None):
         # cumulative score, so their spread says whether the runners-up still
         # have a chance; step log-probs of different parents are not comparable.
         # (A spread needs two scores, hence at least two even when slots == 1.)
-        ranked = torch.from_numpy(top_scores[:, :max(slots, 2)])
+        ranked = top_scores[:, :max(slots, 2)]
         if dynamic:
-            width = policy_widths(candidate_metric(ranked, policy.metric), policy).numpy()
+            width = policy_widths(candidate_metric(ranked, policy.metric), policy)
         else:
             width = np.full(rows, slots, dtype=np.int64)
         if config.record_steps:
