@@ -176,7 +176,9 @@ def test_refused_sets_are_reported_not_retried(ros, probe, tiny_files, tmp_path)
     data['points'][1]['name'] = 'ghost'
     path = tmp_path / 'manager_library.yaml'
     OperatingPointLibrary.from_dict(data).save(path)
-    system = System(ros, probe, '/m5', tiny_files, manager_library=path)
+    # Fresh resource data throughout: a stale fallback is a new decision, which is
+    # rightly sent again, and would race the count below on a loaded machine.
+    system = System(ros, probe, '/m5', tiny_files, manager_library=path, stale_after_s=60.0)
     try:
         system.publish_threads(2)
         assert system.budget(6.0).operating_point == 'ghost'
