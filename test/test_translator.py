@@ -240,9 +240,12 @@ def test_evaluate_and_calibrate_commands(model_file, tmp_path, capsys, sentences
     out = capsys.readouterr().out
     assert 'valid: 4 sentences' in out and 'average beam width 2.00' in out and 'BLEU' in out
     assert main(['calibrate-beam', *common, '--bw-max', '3', '--percentiles', '5:50',
-                 '10:90', '--evaluate', '2']) == 0
+                 '10:90', '--limit', '4', '--evaluate', '2']) == 0
     out = capsys.readouterr().out
+    assert '4 valid sentences' in out  # calibrated on the first 4, scored on the other 2
     assert 'std p5/p50' in out and 'gap p10/p90' in out and 'fixed 3' in out
-    assert '--sigma-min' in out.splitlines()[-1]
+    assert 'steps' in out and '--sigma-min' in out.splitlines()[-1]
+    assert main(['calibrate-beam', *common, '--limit', '6', '--evaluate', '2']) == 2
+    assert 'no sentences after the 6' in capsys.readouterr().err
     assert main(['calibrate-beam', *common, '--percentiles', '50']) == 2
     assert 'LOW:HIGH' in capsys.readouterr().err

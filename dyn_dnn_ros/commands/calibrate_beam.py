@@ -4,7 +4,9 @@ Decodes validation sentences at the fixed width ``bw_max``, collects the
 spread of the candidate scores at every step (both metrics) and turns
 percentile pairs of those distributions into candidate policies; the paper's
 pair is the 5th and 50th percentile of ``std``. With ``--evaluate N`` every
-candidate is also scored (BLEU, average width, time) on N validation sentences.
+candidate is also scored (BLEU, average width, decoder steps, time) on the N
+sentences that follow the calibration sentences in the split: held out, so a
+policy is not judged on the sentences its thresholds came from.
 """
 
 from dataclasses import dataclass
@@ -57,7 +59,8 @@ def add_arguments(parser):
                         help='percentile pairs turned into sigma_min:sigma_max '
                              '(default: %(default)s)')
     parser.add_argument('--evaluate', type=int, default=0, metavar='N',
-                        help='also score each candidate on the first N sentences (0: no)')
+                        help='also score each candidate on the N sentences after the '
+                             '--limit calibration sentences (0: no)')
     add_model_arguments(parser)
     add_subnet_arguments(parser)
 
@@ -79,7 +82,13 @@ def run(args) -> int:
                    sigma_min=0.0, sigma_max=1.0)  # validates the widths, naming them
         point = operating_point(args)
         subnet_spec = args.subnet or (point.subnet if point is not None else 'largest')
-        sources, references = read_split(args.corpus_dir, options.split, options.limit)
+        sources, references = read_split(args.corpus_dir, options.split,
+                                         options.limit + options.evaluate)
+        held_out = sources[options.limit:], references[options.limit:]
+        sources = sources[:options.limit]
+        if options.evaluate and not held_out[0]:
+            raise ValueError(f'--evaluate: the {options.split} split has no sentences after '
+                             f'the {len(sources)} used for calibration (--limit)')
         translator = load_translator(model_options(args))
         subnet = translator.subnet(subnet_spec)
         values = translator.step_metrics(sources, subnet, options.bw_max, progress=True)
@@ -101,8 +110,7 @@ def run(args) -> int:
     rows += [(c.label, c, c.policy) for c in candidates]
     header = f'{"setting":<18}{"sigma_min":>10}{"sigma_max":>10}'
     if options.evaluate:
-        header += f'{"BLEU":>8}{"avg width":>11}{"time s":>9}'
-        subset = sources[:options.evaluate], references[:options.evaluate]
+        header += f'{"BLEU":>8}{"avg width":>11}{"steps":>8}{"time s":>9}'
     print(header)
     for label, candidate, policy in rows:
         line = f'{label:<18}'
@@ -111,8 +119,9 @@ def run(args) -> int:
         else:
             line += f'{policy.sigma_min:10.3f}{policy.sigma_max:10.3f}'
         if options.evaluate:
-            result = translator.evaluate(*subset, subnet, policy)
-            line += f'{result.bleu:8.2f}{result.avg_width:11.2f}{result.seconds:9.2f}'
+            result = translator.evaluate(*held_out, subnet, policy)
+            line += (f'{result.bleu:8.2f}{result.avg_width:11.2f}{result.decoder_steps:8d}'
+                     f'{result.seconds:9.2f}')
         print(line, flush=True)
 
     paper = [c for c in candidates

@@ -64,6 +64,7 @@ class Evaluation:
     seconds: float  # translation wall time (tokenization and detokenization included)
     sentences: int
     hypotheses: list[str]
+    decoder_steps: int = 0  # summed over sentences: the width-independent part of the cost
 
 
 def corpus_scores(outcomes, references) -> tuple[float, float, float]:
@@ -274,7 +275,8 @@ class Translator:
         bleu, avg_width, perplexity = corpus_scores(outcomes, references)
         return Evaluation(bleu=bleu, avg_width=avg_width, perplexity=perplexity,
                           seconds=seconds, sentences=len(sources),
-                          hypotheses=[o.text for o in outcomes])
+                          hypotheses=[o.text for o in outcomes],
+                          decoder_steps=sum(o.steps for o in outcomes))
 
     def step_metrics(self, texts, subnet=None, width=5, progress=False) -> dict:
         """Per-step candidate spreads (``'std'``, ``'gap'``) of fixed-width decoding of ``texts``.
