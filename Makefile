@@ -27,7 +27,7 @@ design-cpu: $(STAMPS)/package
 	time $(BIN)/dyn-dnn-ros latency --device cpu --out $(DESIGN_RUN)/latency_cpu.csv
 	time $(BIN)/dyn-dnn-ros predictor --data $(DESIGN_RUN)/latency_cpu.csv
 	time $(BIN)/dyn-dnn-ros sweep --device cpu --count 20 --beams 1 3 \
-	  --random-csv $(DESIGN_RUN)/latency_cpu.csv --random-seed 1 \
+	  --random-seed 1 \
 	  --samples-log $(DESIGN_RUN)/latency_cpu.csv.samples.jsonl
 	time $(BIN)/dyn-dnn-ros design-report
 

@@ -16,11 +16,13 @@ from dyn_dnn_ros.design.predictor import PredictorConfig, fit_predictor
 from dyn_dnn_ros.design.report import choice_usage, format_usage, reduced_space
 from dyn_dnn_ros.design.sweep import (
     Candidate,
+    CloudComparison,
     SweepConfig,
     build_library,
     dominated,
     geometric_constraints,
     pareto_front,
+    random_subnets,
     run_sweep,
 )
 from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPointLibrary
@@ -56,6 +58,18 @@ def test_pareto_front_keeps_only_undominated_points_fastest_first():
     assert pareto_front([], lambda k: 0, lambda k: 0) == []
     assert dominated((12, 3.0), [(10, 2.9)]) and not dominated((12, 3.0), [(13, 2.0)])
     assert dominated((12, 3.0), [(12, 3.0)])  # a point on the front counts as matched
+    comparison = CloudComparison(front=[(10, 2.9), (20, 2.5)],
+                                 cloud=[(12, 3.0), (9, 3.5), (21, 2.6), (15, 2.7)])
+    assert comparison.dominated == 2  # (9, 3.5): faster than any; (15, 2.7): in a gap
+
+
+def test_random_subnets_are_distinct_and_follow_the_seed():
+    drawn = random_subnets(SPACE, 12, seed=1)
+    assert len({c.key() for c in drawn}) == 12
+    assert [c.key() for c in drawn] == [c.key() for c in random_subnets(SPACE, 12, seed=1)]
+    assert [c.key() for c in drawn] != [c.key() for c in random_subnets(SPACE, 12, seed=2)]
+    for cfg in drawn:
+        SPACE.validate(cfg)
 
 
 def _candidate(subnet, beam, ms, bleu, predicted=None):
@@ -156,6 +170,11 @@ def test_sweep_writes_a_library_and_resumes_without_remeasuring(tmp_path, tokeni
     assert all(c.predicted_ms[1] <= c.constraint_ms * 1.0001 for c in summary.candidates
                if c.beam == FIVE and c.constraint_ms is not None)
     assert len(summary.cloud) == 5 and 0 <= summary.cloud_dominated <= 5
+    # The searched sub-networks were timed again in the random ones' rounds, at the
+    # deployment beam, so both sides of the comparison share the machine's moments.
+    together = {row.config.key() for row in ld.read_latency_csv(run_dir / 'random.csv')}
+    randoms = {c.key() for c in random_subnets(SPACE, 5, config.random_seed)}
+    assert together == measured | randoms
     assert config.plot_path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert library.meta['workload'] == FAST.workload and library.meta['rank_threads'] == 1
 

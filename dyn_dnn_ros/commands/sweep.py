@@ -76,9 +76,9 @@ def add_arguments(parser):
                              '%(default)s; 0: none)')
     parser.add_argument('--random-seed', type=int, default=d.random_seed)
     parser.add_argument('--random-csv', type=Path, default=None,
-                        help='CSV for the random sub-networks\' latencies (default: '
-                             'RUN/random.csv); the latency dataset\'s CSV with its --seed '
-                             'reuses its measurements')
+                        help='CSV of the random and the searched sub-networks, timed '
+                             'together (default: RUN/random.csv); rows already there are '
+                             'reused, so not a CSV timed at another moment')
     parser.add_argument('--samples-log', type=Path, default=None,
                         help='JSON-lines log of timing samples and drift probes; give the '
                              'latency dataset\'s (LATENCY_CSV.samples.jsonl) to put all '

@@ -17,8 +17,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 from dyn_dnn_ros.design import write_atomic  # noqa: E402
 
 
-def pareto_plot(path, cloud, candidates, library, deployment, threads, device):
-    """Write the two-panel PNG to ``path`` (atomically)."""
+def pareto_plot(path, cloud, candidates, library, deployment, threads, device, front=None):
+    """Write the two-panel PNG to ``path`` (atomically).
+
+    ``front``: (ms, validation loss) of the searched sub-networks as timed with the
+    cloud; None takes the candidates' own measurements.
+    """
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2), constrained_layout=True)
     unit = f'measured latency, ms ({device}, {threads} thread{"s" * (threads != 1)}, batch 1)'
 
@@ -26,8 +30,9 @@ def pareto_plot(path, cloud, candidates, library, deployment, threads, device):
         xs, ys = zip(*cloud, strict=True)
         left.scatter(xs, ys, s=9, c='0.65', alpha=0.7, linewidths=0,
                      label=f'random sub-networks ({len(cloud)}, uniform sampling)')
-    searched = sorted((c.latency_ms[threads], c.val_loss) for c in candidates
-                      if c.beam == deployment)
+    searched = sorted(front if front is not None else
+                      [(c.latency_ms[threads], c.val_loss) for c in candidates
+                       if c.beam == deployment])
     if searched:
         xs, ys = zip(*searched, strict=True)
         left.plot(xs, ys, 'o-', c='tab:red', ms=5,

@@ -13,8 +13,9 @@
    thread count vs BLEU) are named fastest first (``tr_cpu_01``, ...) and
    written as the library, atomically.
 5. A cloud of uniformly sampled random sub-networks is measured the same way
-   (latency at the ranking thread count, validation loss) to show the searched
-   front against it: ``pareto_plot``.
+   (latency at the ranking thread count, validation loss) and *in the same
+   rounds* as the searched sub-networks at the deployment beam, which are
+   timed again for this: ``compare_with_random``, ``pareto_plot``.
 
 Every step keeps its results in the run folder (searches, measurements, BLEU),
 so an interrupted sweep resumes where it stopped.
@@ -64,7 +65,10 @@ class SweepConfig:
     bleu_batch_size: int = 16
     random_count: int = 1000
     random_seed: int = 2
-    random_csv: Path | None = None  # None: run_dir / random.csv
+    # Searched and random sub-networks timed together; rows already in it are reused, so
+    # it must not be a CSV timed at another moment (the latency dataset). None: run_dir /
+    # random.csv
+    random_csv: Path | None = None
     # Timing samples and drift probes; the latency dataset's log puts every latency of
     # the pipeline on one scale. None: run_dir / samples.jsonl
     samples_path: Path | None = None
@@ -121,6 +125,54 @@ def dominated(point, front) -> bool:
     """Whether some front point is at least as fast and at least as good (lower loss)."""
     latency, loss = point
     return any(f_latency <= latency and f_loss <= loss for f_latency, f_loss in front)
+
+
+def random_subnets(space, count, seed) -> list[SubnetConfig]:
+    """``count`` distinct sub-networks drawn uniformly (HAT's sampling), the same for a seed."""
+    rng = random.Random(seed)
+    drawn = {}
+    for _ in range(100 * count):
+        if len(drawn) == count:
+            break
+        cfg = space.sample(rng)
+        drawn.setdefault(cfg.key(), cfg)
+    return list(drawn.values())
+
+
+@dataclass
+class CloudComparison:
+    """Searched and random sub-networks as (measured ms, validation loss), timed together."""
+
+    front: list
+    cloud: list
+
+    @property
+    def dominated(self) -> int:
+        return sum(dominated(p, self.front) for p in self.cloud)
+
+
+def compare_with_random(model, front_configs, random_configs, fitness, workload, protocol,
+                        threads, csv_path, samples_path, device='cpu', beam=None,
+                        progress=True) -> CloudComparison:
+    """Time searched and random sub-networks in the same rounds, then score both.
+
+    Timed apart (the random ones with the latency dataset, the winners later
+    in the sweep), each set carries its own moment's machine speed, which the
+    drift probe corrects only in part; at the fast end, where sub-networks
+    differ by a few percent, that decided the comparison. One
+    ``measure_configs`` call shares every round's shuffled order and every
+    drift probe between the two sets.
+    """
+    configs = list({c.key(): c for c in (*front_configs, *random_configs)}.values())
+    rows = measure_configs(model, configs, workload, protocol, (threads,), csv_path, device,
+                           beam, progress, desc='timing searched and random sub-networks',
+                           samples_path=samples_path)
+    latency = {row.config.key(): row.latency_ms for row in rows}
+    front = [(latency[c.key()], fitness(c)) for c in front_configs]
+    cloud = [(latency[c.key()], fitness(c))
+             for c in tqdm(random_configs, desc='random fitness', disable=not progress)]
+    fitness.save()
+    return CloudComparison(front, cloud)
 
 
 @dataclass
@@ -297,28 +349,18 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
     library = build_library(candidates, device, rank, meta, config.name_prefix)
     library.save(config.library_path)
 
-    # 5. the random cloud
+    # 5. the random cloud, timed together with the searched sub-networks
     cloud, cloud_dominated = [], 0
     if config.random_count:
-        rng = random.Random(config.random_seed)
-        randoms = {}
-        for _ in range(100 * config.random_count):
-            if len(randoms) == config.random_count:
-                break
-            cfg = space.sample(rng)
-            randoms.setdefault(cfg.key(), cfg)
-        random_rows = measure_configs(
-            model, list(randoms.values()), workload, protocol, (rank,),
-            config.random_csv or run_dir / 'random.csv', device, deployment, progress,
-            desc='measuring random sub-networks', samples_path=samples_path)
-        for row in tqdm(random_rows, desc='random fitness', disable=not progress):
-            cloud.append((row.latency_ms, fitness(row.config)))
-        fitness.save()
-        front = [(c.latency_ms[rank], c.val_loss) for c in candidates if c.beam == deployment]
-        cloud_dominated = sum(dominated(p, front) for p in cloud)
+        comparison = compare_with_random(
+            model, [c.subnet for c in candidates if c.beam == deployment],
+            random_subnets(space, config.random_count, config.random_seed), fitness,
+            workload, protocol, rank, config.random_csv or run_dir / 'random.csv',
+            samples_path, device, deployment, progress)
+        cloud, cloud_dominated = comparison.cloud, comparison.dominated
         if config.plot_path is not None:
             from dyn_dnn_ros.design.plots import pareto_plot
             pareto_plot(config.plot_path, cloud, candidates, library, deployment, rank,
-                        device)
+                        device, front=comparison.front)
     return SweepSummary(library, constraints, searches, candidates, cloud, cloud_dominated,
                         fitness.calls - calls_before)

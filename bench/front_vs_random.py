@@ -1,0 +1,141 @@
+"""The shipped library's sub-networks against random ones, timed in the same rounds.
+
+Issue #4's check "the searched front dominates 1,000 random sub-networks
+measured the same way", run on an existing library without redoing the
+sweep: the library's distinct sub-networks (at the deployment beam) and
+``--random`` uniformly drawn ones (the sweep's seed and sampling) are timed
+by one ``measure_configs`` call, so both share every round and every drift
+probe, and each is scored with the sweep's fitness (teacher-forced validation
+loss). A random sub-network is dominated when a library sub-network is at
+least as fast and at least as good. The library holds only the searched
+sub-networks that made the measured BLEU front, a subset of the sweep's
+winners, so this count is a lower bound of the sweep's own.
+
+Prints the count, how the undominated ones split by decoder depth, and the
+count when a library sub-network may be up to 2 / 5 / 10 % slower; writes a
+PNG. Timings and fitness values are kept in the run folder, so an
+interrupted run resumes (``--fresh`` starts over).
+
+    .venv/bin/python bench/front_vs_random.py
+"""
+
+import argparse
+from collections import Counter
+import io
+from pathlib import Path
+import shutil
+import sys
+import time
+
+import matplotlib
+
+matplotlib.use('Agg')  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+
+from dyn_dnn_ros.design import write_atomic  # noqa: E402
+from dyn_dnn_ros.design.fitness import make_fitness  # noqa: E402
+from dyn_dnn_ros.design.latency_dataset import (  # noqa: E402
+    LatencyProtocol,
+    load_model_and_tokenizer,
+    load_workload,
+)
+from dyn_dnn_ros.design.sweep import compare_with_random, dominated, random_subnets  # noqa: E402
+from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPointLibrary  # noqa: E402
+from dyn_dnn_ros.translation.design_space import SubnetConfig  # noqa: E402
+from dyn_dnn_ros.translation.translator import default_model_path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SLACKS = (0.02, 0.05, 0.10)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--library', type=Path,
+                        default=ROOT / 'config' / 'operating_points_cpu.yaml')
+    parser.add_argument('--random', type=int, default=1000, help='random sub-networks')
+    parser.add_argument('--random-seed', type=int, default=1,
+                        help='the sweep\'s --random-seed (default: %(default)s, as in the '
+                             'Makefile)')
+    parser.add_argument('--run-dir', type=Path, default=ROOT / 'runs' / 'front_vs_random')
+    parser.add_argument('--corpus-dir', type=Path, default=ROOT / 'data' / 'corpus')
+    parser.add_argument('--fitness-sentences', type=int, default=100)
+    parser.add_argument('--fitness-seed', type=int, default=0)
+    parser.add_argument('--plot', type=Path, default=ROOT / 'docs' / 'front_vs_random_cpu.png')
+    parser.add_argument('--fresh', action='store_true', help='forget earlier timings')
+    return parser.parse_args(argv)
+
+
+def plot(path, front, cloud, undominated, threads):
+    fig, axis = plt.subplots(figsize=(7.5, 5), constrained_layout=True)
+    xs, ys = zip(*cloud, strict=True)
+    axis.scatter(xs, ys, s=9, c='0.65', alpha=0.7, linewidths=0,
+                 label=f'random sub-networks ({len(cloud)})')
+    if undominated:
+        xs, ys = zip(*undominated, strict=True)
+        axis.scatter(xs, ys, s=16, facecolors='none', edgecolors='tab:orange',
+                     label=f'not dominated ({len(undominated)})')
+    xs, ys = zip(*sorted(front), strict=True)
+    axis.plot(xs, ys, 'o-', c='tab:red', ms=5,
+              label=f'library sub-networks ({len(front)})')
+    axis.set_xlabel(f'measured latency, ms (cpu, {threads} threads, batch 1, fixed width 5)')
+    axis.set_ylabel('validation loss (NLL per token, lower is better)')
+    axis.set_title('Library vs random sub-networks, timed in the same rounds')
+    axis.grid(alpha=0.3)
+    axis.legend(loc='upper right', fontsize=9)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format='png', dpi=120)
+    plt.close(fig)
+    write_atomic(path, buffer.getvalue())
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    began = time.perf_counter()
+    library = OperatingPointLibrary.load(args.library)
+    protocol = LatencyProtocol()
+    if library.meta.get('workload') != protocol.workload:
+        sys.exit(f'{args.library}: measured with workload {library.meta.get("workload")!r}, '
+                 f'this bench times {protocol.workload!r}')
+    threads = int(library.meta['rank_threads'])
+    deployment = BeamPolicy.from_dict(library.meta['deployment_beam'])
+    if args.fresh and args.run_dir.exists():
+        shutil.rmtree(args.run_dir)
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+
+    model, tokenizer = load_model_and_tokenizer(None, None, 'cpu')
+    fitness = make_fitness(model, tokenizer, args.corpus_dir, args.fitness_sentences,
+                           args.fitness_seed, args.run_dir / 'fitness_cache.json',
+                           default_model_path(), 'cpu')
+    workload = load_workload(args.corpus_dir, tokenizer, protocol.sentences,
+                             protocol.sentence_seed, model.space.max_positions)
+    front_configs = list({p.metrics['key']: SubnetConfig.from_dict(p.subnet)
+                          for p in library.points}.values())
+    randoms = random_subnets(model.space, args.random, args.random_seed)
+    comparison = compare_with_random(model, front_configs, randoms, fitness, workload,
+                                     protocol, threads, args.run_dir / 'latency.csv',
+                                     args.run_dir / 'samples.jsonl', 'cpu', deployment)
+
+    print(f'{len(front_configs)} library sub-networks and {len(randoms)} random ones, timed '
+          f'together at {threads} threads, {deployment.describe()}, workload '
+          f'{protocol.workload}')
+    for cfg, (ms, loss) in sorted(zip(front_configs, comparison.front, strict=True),
+                                  key=lambda item: item[1][0]):
+        print(f'  {cfg.key():<40} {ms:7.2f} ms  val loss {loss:.4f}')
+    cloud_ms = [ms for ms, _ in comparison.cloud]
+    print(f'random: {min(cloud_ms):.2f} .. {max(cloud_ms):.2f} ms')
+    undominated = [(point, cfg) for point, cfg in zip(comparison.cloud, randoms, strict=True)
+                   if not dominated(point, comparison.front)]
+    print(f'dominated by the library: {comparison.dominated} of {len(comparison.cloud)}')
+    depth = Counter(cfg.decoder_layers for _, cfg in undominated)
+    print('not dominated, by decoder layers: '
+          + (', '.join(f'{k}: {v}' for k, v in sorted(depth.items())) or 'none'))
+    for slack in SLACKS:
+        relaxed = [(ms / (1 + slack), loss) for ms, loss in comparison.front]
+        count = sum(dominated(p, relaxed) for p in comparison.cloud)
+        print(f'dominated with {slack:.0%} latency slack: {count} of {len(comparison.cloud)}')
+    plot(args.plot, comparison.front, comparison.cloud, [p for p, _ in undominated], threads)
+    print(f'wrote {args.plot} in {time.perf_counter() - began:.0f} s')
+
+
+if __name__ == '__main__':
+    main()
