@@ -1,15 +1,16 @@
-"""The shipped library's sub-networks against random ones, timed in the same rounds.
+"""Operating-point libraries' sub-networks against random ones, timed in the same rounds.
 
 Issue #4's check "the searched front dominates 1,000 random sub-networks
-measured the same way", run on an existing library without redoing the
-sweep: the library's distinct sub-networks (at the deployment beam) and
-``--random`` uniformly drawn ones (the sweep's seed and sampling) are timed
-by one ``measure_configs`` call, so both share every round and every drift
-probe, and each is scored with the sweep's fitness (teacher-forced validation
-loss). A random sub-network is dominated when a library sub-network is at
-least as fast and at least as good. The library holds only the searched
-sub-networks that made the measured BLEU front, a subset of the sweep's
-winners, so this count is a lower bound of the sweep's own.
+measured the same way", run on existing libraries without redoing the sweep:
+the distinct sub-networks of one or more libraries (at the deployment beam)
+and ``--random`` uniformly drawn ones (the sweep's seed and sampling) are
+timed by one ``measure_configs`` call, so both share every round and every
+drift probe, and each is scored with the sweep's fitness (teacher-forced
+validation loss). A random sub-network is dominated when a library
+sub-network is at least as fast and at least as good. A library holds only
+the searched sub-networks that made the measured BLEU front, a subset of
+the sweep's winners, so this count is a lower bound of the sweep's own;
+``--searches`` adds every winner of a sweep run folder.
 
 Prints the count, how the undominated ones split by decoder depth, and the
 count when a library sub-network may be up to 2 / 5 / 10 % slower; writes a
@@ -22,6 +23,7 @@ interrupted run resumes (``--fresh`` starts over).
 import argparse
 from collections import Counter
 import io
+import json
 from pathlib import Path
 import shutil
 import sys
@@ -50,8 +52,13 @@ SLACKS = (0.02, 0.05, 0.10)
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--library', type=Path,
-                        default=ROOT / 'config' / 'operating_points_cpu.yaml')
+    parser.add_argument('--library', type=Path, nargs='+',
+                        default=[ROOT / 'config' / 'operating_points_cpu.yaml'],
+                        help='one or more libraries whose sub-networks form the front '
+                             '(default: %(default)s)')
+    parser.add_argument('--searches', type=Path, nargs='*', default=[],
+                        help='sweep searches.json files whose winners join the front, '
+                             'also those that missed the BLEU front')
     parser.add_argument('--random', type=int, default=1000, help='random sub-networks')
     parser.add_argument('--random-seed', type=int, default=1,
                         help='the sweep\'s --random-seed (default: %(default)s, as in the '
@@ -60,6 +67,8 @@ def parse_args(argv=None):
     parser.add_argument('--corpus-dir', type=Path, default=ROOT / 'data' / 'corpus')
     parser.add_argument('--fitness-sentences', type=int, default=100)
     parser.add_argument('--fitness-seed', type=int, default=0)
+    parser.add_argument('--cache', type=Path, default=None,
+                        help='fitness cache JSON (default: RUN/fitness_cache.json)')
     parser.add_argument('--plot', type=Path, default=ROOT / 'docs' / 'front_vs_random_cpu.png')
     parser.add_argument('--fresh', action='store_true', help='forget earlier timings')
     return parser.parse_args(argv)
@@ -76,10 +85,10 @@ def plot(path, front, cloud, undominated, threads):
                      label=f'not dominated ({len(undominated)})')
     xs, ys = zip(*sorted(front), strict=True)
     axis.plot(xs, ys, 'o-', c='tab:red', ms=5,
-              label=f'library sub-networks ({len(front)})')
+              label=f'searched sub-networks ({len(front)})')
     axis.set_xlabel(f'measured latency, ms (cpu, {threads} threads, batch 1, fixed width 5)')
     axis.set_ylabel('validation loss (NLL per token, lower is better)')
-    axis.set_title('Library vs random sub-networks, timed in the same rounds')
+    axis.set_title('Searched vs random sub-networks, timed in the same rounds')
     axis.grid(alpha=0.3)
     axis.legend(loc='upper right', fontsize=9)
     buffer = io.BytesIO()
@@ -91,31 +100,40 @@ def plot(path, front, cloud, undominated, threads):
 def main(argv=None):
     args = parse_args(argv)
     began = time.perf_counter()
-    library = OperatingPointLibrary.load(args.library)
+    libraries = [OperatingPointLibrary.load(path) for path in args.library]
     protocol = LatencyProtocol()
-    if library.meta.get('workload') != protocol.workload:
-        sys.exit(f'{args.library}: measured with workload {library.meta.get("workload")!r}, '
-                 f'this bench times {protocol.workload!r}')
-    threads = int(library.meta['rank_threads'])
-    deployment = BeamPolicy.from_dict(library.meta['deployment_beam'])
+    for path, library in zip(args.library, libraries, strict=True):
+        if library.meta.get('workload') != protocol.workload:
+            sys.exit(f'{path}: measured with workload {library.meta.get("workload")!r}, '
+                     f'this bench times {protocol.workload!r}')
+    settings = {(int(lib.meta['rank_threads']), str(lib.meta['deployment_beam']))
+                for lib in libraries}
+    if len(settings) != 1:
+        sys.exit(f'libraries ranked at different thread counts or beams: {sorted(settings)}')
+    threads = int(libraries[0].meta['rank_threads'])
+    deployment = BeamPolicy.from_dict(libraries[0].meta['deployment_beam'])
     if args.fresh and args.run_dir.exists():
         shutil.rmtree(args.run_dir)
     args.run_dir.mkdir(parents=True, exist_ok=True)
 
     model, tokenizer = load_model_and_tokenizer(None, None, 'cpu')
     fitness = make_fitness(model, tokenizer, args.corpus_dir, args.fitness_sentences,
-                           args.fitness_seed, args.run_dir / 'fitness_cache.json',
+                           args.fitness_seed, args.cache or args.run_dir / 'fitness_cache.json',
                            default_model_path(), 'cpu')
     workload = load_workload(args.corpus_dir, tokenizer, protocol.sentences,
                              protocol.sentence_seed, model.space.max_positions)
-    front_configs = list({p.metrics['key']: SubnetConfig.from_dict(p.subnet)
-                          for p in library.points}.values())
+    front = {p.metrics['key']: SubnetConfig.from_dict(p.subnet)
+             for library in libraries for p in library.points}
+    for path in args.searches:
+        for search in json.loads(path.read_text()):
+            front.setdefault(search['key'], SubnetConfig.from_dict(search['subnet']))
+    front_configs = list(front.values())
     randoms = random_subnets(model.space, args.random, args.random_seed)
     comparison = compare_with_random(model, front_configs, randoms, fitness, workload,
                                      protocol, threads, args.run_dir / 'latency.csv',
                                      args.run_dir / 'samples.jsonl', 'cpu', deployment)
 
-    print(f'{len(front_configs)} library sub-networks and {len(randoms)} random ones, timed '
+    print(f'{len(front_configs)} searched sub-networks and {len(randoms)} random ones, timed '
           f'together at {threads} threads, {deployment.describe()}, workload '
           f'{protocol.workload}')
     for cfg, (ms, loss) in sorted(zip(front_configs, comparison.front, strict=True),
@@ -125,7 +143,7 @@ def main(argv=None):
     print(f'random: {min(cloud_ms):.2f} .. {max(cloud_ms):.2f} ms')
     undominated = [(point, cfg) for point, cfg in zip(comparison.cloud, randoms, strict=True)
                    if not dominated(point, comparison.front)]
-    print(f'dominated by the library: {comparison.dominated} of {len(comparison.cloud)}')
+    print(f'dominated by the searched ones: {comparison.dominated} of {len(comparison.cloud)}')
     depth = Counter(cfg.decoder_layers for _, cfg in undominated)
     print('not dominated, by decoder layers: '
           + (', '.join(f'{k}: {v}' for k, v in sorted(depth.items())) or 'none'))
