@@ -22,29 +22,23 @@ interrupted run resumes (``--fresh`` starts over).
 
 import argparse
 from collections import Counter
-import io
 import json
 from pathlib import Path
 import shutil
 import sys
 import time
 
-import matplotlib
-
-matplotlib.use('Agg')  # files only, never a window
-import matplotlib.pyplot as plt  # noqa: E402
-
-from dyn_dnn_ros.design import write_atomic  # noqa: E402
-from dyn_dnn_ros.design.fitness import make_fitness  # noqa: E402
-from dyn_dnn_ros.design.latency_dataset import (  # noqa: E402
+from dyn_dnn_ros.design.fitness import make_fitness
+from dyn_dnn_ros.design.latency_dataset import (
     LatencyProtocol,
     load_model_and_tokenizer,
     load_workload,
 )
-from dyn_dnn_ros.design.sweep import compare_with_random, dominated, random_subnets  # noqa: E402
-from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPointLibrary  # noqa: E402
-from dyn_dnn_ros.translation.design_space import SubnetConfig  # noqa: E402
-from dyn_dnn_ros.translation.translator import default_model_path  # noqa: E402
+from dyn_dnn_ros.design.plots import loss_plot
+from dyn_dnn_ros.design.sweep import compare_with_random, dominated, random_subnets
+from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPointLibrary
+from dyn_dnn_ros.translation.design_space import SubnetConfig
+from dyn_dnn_ros.translation.translator import default_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SLACKS = (0.02, 0.05, 0.10)
@@ -72,29 +66,6 @@ def parse_args(argv=None):
     parser.add_argument('--plot', type=Path, default=ROOT / 'docs' / 'front_vs_random_cpu.png')
     parser.add_argument('--fresh', action='store_true', help='forget earlier timings')
     return parser.parse_args(argv)
-
-
-def plot(path, front, cloud, undominated, threads):
-    fig, axis = plt.subplots(figsize=(7.5, 5), constrained_layout=True)
-    xs, ys = zip(*cloud, strict=True)
-    axis.scatter(xs, ys, s=9, c='0.65', alpha=0.7, linewidths=0,
-                 label=f'random sub-networks ({len(cloud)})')
-    if undominated:
-        xs, ys = zip(*undominated, strict=True)
-        axis.scatter(xs, ys, s=16, facecolors='none', edgecolors='tab:orange',
-                     label=f'not dominated ({len(undominated)})')
-    xs, ys = zip(*sorted(front), strict=True)
-    axis.plot(xs, ys, 'o-', c='tab:red', ms=5,
-              label=f'searched sub-networks ({len(front)})')
-    axis.set_xlabel(f'measured latency, ms (cpu, {threads} threads, batch 1, fixed width 5)')
-    axis.set_ylabel('validation loss (NLL per token, lower is better)')
-    axis.set_title('Searched vs random sub-networks, timed in the same rounds')
-    axis.grid(alpha=0.3)
-    axis.legend(loc='upper right', fontsize=9)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format='png', dpi=120)
-    plt.close(fig)
-    write_atomic(path, buffer.getvalue())
 
 
 def main(argv=None):
@@ -143,7 +114,8 @@ def main(argv=None):
     print(f'random: {min(cloud_ms):.2f} .. {max(cloud_ms):.2f} ms')
     undominated = [(point, cfg) for point, cfg in zip(comparison.cloud, randoms, strict=True)
                    if not dominated(point, comparison.front)]
-    print(f'dominated by the searched ones: {comparison.dominated} of {len(comparison.cloud)}')
+    print(f'dominated by the searched ones: {len(comparison.cloud) - len(undominated)} of '
+          f'{len(comparison.cloud)}')
     depth = Counter(cfg.decoder_layers for _, cfg in undominated)
     print('not dominated, by decoder layers: '
           + (', '.join(f'{k}: {v}' for k, v in sorted(depth.items())) or 'none'))
@@ -151,7 +123,11 @@ def main(argv=None):
         relaxed = [(ms / (1 + slack), loss) for ms, loss in comparison.front]
         count = sum(dominated(p, relaxed) for p in comparison.cloud)
         print(f'dominated with {slack:.0%} latency slack: {count} of {len(comparison.cloud)}')
-    plot(args.plot, comparison.front, comparison.cloud, [p for p, _ in undominated], threads)
+    loss_plot(args.plot, comparison.cloud, comparison.front,
+              f'measured latency, ms (cpu, {threads} threads, batch 1, '
+              f'{deployment.describe()})', f'searched sub-networks ({len(front_configs)})',
+              'Searched vs random sub-networks, timed in the same rounds',
+              [p for p, _ in undominated])
     print(f'wrote {args.plot} in {time.perf_counter() - began:.0f} s')
 
 

@@ -17,6 +17,45 @@ import matplotlib.pyplot as plt  # noqa: E402
 from dyn_dnn_ros.design import write_atomic  # noqa: E402
 
 
+def loss_panel(axis, cloud, searched, unit, searched_label, title, undominated=()):
+    """Random sub-networks as a cloud, searched ones as a line: validation loss vs latency.
+
+    ``cloud``, ``searched`` and ``undominated`` are (ms, validation loss) pairs;
+    ``undominated`` (random ones no searched one dominates) are ringed.
+    """
+    if cloud:
+        xs, ys = zip(*cloud, strict=True)
+        axis.scatter(xs, ys, s=9, c='0.65', alpha=0.7, linewidths=0,
+                     label=f'random sub-networks ({len(cloud)}, uniform sampling)')
+    if undominated:
+        xs, ys = zip(*undominated, strict=True)
+        axis.scatter(xs, ys, s=16, facecolors='none', edgecolors='tab:orange',
+                     label=f'not dominated ({len(undominated)})')
+    if searched:
+        xs, ys = zip(*sorted(searched), strict=True)
+        axis.plot(xs, ys, 'o-', c='tab:red', ms=5, label=searched_label)
+    axis.set_xlabel(unit)
+    axis.set_ylabel('validation loss (NLL per token, lower is better)')
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend(loc='upper right', fontsize=9)
+
+
+def loss_plot(path, cloud, searched, unit, searched_label, title, undominated=()):
+    """``loss_panel`` alone, as a PNG written to ``path`` (atomically)."""
+    fig, axis = plt.subplots(figsize=(7.5, 5), constrained_layout=True)
+    loss_panel(axis, cloud, searched, unit, searched_label, title, undominated)
+    save_figure(fig, path)
+
+
+def save_figure(fig, path):
+    """Write ``fig`` as a PNG to ``path`` atomically and close it."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format='png', dpi=120)
+    plt.close(fig)
+    write_atomic(path, buffer.getvalue())
+
+
 def pareto_plot(path, cloud, candidates, library, deployment, threads, device, front=None):
     """Write the two-panel PNG to ``path`` (atomically).
 
@@ -26,22 +65,10 @@ def pareto_plot(path, cloud, candidates, library, deployment, threads, device, f
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2), constrained_layout=True)
     unit = f'measured latency, ms ({device}, {threads} thread{"s" * (threads != 1)}, batch 1)'
 
-    if cloud:
-        xs, ys = zip(*cloud, strict=True)
-        left.scatter(xs, ys, s=9, c='0.65', alpha=0.7, linewidths=0,
-                     label=f'random sub-networks ({len(cloud)}, uniform sampling)')
-    searched = sorted(front if front is not None else
-                      [(c.latency_ms[threads], c.val_loss) for c in candidates
-                       if c.beam == deployment])
-    if searched:
-        xs, ys = zip(*searched, strict=True)
-        left.plot(xs, ys, 'o-', c='tab:red', ms=5,
-                  label='search winners (and the space\'s smallest, largest)')
-    left.set_xlabel(unit)
-    left.set_ylabel('validation loss (NLL per token, lower is better)')
-    left.set_title(f'Search objective: validation loss ({deployment.describe()})')
-    left.grid(alpha=0.3)
-    left.legend(loc='upper right', fontsize=9)
+    searched = front if front is not None else [
+        (c.latency_ms[threads], c.val_loss) for c in candidates if c.beam == deployment]
+    loss_panel(left, cloud, searched, unit, 'search winners (and the space\'s smallest, '
+               'largest)', f'Search objective: validation loss ({deployment.describe()})')
 
     others = [c for c in candidates
               if not any(p.metrics.get('key') == c.key and p.beam == c.beam
@@ -65,7 +92,4 @@ def pareto_plot(path, cloud, candidates, library, deployment, threads, device, f
     fig.suptitle('Searched vs random sub-networks: the random cloud is compared on validation '
                  'loss (BLEU of every random sub-network would cost hours); BLEU is measured for '
                  'the searched candidates', fontsize=9)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format='png', dpi=120)
-    plt.close(fig)
-    write_atomic(path, buffer.getvalue())
+    save_figure(fig, path)
