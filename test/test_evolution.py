@@ -100,6 +100,12 @@ def test_search_respects_the_constraint_and_finds_better_than_random(tmp_path):
     rng = random.Random(1)
     feasible = [c for c in (SPACE.sample(rng) for _ in range(400)) if latency(c) <= constraint]
     assert result.loss <= min(loss(c) for c in feasible)
+    # Finalists: the final parents, distinct, best first, the winner among them.
+    assert result.finalists[0] == (result.best, result.loss, result.latency_ms)
+    assert 1 < len(result.finalists) <= SMALL.parents
+    assert len({cfg.key() for cfg, _, _ in result.finalists}) == len(result.finalists)
+    assert [f for _, f, _ in result.finalists] == sorted(f for _, f, _ in result.finalists)
+    assert all(ms == latency(cfg) <= constraint for cfg, _, ms in result.finalists)
     state = json.loads((tmp_path / 's.json').read_text())
     assert state['iteration'] == SMALL.iterations and len(state['history']) == SMALL.iterations
     assert all(latency(gene_to_config(SPACE, g)) <= constraint for g in state['population'])

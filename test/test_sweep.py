@@ -1,5 +1,7 @@
 """Sweep -> operating-point library (Pareto filtering, atomic write, resume) and design report."""
 
+from collections import Counter
+import json
 import math
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from dyn_dnn_ros.design.sweep import (
     dominated,
     geometric_constraints,
     pareto_front,
+    predicted_front,
     random_subnets,
     run_sweep,
 )
@@ -61,6 +64,12 @@ def test_pareto_front_keeps_only_undominated_points_fastest_first():
     comparison = CloudComparison(front=[(10, 2.9), (20, 2.5)],
                                  cloud=[(12, 3.0), (9, 3.5), (21, 2.6), (15, 2.7)])
     assert comparison.dominated == 2  # (9, 3.5): faster than any; (15, 2.7): in a gap
+
+
+def test_predicted_front_keeps_the_finalists_no_other_beats():
+    # (config, validation loss, predicted ms); c is slower and worse than a
+    items = [('b', 2.4, 12.0), ('c', 2.6, 11.0), ('a', 2.5, 10.0)]
+    assert [f[0] for f in predicted_front(items)] == ['a', 'b']
 
 
 def test_random_subnets_are_distinct_and_follow_the_seed():
@@ -152,12 +161,23 @@ def test_sweep_writes_a_library_and_resumes_without_remeasuring(tmp_path, tokeni
     assert library.target == 'translation' and library.device == 'cpu'
     assert library.names == [f'tr_cpu_{i:02d}' for i in range(1, len(library.points) + 1)]
     measured = {c.key for c in summary.candidates}
-    assert len(summary.candidates) == 2 * len(measured) and len(summary.constraints_ms) == 3
+    finalists = {c.key for c in summary.candidates if c.finalist}
+    assert len(summary.constraints_ms) == 3
+    # Winners and anchors with both beams, finalists with the deployment beam only.
+    assert len(summary.candidates) == 2 * len(measured - finalists) + len(finalists)
+    assert all(c.beam == BeamPolicy('fixed', FAST.beam) for c in summary.candidates if c.finalist)
     # The space's ends are measured too, whether or not a search found them.
     assert {SPACE.smallest().key(), SPACE.largest().key()} <= measured
     searched = {s['key'] for s in summary.searches}
     assert all((c.constraint_ms is None) == (c.key not in searched)
-               for c in summary.candidates)
+               for c in summary.candidates if not c.finalist)
+    # Finalists: the searches' final parents on the predicted front, winners left out.
+    pool = {SubnetConfig.from_dict(f['subnet']).key(): (f['val_loss'], f['predicted_ms'])
+            for s in summary.searches for f in s['finalists']}
+    assert finalists and finalists <= set(pool) and not finalists & searched
+    for key in finalists:
+        loss, ms = pool[key]
+        assert not any(m <= ms and v < loss for v, m in pool.values())
     # The library is exactly the measured front of the candidates.
     front = pareto_front(summary.candidates, lambda c: c.latency_ms[1], lambda c: c.bleu)
     assert [(c.key, c.beam) for c in front] == [(p.metrics['key'], p.beam)
@@ -175,6 +195,17 @@ def test_sweep_writes_a_library_and_resumes_without_remeasuring(tmp_path, tokeni
     together = {row.config.key() for row in ld.read_latency_csv(run_dir / 'random.csv')}
     randoms = {c.key() for c in random_subnets(SPACE, 5, config.random_seed)}
     assert together == measured | randoms
+    # ... sampled anew in the comparison's own log, not read back from the winners' samples,
+    # on the winners' scale (the probe reference copied over).
+    records = [json.loads(line) for line in
+               (run_dir / 'random.csv.samples.jsonl').read_text().splitlines()[1:]]
+    rounds = Counter(r['key'] for r in records if r['kind'] == 'config')
+    assert all(rounds[key] == FAST.repeats for key in together)
+    copied = [(r['threads'], r['beam'], r['ms']) for r in records if r['kind'] == 'reference']
+    main_log = [json.loads(line) for line in
+                (run_dir / 'samples.jsonl').read_text().splitlines()[1:]]
+    assert copied and set(copied) <= {(r['threads'], r['beam'], r['ms'])
+                                      for r in main_log if r['kind'] == 'reference'}
     assert config.plot_path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert library.meta['workload'] == FAST.workload and library.meta['rank_threads'] == 1
 

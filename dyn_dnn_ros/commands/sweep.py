@@ -67,6 +67,9 @@ def add_arguments(parser):
     parser.add_argument('--no-anchors', dest='anchors', action='store_false',
                         help='do not measure the space\'s smallest and largest sub-networks '
                              'alongside the winners')
+    parser.add_argument('--winners-only', dest='finalists', action='store_false',
+                        help='measure only each search\'s winner, not the runners-up of all '
+                             'searches that lie on the predicted front (finalists)')
     parser.add_argument('--bleu-split', choices=('test', 'valid'), default=d.bleu_split)
     parser.add_argument('--bleu-sentences', type=int, default=d.bleu_sentences,
                         help='first N sentences of the split for BLEU (default: %(default)s; '
@@ -117,8 +120,9 @@ def run(args) -> int:
             constraints_ms=tuple(args.constraints or ()), constraint_count=args.count,
             evolution=evolution_from_args(args), protocol=protocol, extra_beams=beams,
             bleu_split=args.bleu_split, bleu_sentences=args.bleu_sentences or None,
-            anchors=args.anchors, random_count=args.random, random_seed=args.random_seed,
-            random_csv=args.random_csv, samples_path=args.samples_log)
+            anchors=args.anchors, finalists=args.finalists, random_count=args.random,
+            random_seed=args.random_seed, random_csv=args.random_csv,
+            samples_path=args.samples_log)
         model, tokenizer, predictor, fitness = load_search_inputs(args, args.run_dir)
         if predictor.meta.get('workload') != protocol.workload:
             raise ValueError(f'{args.predictor}: fitted on workload '
@@ -134,8 +138,8 @@ def run(args) -> int:
     library, rank = summary.library, summary.library.meta['rank_threads']
     print(f'{len(summary.constraints_ms)} constraints '
           f'({", ".join(f"{c:.1f}" for c in summary.constraints_ms)} ms at {rank} threads), '
-          f'{len({c.key for c in summary.candidates if c.constraint_ms is not None})} '
-          f'distinct winners, '
+          f'{len({s["key"] for s in summary.searches})} distinct winners, '
+          f'{len({c.key for c in summary.candidates if c.finalist})} finalists, '
           f'{len({c.key for c in summary.candidates if c.constraint_ms is None})} anchors, '
           f'{len(summary.candidates)} measured candidates, {summary.evaluations} new fitness '
           f'evaluations')

@@ -117,10 +117,15 @@ class SearchResult:
     constraint_ms: float
     history: list = field(default_factory=list)  # per iteration: best loss, key, latency
     evaluations: int = 0  # fitness evaluations this run made (cache misses)
+    # The final parents, best first, as (config, loss, predicted ms): the runners-up
+    # are other trade-offs under the same constraint, evaluated at no extra cost.
+    finalists: list = field(default_factory=list)
 
     def to_dict(self):
         data = asdict(self)
         data['best'] = self.best.to_dict()
+        data['finalists'] = [{'subnet': cfg.to_dict(), 'val_loss': loss, 'predicted_ms': ms}
+                             for cfg, loss, ms in self.finalists]
         return data
 
 
@@ -270,7 +275,9 @@ def evolve(space: DesignSpace, fitness, latency, constraint_ms,
     finally:
         bar.close()
 
-    loss, key, cfg, _ = search.ranked(population)[0]
+    ranked = search.ranked(population)
+    loss, key, cfg, _ = ranked[0]
     return SearchResult(best=cfg, loss=loss, latency_ms=search.predicted(cfg),
                         constraint_ms=float(constraint_ms), history=history,
-                        evaluations=getattr(fitness, 'calls', 0) - calls_before)
+                        evaluations=getattr(fitness, 'calls', 0) - calls_before,
+                        finalists=[(c, f, search.predicted(c)) for f, _, c, _ in ranked])

@@ -562,6 +562,21 @@ class SampleLog:
             self.references[series] = float(np.median(probe_ms))
         return self.references[series]
 
+    def start_beside(self, path) -> 'SampleLog':
+        """A log at ``path`` with samples of its own on this log's scale.
+
+        A config this log holds is timed again there, in that log's rounds,
+        while this log's frozen probe references are copied over (where that
+        log has none yet), so its latencies land on the same scale.
+        """
+        log = SampleLog(path, self.device, self.workload)
+        for (threads, beam_json), ms in self.references.items():
+            if (threads, beam_json) not in log.references:
+                log._write({'kind': 'reference', 'threads': threads, 'beam': beam_json,
+                            'ms': ms, 'copied_from': str(self.path), 'time': time.time()})
+                log.references[(threads, beam_json)] = ms
+        return log
+
     def timing(self, key, threads, beam_json, trim, probe_beam_json=None) -> Timing:
         """The trimmed mean of a config's samples, each scaled by the drift probe.
 

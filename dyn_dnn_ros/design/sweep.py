@@ -4,11 +4,17 @@
    predicted latency of the smallest and the largest sub-network (at the
    thread count the library is ranked by, the largest measured one).
 2. One evolutionary search per constraint; all share one fitness cache.
+   Besides each search's winner, the final parents of all searches that lie
+   on the predicted front (predicted latency vs validation loss) are kept
+   (finalists): they fill the latency between neighbouring constraints,
+   where a winner's predicted latency may be a few percent off its measured
+   one, at the cost of measuring them, not of searching.
 3. Every distinct winner, and the space's smallest and largest sub-networks
    (anchors), is measured for real at every thread count, alone
    and, optionally, combined with other beam policies (joint points: neither
    Dynamic-HAT nor the dynamic-beam paper combines the two knobs), and its
-   BLEU is computed with that beam on the test split (or a subset).
+   BLEU is computed with that beam on the test split (or a subset). Finalists
+   are measured and scored at the deployment beam only.
 4. The candidates on the *measured* Pareto front (latency at the ranking
    thread count vs BLEU) are named fastest first (``tr_cpu_01``, ...) and
    written as the library, atomically.
@@ -35,7 +41,12 @@ from tqdm import tqdm
 
 from dyn_dnn_ros.design import write_atomic
 from dyn_dnn_ros.design.evolution import EvolutionConfig, evolve
-from dyn_dnn_ros.design.latency_dataset import LatencyProtocol, default_threads, measure_configs
+from dyn_dnn_ros.design.latency_dataset import (
+    LatencyProtocol,
+    SampleLog,
+    default_threads,
+    measure_configs,
+)
 from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPoint, OperatingPointLibrary
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 
@@ -77,6 +88,8 @@ class SweepConfig:
     # device's range, which a search under a predicted constraint may just miss.
     # They join the library only if they land on the measured front.
     anchors: bool = True
+    # Also measure the searches' finalists on the predicted front (module docstring).
+    finalists: bool = True
 
     def __post_init__(self):
         if not isinstance(self.constraint_count, int) or self.constraint_count < 1:
@@ -121,6 +134,11 @@ def pareto_front(items, latency, quality) -> list:
     return front
 
 
+def predicted_front(finalists) -> list:
+    """``(config, loss, predicted ms)`` items no other beats on both, fastest first."""
+    return pareto_front(finalists, lambda f: f[2], lambda f: -f[1])
+
+
 def dominated(point, front) -> bool:
     """Whether some front point is at least as fast and at least as good (lower loss)."""
     latency, loss = point
@@ -161,12 +179,18 @@ def compare_with_random(model, front_configs, random_configs, fitness, workload,
     drift probe corrects only in part; at the fast end, where sub-networks
     differ by a few percent, that decided the comparison. One
     ``measure_configs`` call shares every round's shuffled order and every
-    drift probe between the two sets.
+    drift probe between the two sets. Its samples go to a log of their own
+    beside ``csv_path``: in ``samples_path`` the searched sub-networks'
+    earlier samples would be reused instead of taken again. That log starts
+    with ``samples_path``'s probe references, so the scale stays the pipeline's.
     """
     configs = list({c.key(): c for c in (*front_configs, *random_configs)}.values())
+    csv_path = Path(csv_path)
+    own_log = csv_path.with_name(csv_path.name + '.samples.jsonl')
+    SampleLog(samples_path, device, protocol.workload).start_beside(own_log)
     rows = measure_configs(model, configs, workload, protocol, (threads,), csv_path, device,
                            beam, progress, desc='timing searched and random sub-networks',
-                           samples_path=samples_path)
+                           samples_path=own_log)
     latency = {row.config.key(): row.latency_ms for row in rows}
     front = [(latency[c.key()], fitness(c)) for c in front_configs]
     cloud = [(latency[c.key()], fitness(c))
@@ -189,6 +213,7 @@ class Candidate:
     params: int
     constraint_ms: float | None = None
     predicted_steps: float | None = None  # the steps the prediction assumed
+    finalist: bool = False  # a search's runner-up on the predicted front, not its winner
 
     @property
     def key(self):
@@ -246,7 +271,7 @@ def _beam_key(cfg, beam):
 class SweepSummary:
     library: OperatingPointLibrary
     constraints_ms: list
-    searches: list  # per constraint: best key, loss, predicted ms
+    searches: list  # per constraint: best key, loss, predicted ms, finalists
     candidates: list  # Candidate
     cloud: list = field(default_factory=list)  # (measured ms, val loss) of random sub-networks
     cloud_dominated: int = 0
@@ -278,14 +303,17 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
     constraints = list(config.constraints_ms) or geometric_constraints(
         predictor.predict_one(space.smallest(), rank),
         predictor.predict_one(space.largest(), rank), config.constraint_count)
-    searches = []
+    searches, pool = [], {}
     calls_before = fitness.calls
     for i, constraint in enumerate(constraints):
         result = evolve(space, fitness, lambda c: predictor.predict_one(c, rank), constraint,
                         config.evolution, run_dir / f'search_{i:02d}.json', progress)
         searches.append({'constraint_ms': constraint, 'key': result.best.key(),
                          'subnet': result.best.to_dict(), 'val_loss': result.loss,
-                         'predicted_ms': result.latency_ms})
+                         'predicted_ms': result.latency_ms,
+                         'finalists': result.to_dict()['finalists']})
+        for cfg, loss, ms in result.finalists:  # the loosest constraint stays, as for winners
+            pool[cfg.key()] = (cfg, loss, ms, constraint)
     _write_json(run_dir / 'searches.json', searches)
     winners = {}
     for s in searches:  # the loosest constraint a winner won under stays with it
@@ -293,12 +321,17 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
     if config.anchors:
         for anchor in (space.smallest(), space.largest()):
             winners.setdefault(anchor.key(), (anchor, None))
+    finalists = {} if not config.finalists else {
+        cfg.key(): (cfg, constraint) for cfg, _, _, constraint in
+        predicted_front(list(pool.values())) if cfg.key() not in winners}
 
-    # 3. measure winners with every beam, then BLEU
+    # 3. measure winners with every beam and finalists with the deployment beam, then BLEU
     beams = [deployment] + [b for b in config.extra_beams if b != deployment]
-    configs = [cfg for cfg, _ in winners.values()]
+    plan = [(cfg, constraint, beams, False) for cfg, constraint in winners.values()]
+    plan += [(cfg, constraint, [deployment], True) for cfg, constraint in finalists.values()]
     rows = {}
     for beam in beams:
+        configs = [cfg for cfg, _, with_beams, _ in plan if beam in with_beams]
         for row in measure_configs(model, configs, workload, protocol, measure,
                                    run_dir / 'winners.csv', device, beam, progress,
                                    desc=f'measuring winners ({beam.describe()})',
@@ -316,17 +349,18 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
                          f'{setting}; use another run folder')
     bleu = saved['scores']
     translator = Translator(model, tokenizer, device=device, batch_size=config.bleu_batch_size)
-    todo = [(cfg, beam) for cfg in configs for beam in beams if _beam_key(cfg, beam) not in bleu]
+    todo = [(cfg, beam) for cfg, _, with_beams, _ in plan for beam in with_beams
+            if _beam_key(cfg, beam) not in bleu]
     for cfg, beam in tqdm(todo, desc='BLEU', unit='candidate', disable=not progress):
         result = translator.evaluate(bleu_sources, references, cfg, beam)
         bleu[_beam_key(cfg, beam)] = result.bleu
         _write_json(bleu_path, {'setting': setting, 'scores': bleu})
 
     candidates = []
-    for cfg, constraint in winners.values():
+    for cfg, constraint, with_beams, finalist in plan:
         predicted = {t: predictor.predict_one(cfg, t) for t in predictor.threads}
         steps = float(predictor.predict_steps([cfg])[0])
-        for beam in beams:
+        for beam in with_beams:
             measured = rows[_beam_key(cfg, beam)]
             candidates.append(Candidate(
                 subnet=cfg, beam=beam, latency_ms={t: r.latency_ms for t, r in measured.items()},
@@ -334,7 +368,7 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
                 predicted_ms=predicted if beam == deployment else {},
                 val_loss=fitness(cfg), bleu=bleu[_beam_key(cfg, beam)],
                 params=model.count_parameters(cfg), constraint_ms=constraint,
-                predicted_steps=steps if beam == deployment else None))
+                predicted_steps=steps if beam == deployment else None, finalist=finalist))
 
     # 4. the library
     meta = {
