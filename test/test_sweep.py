@@ -4,12 +4,14 @@ from collections import Counter
 import json
 import math
 from pathlib import Path
+import random
 
 import pytest
 import torch
 import yaml
 
 from dyn_dnn_ros.cli import main
+from dyn_dnn_ros.commands.latency import repo_relative
 from dyn_dnn_ros.design import latency_dataset as ld
 from dyn_dnn_ros.design.evolution import EvolutionConfig
 from dyn_dnn_ros.design.fitness import CachedFitness, FitnessCache, ValidationLoss
@@ -27,6 +29,7 @@ from dyn_dnn_ros.design.sweep import (
     predicted_front,
     random_subnets,
     run_sweep,
+    select_finalists,
 )
 from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPointLibrary
 from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
@@ -70,6 +73,15 @@ def test_predicted_front_keeps_the_finalists_no_other_beats():
     # (config, validation loss, predicted ms); c is slower and worse than a
     items = [('b', 2.4, 12.0), ('c', 2.6, 11.0), ('a', 2.5, 10.0)]
     assert [f[0] for f in predicted_front(items)] == ['a', 'b']
+
+
+def test_finalists_are_the_pool_front_without_the_winners():
+    rng = random.Random(0)
+    a, b, c, d = (SPACE.sample(rng) for _ in range(4))
+    pool = [(a, 2.5, 10.0, 11.0), (b, 2.4, 12.0, 12.5), (c, 2.6, 11.0, 11.0),
+            (d, 2.3, 14.0, 14.0)]  # c: slower and worse than a
+    assert select_finalists(pool, {d.key(): (d, 14.0)}) == {a.key(): (a, 11.0),
+                                                            b.key(): (b, 12.5)}
 
 
 def test_random_subnets_are_distinct_and_follow_the_seed():
@@ -174,7 +186,8 @@ def test_sweep_writes_a_library_and_resumes_without_remeasuring(tmp_path, tokeni
     # Finalists: the searches' final parents on the predicted front, winners left out.
     pool = {SubnetConfig.from_dict(f['subnet']).key(): (f['val_loss'], f['predicted_ms'])
             for s in summary.searches for f in s['finalists']}
-    assert finalists and finalists <= set(pool) and not finalists & searched
+    # (Whether this tiny run has any depends on its timings; select_finalists has its own test.)
+    assert finalists <= set(pool) and not finalists & searched
     for key in finalists:
         loss, ms = pool[key]
         assert not any(m <= ms and v < loss for v, m in pool.values())
@@ -228,6 +241,12 @@ def _library_of(subnets):
     candidates = [_candidate(s, FIVE, 10.0 * (i + 1), 10.0 * (i + 1))
                   for i, s in enumerate(subnets)]
     return build_library(candidates, 'cpu', 2, {'space': SPACE.to_dict()})
+
+
+def test_paths_written_into_shipped_files_are_relative_to_the_checkout(tmp_path):
+    assert repo_relative(ROOT / 'config' / 'operating_points_cpu.yaml') == Path(
+        'config/operating_points_cpu.yaml')
+    assert repo_relative(tmp_path / 'library.yaml') == (tmp_path / 'library.yaml').resolve()
 
 
 def test_design_report_lists_used_and_unused_choices(tmp_path, capsys):

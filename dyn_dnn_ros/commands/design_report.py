@@ -3,7 +3,7 @@
 from pathlib import Path
 import sys
 
-from dyn_dnn_ros.commands.latency import REPO_ROOT
+from dyn_dnn_ros.commands.latency import REPO_ROOT, repo_relative
 
 HELP = 'which design-space choices the library uses; write the reduced space'
 CONFIG_DIR = REPO_ROOT / 'config'
@@ -41,7 +41,7 @@ def run(args) -> int:
             space = DesignSpace.from_yaml(CONFIG_DIR / 'design_space.yaml')
         usage = choice_usage(library, space)
         reduced = reduced_space(space, usage)
-        write_reduced_space(args.out, reduced, args.library)
+        write_reduced_space(args.out, reduced, repo_relative(args.library))
     except ValueError as err:
         print(f'dyn-dnn-ros design-report: {err}', file=sys.stderr)
         return 2

@@ -10,6 +10,16 @@ DEFAULT_CORPUS_DIR = REPO_ROOT / 'data' / 'corpus'
 DEFAULT_SAMPLES = {'cpu': 300, 'cuda': 1000}
 
 
+def repo_relative(path) -> Path:
+    """``path`` from the repository root when it lies inside, else absolute.
+
+    For paths written into shipped files (library meta, reduced design space),
+    which must not carry the directory of the machine they were made on.
+    """
+    path = Path(path).resolve()
+    return path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+
+
 def add_protocol_arguments(parser):
     """The workload and timing options; ``sweep`` must time winners exactly like the dataset."""
     from dyn_dnn_ros.design.latency_dataset import LatencyProtocol

@@ -8,6 +8,7 @@ from dyn_dnn_ros.commands.latency import (
     RUN_DIR,
     add_protocol_arguments,
     protocol_from_args,
+    repo_relative,
 )
 from dyn_dnn_ros.commands.search import (
     add_evolution_arguments,
@@ -130,8 +131,9 @@ def run(args) -> int:
                              f'{protocol.workload!r}; pass the latency run\'s options')
         workload = load_workload(args.corpus_dir, tokenizer, protocol.sentences,
                                  protocol.sentence_seed, model.space.max_positions)
+        meta = {'predictor': str(repo_relative(args.predictor))}
         summary = run_sweep(config, model, tokenizer, predictor, fitness, workload,
-                            args.corpus_dir, meta={'predictor': str(args.predictor)})
+                            args.corpus_dir, meta=meta)
     except ValueError as err:
         print(f'dyn-dnn-ros sweep: {err}', file=sys.stderr)
         return 2

@@ -139,6 +139,16 @@ def predicted_front(finalists) -> list:
     return pareto_front(finalists, lambda f: f[2], lambda f: -f[1])
 
 
+def select_finalists(pool, winners) -> dict:
+    """Key -> (config, constraint) of the ``pool`` items on the predicted front, winners out.
+
+    ``pool``: ``(config, loss, predicted ms, constraint)`` of every search's final parents.
+    """
+    front = predicted_front([(cfg, loss, ms, constraint) for cfg, loss, ms, constraint in pool])
+    return {cfg.key(): (cfg, constraint) for cfg, _, _, constraint in front
+            if cfg.key() not in winners}
+
+
 def dominated(point, front) -> bool:
     """Whether some front point is at least as fast and at least as good (lower loss)."""
     latency, loss = point
@@ -321,9 +331,7 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
     if config.anchors:
         for anchor in (space.smallest(), space.largest()):
             winners.setdefault(anchor.key(), (anchor, None))
-    finalists = {} if not config.finalists else {
-        cfg.key(): (cfg, constraint) for cfg, _, _, constraint in
-        predicted_front(list(pool.values())) if cfg.key() not in winners}
+    finalists = select_finalists(pool.values(), winners) if config.finalists else {}
 
     # 3. measure winners with every beam and finalists with the deployment beam, then BLEU
     beams = [deployment] + [b for b in config.extra_beams if b != deployment]
