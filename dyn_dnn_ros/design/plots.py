@@ -67,8 +67,11 @@ def pareto_plot(path, cloud, candidates, library, deployment, threads, device, f
 
     searched = front if front is not None else [
         (c.latency_ms[threads], c.val_loss) for c in candidates if c.beam == deployment]
-    loss_panel(left, cloud, searched, unit, 'search winners (and the space\'s smallest, '
-               'largest)', f'Search objective: validation loss ({deployment.describe()})')
+    undominated = [p for p in cloud
+                   if not any(ms <= p[0] and loss <= p[1] for ms, loss in searched)]
+    loss_panel(left, cloud, searched, unit, 'searched: winners, finalists, the space\'s '
+               'smallest and largest', f'Search objective: validation loss '
+               f'({deployment.describe()})', undominated)
 
     others = [c for c in candidates
               if not any(p.metrics.get('key') == c.key and p.beam == c.beam
