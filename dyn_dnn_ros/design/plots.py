@@ -15,6 +15,7 @@ matplotlib.use('Agg')  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
 from dyn_dnn_ros.design import write_atomic  # noqa: E402
+from dyn_dnn_ros.design.sweep import dominated  # noqa: E402
 
 
 def loss_panel(axis, cloud, searched, unit, searched_label, title, undominated=()):
@@ -67,8 +68,7 @@ def pareto_plot(path, cloud, candidates, library, deployment, threads, device, f
 
     searched = front if front is not None else [
         (c.latency_ms[threads], c.val_loss) for c in candidates if c.beam == deployment]
-    undominated = [p for p in cloud
-                   if not any(ms <= p[0] and loss <= p[1] for ms, loss in searched)]
+    undominated = [p for p in cloud if not dominated(p, searched)]
     loss_panel(left, cloud, searched, unit, 'searched: winners, finalists, the space\'s '
                'smallest and largest', f'Search objective: validation loss '
                f'({deployment.describe()})', undominated)

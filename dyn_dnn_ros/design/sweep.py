@@ -144,8 +144,7 @@ def select_finalists(pool, winners) -> dict:
 
     ``pool``: ``(config, loss, predicted ms, constraint)`` of every search's final parents.
     """
-    front = predicted_front([(cfg, loss, ms, constraint) for cfg, loss, ms, constraint in pool])
-    return {cfg.key(): (cfg, constraint) for cfg, _, _, constraint in front
+    return {cfg.key(): (cfg, constraint) for cfg, _, _, constraint in predicted_front(list(pool))
             if cfg.key() not in winners}
 
 
