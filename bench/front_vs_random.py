@@ -102,7 +102,7 @@ def main(argv=None):
     randoms = random_subnets(model.space, args.random, args.random_seed)
     comparison = compare_with_random(model, front_configs, randoms, fitness, workload,
                                      protocol, threads, args.run_dir / 'latency.csv',
-                                     args.run_dir / 'samples.jsonl', 'cpu', deployment)
+                                     device='cpu', beam=deployment)
 
     print(f'{len(front_configs)} searched sub-networks and {len(randoms)} random ones, timed '
           f'together at {threads} threads, {deployment.describe()}, workload '

@@ -179,7 +179,7 @@ class CloudComparison:
 
 
 def compare_with_random(model, front_configs, random_configs, fitness, workload, protocol,
-                        threads, csv_path, samples_path, device='cpu', beam=None,
+                        threads, csv_path, samples_path=None, device='cpu', beam=None,
                         progress=True) -> CloudComparison:
     """Time searched and random sub-networks in the same rounds, then score both.
 
@@ -191,12 +191,14 @@ def compare_with_random(model, front_configs, random_configs, fitness, workload,
     drift probe between the two sets. Its samples go to a log of their own
     beside ``csv_path``: in ``samples_path`` the searched sub-networks'
     earlier samples would be reused instead of taken again. That log starts
-    with ``samples_path``'s probe references, so the scale stays the pipeline's.
+    with ``samples_path``'s probe references, so the scale stays the pipeline's;
+    without one (a comparison on its own) it freezes a reference of its own.
     """
     configs = list({c.key(): c for c in (*front_configs, *random_configs)}.values())
     csv_path = Path(csv_path)
     own_log = csv_path.with_name(csv_path.name + '.samples.jsonl')
-    SampleLog(samples_path, device, protocol.workload).start_beside(own_log)
+    if samples_path is not None:
+        SampleLog(samples_path, device, protocol.workload).start_beside(own_log)
     rows = measure_configs(model, configs, workload, protocol, (threads,), csv_path, device,
                            beam, progress, desc='timing searched and random sub-networks',
                            samples_path=own_log)
@@ -292,9 +294,9 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
     """Search, measure, score and write the library (see the module docstring).
 
     ``fitness``: the cached validation loss; ``workload``: the latency workload,
-    the same sentences the predictor's dataset was timed on. Winners and the
-    random cloud share one sample log (``config.samples_path``), so one drift
-    probe scales both.
+    the same sentences the predictor's dataset was timed on. The winners are
+    timed into the pipeline's sample log (``config.samples_path``), the random
+    comparison into its own on that log's scale (``compare_with_random``).
     """
     from dyn_dnn_ros.translation.translator import Translator, read_split
     space, device, protocol = model.space, config.device, config.protocol
