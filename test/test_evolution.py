@@ -17,6 +17,7 @@ from dyn_dnn_ros.design.evolution import (
     gene_to_config,
 )
 from dyn_dnn_ros.design.fitness import CachedFitness, FitnessCache, ValidationLoss
+from dyn_dnn_ros.design.pareto import dominated
 from dyn_dnn_ros.translation.design_space import DesignSpace
 from dyn_dnn_ros.translation.supernet import SuperTransformer, count_parameters
 
@@ -46,10 +47,11 @@ def loss(cfg):
 
 class Counting:
     def __init__(self):
-        self.keys = []
+        self.keys, self.configs = [], []
 
     def __call__(self, cfg):
         self.keys.append(cfg.key())
+        self.configs.append(cfg)
         return loss(cfg)
 
 
@@ -90,7 +92,7 @@ def test_population_sizes_and_offspring_are_valid_and_feasible():
 
 def test_search_respects_the_constraint_and_finds_better_than_random(tmp_path):
     constraint = latency(SPACE.largest()) * 0.5
-    fitness = CachedFitness(loss)
+    fitness = CachedFitness(Counting())
     result = evolve(SPACE, fitness, latency, constraint, SMALL, tmp_path / 's.json',
                     progress=False)
     assert result.latency_ms == latency(result.best) <= constraint
@@ -106,6 +108,15 @@ def test_search_respects_the_constraint_and_finds_better_than_random(tmp_path):
     assert len({cfg.key() for cfg, _, _ in result.finalists}) == len(result.finalists)
     assert [f for _, f, _ in result.finalists] == sorted(f for _, f, _ in result.finalists)
     assert all(ms == latency(cfg) <= constraint for cfg, _, ms in result.finalists)
+    # Archive: the predicted front of every config scored, fastest first, ending at the winner.
+    archive = [(ms, f) for _, f, ms in result.archive]
+    assert archive == sorted(archive) and len(archive) > 1
+    # slower only when better
+    assert all(a[1] > b[1] for a, b in zip(archive[:-1], archive[1:], strict=True))
+    assert result.archive[-1] == (result.best, result.loss, result.latency_ms)
+    assert all(ms == latency(cfg) <= constraint for cfg, _, ms in result.archive)
+    for cfg in fitness.evaluate.configs:  # every config the search scored
+        assert dominated((latency(cfg), loss(cfg)), archive)
     state = json.loads((tmp_path / 's.json').read_text())
     assert state['iteration'] == SMALL.iterations and len(state['history']) == SMALL.iterations
     assert all(latency(gene_to_config(SPACE, g)) <= constraint for g in state['population'])
@@ -178,6 +189,8 @@ def test_interrupted_search_resumes_to_the_same_result(tmp_path):
     resumed = evolve(SPACE, CachedFitness(loss, FitnessCache(tmp_path / 'cache.json')), latency,
                      constraint, SMALL, state, progress=False)
     assert resumed.best == whole.best and resumed.history == whole.history
+    # The archive of the iterations before the interruption came back with the state.
+    assert saved['archive'] and resumed.archive == whole.archive
     with pytest.raises(ValueError, match='constraint_ms'):
         evolve(SPACE, loss, latency, constraint * 0.9, SMALL, state, progress=False)
 

@@ -82,6 +82,13 @@ def test_finalists_are_the_pool_front_without_the_winners():
             (d, 2.3, 14.0, 14.0)]  # c: slower and worse than a
     assert select_finalists(pool, {d.key(): (d, 14.0)}) == {a.key(): (a, 11.0),
                                                             b.key(): (b, 12.5)}
+    # A limit keeps the front's ends and spreads the rest evenly between them.
+    line = [(SPACE.sample(rng), 3.0 - i / 10, 10.0 + i, 20.0) for i in range(9)]
+    kept = select_finalists(line, {}, limit=3)
+    assert list(kept) == [line[i][0].key() for i in (0, 4, 8)]
+    assert len(select_finalists(line, {}, limit=20)) == len(select_finalists(line, {})) == 9
+    with pytest.raises(ValueError, match='finalist_limit'):
+        SweepConfig(run_dir=Path('x'), library_path=Path('y'), finalist_limit=-1)
 
 
 def test_random_subnets_are_distinct_and_follow_the_seed():
@@ -183,9 +190,9 @@ def test_sweep_writes_a_library_and_resumes_without_remeasuring(tmp_path, tokeni
     searched = {s['key'] for s in summary.searches}
     assert all((c.constraint_ms is None) == (c.key not in searched)
                for c in summary.candidates if not c.finalist)
-    # Finalists: the searches' final parents on the predicted front, winners left out.
+    # Finalists: what the searches scored on the predicted front (archives), winners left out.
     pool = {SubnetConfig.from_dict(f['subnet']).key(): (f['val_loss'], f['predicted_ms'])
-            for s in summary.searches for f in s['finalists']}
+            for s in summary.searches for f in s['archive']}
     # (Whether this tiny run has any depends on its timings; select_finalists has its own test.)
     assert finalists <= set(pool) and not finalists & searched
     for key in finalists:

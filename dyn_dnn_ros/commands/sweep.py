@@ -69,8 +69,11 @@ def add_arguments(parser):
                         help='do not measure the space\'s smallest and largest sub-networks '
                              'alongside the winners')
     parser.add_argument('--winners-only', dest='finalists', action='store_false',
-                        help='measure only each search\'s winner, not the runners-up of all '
-                             'searches that lie on the predicted front (finalists)')
+                        help='measure only each search\'s winner, not the other sub-networks '
+                             'the searches scored that lie on the predicted front (finalists)')
+    parser.add_argument('--max-finalists', type=int, default=d.finalist_limit, metavar='N',
+                        help='measure at most N finalists, spread along the predicted front '
+                             '(default: all)')
     parser.add_argument('--bleu-split', choices=('test', 'valid'), default=d.bleu_split)
     parser.add_argument('--bleu-sentences', type=int, default=d.bleu_sentences,
                         help='first N sentences of the split for BLEU (default: %(default)s; '
@@ -121,7 +124,8 @@ def run(args) -> int:
             constraints_ms=tuple(args.constraints or ()), constraint_count=args.count,
             evolution=evolution_from_args(args), protocol=protocol, extra_beams=beams,
             bleu_split=args.bleu_split, bleu_sentences=args.bleu_sentences or None,
-            anchors=args.anchors, finalists=args.finalists, random_count=args.random,
+            anchors=args.anchors, finalists=args.finalists,
+            finalist_limit=args.max_finalists, random_count=args.random,
             random_seed=args.random_seed, random_csv=args.random_csv,
             samples_path=args.samples_log)
         model, tokenizer, predictor, fitness = load_search_inputs(args, args.run_dir)

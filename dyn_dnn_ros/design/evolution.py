@@ -13,8 +13,13 @@ population: a child is redrawn until it does, ``max_attempts`` times, after
 which its parent stands in. A constraint below the smallest sub-network's
 predicted latency is refused at once (HAT would loop forever).
 
-The population, the random state and the history are saved as JSON after every
-iteration, so an interrupted search resumes where it stopped.
+Every config the search scores is also offered to an archive that keeps the
+predicted front (predicted latency vs validation loss) of all of them: HAT
+keeps only the winner, but the population passes many good trade-offs below
+the constraint on its way, already paid for.
+
+The population, the random state, the history and the archive are saved as
+JSON after every iteration, so an interrupted search resumes where it stopped.
 """
 
 from dataclasses import asdict, dataclass, field
@@ -26,6 +31,7 @@ import random
 from tqdm import tqdm
 
 from dyn_dnn_ros.design import write_atomic
+from dyn_dnn_ros.design.pareto import predicted_front
 from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
 
 STATE_FORMAT = 'dyn_dnn_ros.evolution_state/1'
@@ -120,13 +126,26 @@ class SearchResult:
     # The final parents, best first, as (config, loss, predicted ms): the runners-up
     # are other trade-offs under the same constraint, evaluated at no extra cost.
     finalists: list = field(default_factory=list)
+    # The predicted front of every config scored in any iteration, fastest first,
+    # as (config, loss, predicted ms).
+    archive: list = field(default_factory=list)
 
     def to_dict(self):
         data = asdict(self)
         data['best'] = self.best.to_dict()
-        data['finalists'] = [{'subnet': cfg.to_dict(), 'val_loss': loss, 'predicted_ms': ms}
-                             for cfg, loss, ms in self.finalists]
+        data['finalists'] = _scored_to_dicts(self.finalists)
+        data['archive'] = _scored_to_dicts(self.archive)
         return data
+
+
+def _scored_to_dicts(scored):
+    return [{'subnet': cfg.to_dict(), 'val_loss': loss, 'predicted_ms': ms}
+            for cfg, loss, ms in scored]
+
+
+def _scored_from_dicts(space, items):
+    return [(space.validate(SubnetConfig.from_dict(d['subnet'])), float(d['val_loss']),
+             float(d['predicted_ms'])) for d in items]
 
 
 class _Search:
@@ -138,6 +157,7 @@ class _Search:
         self.choices = gene_choices(space)
         self.rng = random.Random(config.seed)
         self._latency = {}
+        self.archive = []  # predicted_front of everything ranked so far
 
     def predicted(self, cfg):
         key = cfg.key()
@@ -192,6 +212,8 @@ class _Search:
             cfg = gene_to_config(self.space, gene)
             by_key.setdefault(cfg.key(), (cfg, gene))
         scored = [(self.fitness(cfg), key, cfg, gene) for key, (cfg, gene) in by_key.items()]
+        self.archive = predicted_front(self.archive + [(cfg, loss, self.predicted(cfg))
+                                                    for loss, _, cfg, _ in scored])
         return sorted(scored, key=lambda s: (s[0], s[1]))
 
     def breed(self, parents):
@@ -207,6 +229,7 @@ def _state(search, iteration, population, history):
     return {'format': STATE_FORMAT, 'constraint_ms': search.constraint_ms,
             'config': asdict(search.config), 'space': search.space.to_dict(),
             'iteration': iteration, 'population': population, 'history': history,
+            'archive': _scored_to_dicts(search.archive),
             'rng': [version, list(internal), gauss]}
 
 
@@ -227,6 +250,10 @@ def _load_state(path, search):
     for gene in state['population']:
         if len(gene) != len(search.choices) or gene_to_config(search.space, gene) is None:
             raise ValueError(f'{path}: population holds an invalid gene {gene!r}')
+    try:  # states written before the archive existed resume with an empty one
+        search.archive = _scored_from_dicts(search.space, state.get('archive', []))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f'{path}: invalid archive entry: {err}') from None
     return state['iteration'], state['population'], state['history']
 
 
@@ -280,4 +307,5 @@ def evolve(space: DesignSpace, fitness, latency, constraint_ms,
     return SearchResult(best=cfg, loss=loss, latency_ms=search.predicted(cfg),
                         constraint_ms=float(constraint_ms), history=history,
                         evaluations=getattr(fitness, 'calls', 0) - calls_before,
-                        finalists=[(c, f, search.predicted(c)) for f, _, c, _ in ranked])
+                        finalists=[(c, f, search.predicted(c)) for f, _, c, _ in ranked],
+                        archive=list(search.archive))

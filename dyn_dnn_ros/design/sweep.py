@@ -4,11 +4,12 @@
    predicted latency of the smallest and the largest sub-network (at the
    thread count the library is ranked by, the largest measured one).
 2. One evolutionary search per constraint; all share one fitness cache.
-   Besides each search's winner, the final parents of all searches that lie
-   on the predicted front (predicted latency vs validation loss) are kept
-   (finalists): they fill the latency between neighbouring constraints,
-   where a winner's predicted latency may be a few percent off its measured
-   one, at the cost of measuring them, not of searching.
+   Besides each search's winner, every sub-network any search scored that
+   lies on the predicted front of them all (predicted latency vs validation
+   loss; each search's archive) is kept (finalists): they fill the latency
+   between neighbouring constraints, where a winner's predicted latency may
+   be a few percent off its measured one, at the cost of measuring them, not
+   of searching.
 3. Every distinct winner, and the space's smallest and largest sub-networks
    (anchors), is measured for real at every thread count, alone
    and, optionally, combined with other beam policies (joint points: neither
@@ -47,6 +48,7 @@ from dyn_dnn_ros.design.latency_dataset import (
     default_threads,
     measure_configs,
 )
+from dyn_dnn_ros.design.pareto import dominated, pareto_front, predicted_front
 from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPoint, OperatingPointLibrary
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 
@@ -90,6 +92,7 @@ class SweepConfig:
     anchors: bool = True
     # Also measure the searches' finalists on the predicted front (module docstring).
     finalists: bool = True
+    finalist_limit: int | None = None  # at most this many, spread along the front; None: all
 
     def __post_init__(self):
         if not isinstance(self.constraint_count, int) or self.constraint_count < 1:
@@ -103,6 +106,10 @@ class SweepConfig:
         if self.bleu_split not in ('valid', 'test'):
             raise ValueError(f"sweep.bleu_split: must be 'valid' or 'test', "
                              f'got {self.bleu_split!r}')
+        if self.finalist_limit is not None and (not isinstance(self.finalist_limit, int)
+                                                or self.finalist_limit < 0):
+            raise ValueError(f'sweep.finalist_limit: must be an integer >= 0 or None, '
+                             f'got {self.finalist_limit!r}')
         if not isinstance(self.random_count, int) or self.random_count < 0:
             raise ValueError(f'sweep.random_count: must be an integer >= 0, '
                              f'got {self.random_count!r}')
@@ -120,38 +127,19 @@ def geometric_constraints(low, high, count) -> list[float]:
     return [float(v) for v in np.geomspace(low, high, count)]
 
 
-def pareto_front(items, latency, quality) -> list:
-    """Items no other item beats on both (lower ``latency(item)``, higher ``quality(item)``).
-
-    Returned fastest first; of equally fast items only the best can be on it.
-    """
-    ordered = sorted(items, key=lambda i: (latency(i), -quality(i)))
-    front, best = [], -math.inf
-    for item in ordered:
-        if quality(item) > best:
-            front.append(item)
-            best = quality(item)
-    return front
-
-
-def predicted_front(finalists) -> list:
-    """``(config, loss, predicted ms)`` items no other beats on both, fastest first."""
-    return pareto_front(finalists, lambda f: f[2], lambda f: -f[1])
-
-
-def select_finalists(pool, winners) -> dict:
+def select_finalists(pool, winners, limit=None) -> dict:
     """Key -> (config, constraint) of the ``pool`` items on the predicted front, winners out.
 
-    ``pool``: ``(config, loss, predicted ms, constraint)`` of every search's final parents.
+    ``pool``: ``(config, loss, predicted ms, constraint)`` of what the searches
+    scored. With ``limit``, at most that many, evenly spaced along the front
+    (fastest first) with its two ends kept: each costs a measurement and a BLEU.
     """
-    return {cfg.key(): (cfg, constraint) for cfg, _, _, constraint in predicted_front(list(pool))
-            if cfg.key() not in winners}
-
-
-def dominated(point, front) -> bool:
-    """Whether some front point is at least as fast and at least as good (lower loss)."""
-    latency, loss = point
-    return any(f_latency <= latency and f_loss <= loss for f_latency, f_loss in front)
+    front = [(cfg, constraint) for cfg, _, _, constraint in predicted_front(list(pool))
+             if cfg.key() not in winners]
+    if limit is not None and len(front) > limit:
+        picks = sorted({round(float(i)) for i in np.linspace(0, len(front) - 1, limit)})
+        front = [front[i] for i in picks]
+    return {cfg.key(): (cfg, constraint) for cfg, constraint in front}
 
 
 def random_subnets(space, count, seed) -> list[SubnetConfig]:
@@ -319,11 +307,12 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
     for i, constraint in enumerate(constraints):
         result = evolve(space, fitness, lambda c: predictor.predict_one(c, rank), constraint,
                         config.evolution, run_dir / f'search_{i:02d}.json', progress)
+        found = result.to_dict()
         searches.append({'constraint_ms': constraint, 'key': result.best.key(),
                          'subnet': result.best.to_dict(), 'val_loss': result.loss,
                          'predicted_ms': result.latency_ms,
-                         'finalists': result.to_dict()['finalists']})
-        for cfg, loss, ms in result.finalists:  # the loosest constraint stays, as for winners
+                         'finalists': found['finalists'], 'archive': found['archive']})
+        for cfg, loss, ms in result.archive:  # the loosest constraint stays, as for winners
             pool[cfg.key()] = (cfg, loss, ms, constraint)
     _write_json(run_dir / 'searches.json', searches)
     winners = {}
@@ -332,7 +321,8 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
     if config.anchors:
         for anchor in (space.smallest(), space.largest()):
             winners.setdefault(anchor.key(), (anchor, None))
-    finalists = select_finalists(pool.values(), winners) if config.finalists else {}
+    finalists = (select_finalists(pool.values(), winners, config.finalist_limit)
+                 if config.finalists else {})
 
     # 3. measure winners with every beam and finalists with the deployment beam, then BLEU
     beams = [deployment] + [b for b in config.extra_beams if b != deployment]
