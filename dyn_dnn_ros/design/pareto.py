@@ -17,9 +17,9 @@ def pareto_front(items, latency, quality) -> list:
     return front
 
 
-def predicted_front(finalists) -> list:
-    """``(config, loss, predicted ms)`` items no other beats on both, fastest first."""
-    return pareto_front(finalists, lambda f: f[2], lambda f: -f[1])
+def predicted_front(items) -> list:
+    """``(config, loss, predicted ms, ...)`` items no other beats on both, fastest first."""
+    return pareto_front(items, lambda f: f[2], lambda f: -f[1])
 
 
 def dominated(point, front) -> bool:
