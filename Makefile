@@ -26,8 +26,8 @@ DESIGN_RUN := runs/design
 design-cpu: $(STAMPS)/package
 	time $(BIN)/dyn-dnn-ros latency --device cpu --out $(DESIGN_RUN)/latency_cpu.csv
 	time $(BIN)/dyn-dnn-ros predictor --data $(DESIGN_RUN)/latency_cpu.csv
-	time $(BIN)/dyn-dnn-ros sweep --device cpu --count 16 --max-finalists 100 --beams 1 3 \
-	  --random-seed 1 \
+	time $(BIN)/dyn-dnn-ros sweep --device cpu --count 16 --max-finalists 64 --beams 1 3 \
+	  --gap 0.05 --per-gap 8 --random-seed 1 \
 	  --samples-log $(DESIGN_RUN)/latency_cpu.csv.samples.jsonl
 	time $(BIN)/dyn-dnn-ros design-report
 

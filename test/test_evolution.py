@@ -1,5 +1,6 @@
 """Evolutionary search: population sizes, valid offspring, cached fitness, constraints, resume."""
 
+import dataclasses
 from dataclasses import asdict
 import json
 from pathlib import Path
@@ -122,6 +123,23 @@ def test_search_respects_the_constraint_and_finds_better_than_random(tmp_path):
     assert all(latency(gene_to_config(SPACE, g)) <= constraint for g in state['population'])
 
 
+def test_archive_slack_keeps_a_band_behind_the_front(tmp_path):
+    constraint = latency(SPACE.largest()) * 0.5
+    exact = evolve(SPACE, CachedFitness(Counting()), latency, constraint, SMALL,
+                   progress=False)
+    fitness = CachedFitness(Counting())
+    slack = dataclasses.replace(SMALL, archive_slack=0.1)
+    banded = evolve(SPACE, fitness, latency, constraint, slack, progress=False)
+    assert banded.best == exact.best  # the band changes what is kept, not the search
+    kept = {cfg.key() for cfg, _, _ in banded.archive}
+    assert {cfg.key() for cfg, _, _ in exact.archive} < kept  # the front and more
+    assert len(kept) == len(banded.archive)  # each config once, though offered every iteration
+    assert [ms for *_, ms in banded.archive] == sorted(ms for *_, ms in banded.archive)
+    for cfg in fitness.evaluate.configs:  # in the band unless a config 1.1x faster is as good
+        beaten = any(m * 1.1 <= latency(cfg) and f <= loss(cfg) for _, f, m in banded.archive)
+        assert (cfg.key() in kept) != beaten
+
+
 def test_cache_prevents_re_evaluation(tmp_path):
     counting = Counting()
     cache = FitnessCache(tmp_path / 'cache.json', {'model': 'synthetic'})
@@ -197,6 +215,7 @@ def test_interrupted_search_resumes_to_the_same_result(tmp_path):
 
 @pytest.mark.parametrize('changes, field', [
     ({'parents': 5}, 'must equal'), ({'mutation_prob': 1.5}, 'mutation_prob'),
+    ({'archive_slack': -0.1}, 'archive_slack'), ({'archive_slack': 1.0}, 'archive_slack'),
     ({'iterations': 0}, 'iterations'), ({'crossovers': -1}, 'crossovers')])
 def test_bad_evolution_config_is_refused(changes, field):
     with pytest.raises(ValueError, match=field):

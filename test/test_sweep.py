@@ -1,6 +1,7 @@
 """Sweep -> operating-point library (Pareto filtering, atomic write, resume) and design report."""
 
 from collections import Counter
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -34,6 +35,7 @@ from dyn_dnn_ros.design.sweep import (
 from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPointLibrary
 from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
 from dyn_dnn_ros.translation.supernet import SuperTransformer
+from dyn_dnn_ros.translation.translator import Translator
 
 ROOT = Path(__file__).resolve().parents[1]
 SPM = ROOT / 'models' / 'translation' / 'spm.model'
@@ -89,6 +91,41 @@ def test_finalists_are_the_pool_front_without_the_winners():
     assert len(select_finalists(line, {}, limit=20)) == len(select_finalists(line, {})) == 9
     with pytest.raises(ValueError, match='finalist_limit'):
         SweepConfig(run_dir=Path('x'), library_path=Path('y'), finalist_limit=-1)
+
+
+def test_gaps_in_the_front_take_finalists_from_just_behind_them():
+    rng = random.Random(3)
+    cfgs = [SPACE.sample(rng) for _ in range(9)]
+    # front: 0 (10 ms), then a gap to 1 (15 ms), then 2 (15.5 ms)
+    front = [(cfgs[0], 2.50, 10.0, 10.0), (cfgs[1], 2.40, 15.0, 15.0),
+             (cfgs[2], 2.30, 15.5, 16.0)]
+    behind = [(cfgs[3], 2.45, 15.2, 16.0), (cfgs[4], 2.41, 15.4, 16.0),
+              (cfgs[5], 2.48, 15.6, 16.0), (cfgs[6], 2.35, 15.7, 16.0)]
+    too_slow = [(cfgs[7], 2.42, 16.0, 16.0)]  # more than 5 % behind the gap's far end
+    worse = [(cfgs[8], 2.55, 15.1, 16.0)]  # not better than the gap's near end
+    pool = front + behind + too_slow + worse
+    plain = select_finalists(pool, {})
+    assert list(plain) == [c.key() for c in cfgs[:3]]
+    filled = select_finalists(pool, {}, gap=0.05, per_gap=8)
+    assert set(filled) == {c.key() for c in cfgs[:7]}
+    # At most per_gap of them, spread over their losses (best and worst kept).
+    two = select_finalists(pool, {}, gap=0.05, per_gap=2)
+    assert set(two) - set(plain) == {cfgs[6].key(), cfgs[5].key()}
+    assert select_finalists(pool, {}, gap=0.6, per_gap=8) == plain  # no gap that wide
+    for bad in ({'gap': 0.0}, {'gap': math.nan}, {'per_gap': -1}):
+        with pytest.raises(ValueError, match='sweep.(gap|per_gap)'):
+            SweepConfig(run_dir=Path('x'), library_path=Path('y'), **bad)
+
+
+def test_predicted_front_with_slack_keeps_a_band_behind_it():
+    rng = random.Random(4)
+    a, b, c, d = (SPACE.sample(rng) for _ in range(4))
+    items = [(a, 2.5, 10.0), (b, 2.6, 10.5), (c, 2.6, 11.5), (d, 2.4, 12.0), (a, 2.5, 10.0)]
+    assert [f[0] for f in predicted_front(items)] == [a, d]
+    # b is only 5 % slower than a: within a 10 % band; c is 15 % slower and no better
+    assert [f[0] for f in predicted_front(items, slack=0.1)] == [a, b, d]
+    with pytest.raises(ValueError, match='slack'):
+        predicted_front(items, slack=-0.1)
 
 
 def test_random_subnets_are_distinct_and_follow_the_seed():
@@ -171,6 +208,17 @@ def test_sweep_writes_a_library_and_resumes_without_remeasuring(tmp_path, tokeni
         return CachedFitness(ValidationLoss(model, pairs),
                              FitnessCache(run_dir / 'fitness_cache.json', {'test': weights}))
 
+    # Untrained weights score BLEU 0 whatever the sub-network; credit size at the
+    # deployment beam so that the front holds several of those points.
+    deployment = BeamPolicy('fixed', FAST.beam)
+    real_evaluate = Translator.evaluate
+
+    def evaluate(self, sources, references, subnet=None, beam=None, **kwargs):
+        result = real_evaluate(self, sources, references, subnet, beam, **kwargs)
+        credit = model.count_parameters(subnet) / 1e4 if beam == deployment else 0.0
+        return dataclasses.replace(result, bleu=result.bleu + credit)
+
+    monkeypatch.setattr(Translator, 'evaluate', evaluate)
     summary = run_sweep(config, model, tokenizer, predictor, fitness(), sources, CORPUS,
                         progress=False)
     library = OperatingPointLibrary.load(config.library_path)
@@ -184,31 +232,41 @@ def test_sweep_writes_a_library_and_resumes_without_remeasuring(tmp_path, tokeni
     assert len(summary.constraints_ms) == 3
     # Winners and anchors with both beams, finalists with the deployment beam only.
     assert len(summary.candidates) == 2 * len(measured - finalists) + len(finalists)
-    assert all(c.beam == BeamPolicy('fixed', FAST.beam) for c in summary.candidates if c.finalist)
+    assert all(c.beam == deployment for c in summary.candidates if c.finalist)
+    assert any(p.beam == deployment for p in library.points)
     # The space's ends are measured too, whether or not a search found them.
     assert {SPACE.smallest().key(), SPACE.largest().key()} <= measured
     searched = {s['key'] for s in summary.searches}
     assert all((c.constraint_ms is None) == (c.key not in searched)
                for c in summary.candidates if not c.finalist)
-    # Finalists: what the searches scored on the predicted front (archives), winners left out.
-    pool = {SubnetConfig.from_dict(f['subnet']).key(): (f['val_loss'], f['predicted_ms'])
-            for s in summary.searches for f in s['archive']}
+    # Finalists: what the searches scored on the predicted front (archives), and behind its
+    # gaps, winners and anchors left out.
+    pool = {}
+    for s in summary.searches:
+        for f in s['archive']:
+            cfg = SubnetConfig.from_dict(f['subnet'])
+            pool[cfg.key()] = (cfg, f['val_loss'], f['predicted_ms'], s['constraint_ms'])
     # (Whether this tiny run has any depends on its timings; select_finalists has its own test.)
-    assert finalists <= set(pool) and not finalists & searched
-    for key in finalists:
-        loss, ms = pool[key]
-        assert not any(m <= ms and v < loss for v, m in pool.values())
+    assert finalists == set(select_finalists(pool.values(), measured - finalists, None,
+                                             config.gap, config.per_gap))
+    assert not finalists & searched
     # The library is exactly the measured front of the candidates.
     front = pareto_front(summary.candidates, lambda c: c.latency_ms[1], lambda c: c.bleu)
     assert [(c.key, c.beam) for c in front] == [(p.metrics['key'], p.beam)
                                                  for p in library.points]
+    shared = {row.config.key(): row.latency_ms
+              for row in ld.read_latency_csv(run_dir / 'random.csv')}
     for point in library.points:
         assert set(point.latency_ms) == {1} and point.latency_ms[1] > 0
         SPACE.validate(SubnetConfig.from_dict(point.subnet))
-        if point.beam == FIVE:
+        if point.beam == deployment:
             assert point.predicted_latency_ms > 0
+            # Timed in the shared rounds and again on its own; the library holds the mean.
+            first, again = point.metrics['latency_passes_ms']
+            assert first == shared[point.metrics['key']]
+            assert point.latency_ms[1] == pytest.approx((first + again) / 2, abs=1e-4)
     assert all(c.predicted_ms[1] <= c.constraint_ms * 1.0001 for c in summary.candidates
-               if c.beam == FIVE and c.constraint_ms is not None)
+               if c.beam == deployment and c.constraint_ms is not None)
     assert len(summary.cloud) == 5 and 0 <= summary.cloud_dominated <= 5
     # The searched sub-networks were timed again in the random ones' rounds, at the
     # deployment beam, so both sides of the comparison share the machine's moments.

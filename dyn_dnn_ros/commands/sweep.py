@@ -74,6 +74,12 @@ def add_arguments(parser):
     parser.add_argument('--max-finalists', type=int, default=d.finalist_limit, metavar='N',
                         help='measure at most N finalists, spread along the predicted front '
                              '(default: all)')
+    parser.add_argument('--gap', type=float, default=d.gap, metavar='FRACTION',
+                        help='neighbouring predicted-front points further apart than this '
+                             'fraction of latency make a gap (default: %(default)s)')
+    parser.add_argument('--per-gap', type=int, default=d.per_gap, metavar='N',
+                        help='also measure N sub-networks from just behind each gap, spread '
+                             'over their losses (default: %(default)s; 0: none)')
     parser.add_argument('--bleu-split', choices=('test', 'valid'), default=d.bleu_split)
     parser.add_argument('--bleu-sentences', type=int, default=d.bleu_sentences,
                         help='first N sentences of the split for BLEU (default: %(default)s; '
@@ -125,7 +131,8 @@ def run(args) -> int:
             evolution=evolution_from_args(args), protocol=protocol, extra_beams=beams,
             bleu_split=args.bleu_split, bleu_sentences=args.bleu_sentences or None,
             anchors=args.anchors, finalists=args.finalists,
-            finalist_limit=args.max_finalists, random_count=args.random,
+            finalist_limit=args.max_finalists, gap=args.gap, per_gap=args.per_gap,
+            random_count=args.random,
             random_seed=args.random_seed, random_csv=args.random_csv,
             samples_path=args.samples_log)
         model, tokenizer, predictor, fitness = load_search_inputs(args, args.run_dir)
@@ -158,9 +165,10 @@ def run(args) -> int:
               f'{p.metrics["val_loss"]:8.4f}  {p.predicted_latency_ms:9.2f}  '
               + '  '.join(f'{p.latency_ms[t]:8.2f}' for t in threads)
               + (f'  {ratio:.3f}' if math.isfinite(ratio) else '  -'))
-    fastest, slowest = library.points[0], library.points[-1]
-    print(f'library span: x{slowest.latency_ms[rank] / fastest.latency_ms[rank]:.2f} '
-          f'({fastest.latency_ms[rank]:.1f} .. {slowest.latency_ms[rank]:.1f} ms)')
+    for t in threads:
+        ms = sorted(p.latency_ms[t] for p in library.points)
+        print(f'library span at {t} threads: x{ms[-1] / ms[0]:.2f} ({ms[0]:.1f} .. '
+              f'{ms[-1]:.1f} ms)' + (' (ranking count)' if t == rank else ''))
     if summary.cloud:
         print(f'random sub-networks dominated by the searched front (latency and validation '
               f'loss): {summary.cloud_dominated} of {len(summary.cloud)}')

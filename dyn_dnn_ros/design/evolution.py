@@ -16,7 +16,10 @@ predicted latency is refused at once (HAT would loop forever).
 Every config the search scores is also offered to an archive that keeps the
 predicted front (predicted latency vs validation loss) of all of them: HAT
 keeps only the winner, but the population passes many good trade-offs below
-the constraint on its way, already paid for.
+the constraint on its way, already paid for. With ``archive_slack`` it also
+keeps the band that fraction of latency behind the front (``predicted_front``):
+the predictor errs by a few percent per sub-network, so the band may hold
+points of the *measured* front.
 
 The population, the random state, the history and the archive are saved as
 JSON after every iteration, so an interrupted search resumes where it stopped.
@@ -57,6 +60,7 @@ class EvolutionConfig:
     iterations: int = 30
     seed: int = 1
     max_attempts: int = 200  # draws per child before its parent stands in
+    archive_slack: float = 0.0  # see the module docstring; 0: the front only
 
     def __post_init__(self):
         for name in ('population', 'parents', 'iterations', 'max_attempts'):
@@ -71,6 +75,11 @@ class EvolutionConfig:
             raise ValueError(f'evolution: parents + mutations + crossovers = '
                              f'{self.parents + self.mutations + self.crossovers} must equal '
                              f'population = {self.population}')
+        slack = self.archive_slack
+        if (not isinstance(slack, (int, float)) or isinstance(slack, bool)
+                or not 0 <= slack < 1):
+            raise ValueError(f'evolution.archive_slack: must be a fraction in [0, 1), '
+                             f'got {self.archive_slack!r}')
         if not isinstance(self.mutation_prob, (int, float)) or not 0 <= self.mutation_prob <= 1:
             raise ValueError(f'evolution.mutation_prob: must be in [0, 1], '
                              f'got {self.mutation_prob!r}')
@@ -126,8 +135,8 @@ class SearchResult:
     # The final parents, best first, as (config, loss, predicted ms): the runners-up
     # are other trade-offs under the same constraint, evaluated at no extra cost.
     finalists: list = field(default_factory=list)
-    # The predicted front of every config scored in any iteration, fastest first,
-    # as (config, loss, predicted ms).
+    # The predicted front of every config scored in any iteration (with the
+    # config's archive_slack), fastest first, as (config, loss, predicted ms).
     archive: list = field(default_factory=list)
 
     def to_dict(self):
@@ -213,7 +222,8 @@ class _Search:
             by_key.setdefault(cfg.key(), (cfg, gene))
         scored = [(self.fitness(cfg), key, cfg, gene) for key, (cfg, gene) in by_key.items()]
         self.archive = predicted_front(self.archive + [(cfg, loss, self.predicted(cfg))
-                                                    for loss, _, cfg, _ in scored])
+                                                    for loss, _, cfg, _ in scored],
+                                       self.config.archive_slack)
         return sorted(scored, key=lambda s: (s[0], s[1]))
 
     def breed(self, parents):

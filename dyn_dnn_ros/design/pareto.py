@@ -1,5 +1,6 @@
 """Pareto fronts of the design-time pipeline: latency against quality, fastest first."""
 
+import bisect
 import math
 
 
@@ -17,9 +18,33 @@ def pareto_front(items, latency, quality) -> list:
     return front
 
 
-def predicted_front(items) -> list:
-    """``(config, loss, predicted ms, ...)`` items no other beats on both, fastest first."""
-    return pareto_front(items, lambda f: f[2], lambda f: -f[1])
+def predicted_front(items, slack=0.0) -> list:
+    """``(config, loss, predicted ms, ...)`` items no other beats on both, fastest first.
+
+    With ``slack`` > 0, only an item at least ``1 + slack`` times faster and at
+    least as good removes another (the front and a band behind it): the
+    predictor errs by a few percent per sub-network, so an item that close
+    behind the front may measure on it.
+    """
+    if not slack:
+        return pareto_front(items, lambda f: f[2], lambda f: -f[1])
+    if not math.isfinite(slack) or slack < 0:
+        raise ValueError(f'front slack: must be a finite fraction >= 0, got {slack!r}')
+    distinct = {}
+    for f in items:  # an archive is offered the same parents again every iteration
+        distinct.setdefault(f[0].key(), f)
+    ordered = sorted(distinct.values(), key=lambda f: (f[2], f[1]))
+    latencies = [f[2] for f in ordered]
+    lowest, best = [], math.inf  # lowest loss among the first i + 1 items
+    for f in ordered:
+        best = min(best, f[1])
+        lowest.append(best)
+    kept = []
+    for f in ordered:
+        faster = bisect.bisect_right(latencies, f[2] / (1 + slack))
+        if faster == 0 or lowest[faster - 1] > f[1]:
+            kept.append(f)
+    return kept
 
 
 def dominated(point, front) -> bool:

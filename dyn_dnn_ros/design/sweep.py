@@ -9,26 +9,30 @@
    loss; each search's archive) is kept (finalists): they fill the latency
    between neighbouring constraints, where a winner's predicted latency may
    be a few percent off its measured one, at the cost of measuring them, not
-   of searching.
-3. Every distinct winner, and the space's smallest and largest sub-networks
-   (anchors), is measured for real at every thread count, alone
-   and, optionally, combined with other beam policies (joint points: neither
-   Dynamic-HAT nor the dynamic-beam paper combines the two knobs), and its
-   BLEU is computed with that beam on the test split (or a subset). Finalists
-   are measured and scored at the deployment beam only.
+   of searching. Where the front is steep (a gap in its latency), some of
+   the sub-networks just behind it are kept as well (``select_finalists``).
+3. Every candidate (distinct winners, the space's smallest and largest
+   sub-networks as anchors, finalists) is timed at the deployment beam and
+   the ranking thread count *in the same rounds* as a cloud of uniformly
+   sampled random sub-networks (``time_with_random``); winners and anchors
+   are also timed combined with other beam policies at every thread count
+   (joint points: neither Dynamic-HAT nor the dynamic-beam paper combines the
+   two knobs). Every candidate's BLEU is computed with its beam on the test
+   split (or a subset).
 4. The candidates on the *measured* Pareto front (latency at the ranking
-   thread count vs BLEU) are named fastest first (``tr_cpu_01``, ...) and
-   written as the library, atomically.
-5. A cloud of uniformly sampled random sub-networks is measured the same way
-   (latency at the ranking thread count, validation loss) and *in the same
-   rounds* as the searched sub-networks at the deployment beam, which are
-   timed again for this: ``compare_with_random``, ``pareto_plot``.
+   thread count vs BLEU) are timed again at every thread count (at the
+   ranking count the two passes are averaged, so no one pass sets a point's
+   latency), named fastest first (``tr_cpu_01``, ...) and written as the
+   library, atomically.
+5. The random cloud (ranking-count latency from the shared rounds, validation
+   loss) is compared with the searched sub-networks timed in those rounds:
+   ``CloudComparison``, ``pareto_plot``.
 
 Every step keeps its results in the run folder (searches, measurements, BLEU),
 so an interrupted sweep resumes where it stopped.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 import json
 import math
@@ -93,6 +97,11 @@ class SweepConfig:
     # Also measure the searches' finalists on the predicted front (module docstring).
     finalists: bool = True
     finalist_limit: int | None = None  # at most this many, spread along the front; None: all
+    # Gaps in the predicted front wider than this fraction of latency get per_gap more
+    # finalists from just behind them (select_finalists); the searches' archives keep
+    # that band. per_gap 0: none.
+    gap: float = 0.05
+    per_gap: int = 8
 
     def __post_init__(self):
         if not isinstance(self.constraint_count, int) or self.constraint_count < 1:
@@ -110,6 +119,11 @@ class SweepConfig:
                                                 or self.finalist_limit < 0):
             raise ValueError(f'sweep.finalist_limit: must be an integer >= 0 or None, '
                              f'got {self.finalist_limit!r}')
+        if (not isinstance(self.gap, (int, float)) or isinstance(self.gap, bool)
+                or not 0 < self.gap < 1):
+            raise ValueError(f'sweep.gap: must be a fraction in (0, 1), got {self.gap!r}')
+        if not isinstance(self.per_gap, int) or isinstance(self.per_gap, bool) or self.per_gap < 0:
+            raise ValueError(f'sweep.per_gap: must be an integer >= 0, got {self.per_gap!r}')
         if not isinstance(self.random_count, int) or self.random_count < 0:
             raise ValueError(f'sweep.random_count: must be an integer >= 0, '
                              f'got {self.random_count!r}')
@@ -127,19 +141,47 @@ def geometric_constraints(low, high, count) -> list[float]:
     return [float(v) for v in np.geomspace(low, high, count)]
 
 
-def select_finalists(pool, winners, limit=None) -> dict:
+def select_finalists(pool, winners, limit=None, gap=0.0, per_gap=0) -> dict:
     """Key -> (config, constraint) of the ``pool`` items on the predicted front, winners out.
 
     ``pool``: ``(config, loss, predicted ms, constraint)`` of what the searches
     scored. With ``limit``, at most that many, evenly spaced along the front
     (fastest first) with its two ends kept: each costs a measurement and a BLEU.
+
+    Where two neighbouring front points are more than ``1 + gap`` apart in
+    predicted latency (the step from one decoder layer to two, say), the front
+    is steep: a sub-network predicted a little slower than the gap's far end
+    but better than its near end may measure inside the gap, with the
+    predictor's few percent of error, and a random one that does is not
+    dominated. Of the pool items up to ``1 + gap`` behind the far end and better
+    than the near end, ``per_gap`` evenly spread over their losses are kept too
+    (not counted against ``limit``); the pool must hold more than the front
+    for that (``EvolutionConfig.archive_slack``).
     """
-    front = [(cfg, constraint) for cfg, _, _, constraint in predicted_front(list(pool))
-             if cfg.key() not in winners]
+    pool = list(pool)
+    exact = predicted_front(pool)
+    front = [(cfg, constraint) for cfg, _, _, constraint in exact if cfg.key() not in winners]
     if limit is not None and len(front) > limit:
-        picks = sorted({round(float(i)) for i in np.linspace(0, len(front) - 1, limit)})
-        front = [front[i] for i in picks]
+        front = _spread(front, limit)
+    if gap and per_gap:
+        taken = {f[0].key() for f in exact} | set(winners)
+        for near, far in zip(exact, exact[1:], strict=False):
+            if far[2] <= near[2] * (1 + gap):
+                continue
+            behind = sorted((f for f in pool if f[1] < near[1] and f[2] <= far[2] * (1 + gap)
+                             and f[0].key() not in taken), key=lambda f: (f[1], f[2]))
+            behind = _spread(behind, per_gap)
+            taken |= {f[0].key() for f in behind}
+            front += [(cfg, constraint) for cfg, _, _, constraint in behind]
     return {cfg.key(): (cfg, constraint) for cfg, constraint in front}
+
+
+def _spread(items, count) -> list:
+    """At most ``count`` of ``items``, evenly spaced along them, both ends kept."""
+    if len(items) <= count:
+        return list(items)
+    picks = sorted({round(float(i)) for i in np.linspace(0, len(items) - 1, count)})
+    return [items[i] for i in picks]
 
 
 def random_subnets(space, count, seed) -> list[SubnetConfig]:
@@ -166,23 +208,24 @@ class CloudComparison:
         return sum(dominated(p, self.front) for p in self.cloud)
 
 
-def compare_with_random(model, front_configs, random_configs, fitness, workload, protocol,
-                        threads, csv_path, samples_path=None, device='cpu', beam=None,
-                        progress=True) -> CloudComparison:
-    """Time searched and random sub-networks in the same rounds, then score both.
+def time_with_random(model, searched, random_configs, workload, protocol, threads, csv_path,
+                     samples_path=None, device='cpu', beam=None, progress=True) -> dict:
+    """Key -> latency row of searched and random sub-networks timed in the same rounds.
 
-    Timed apart (the random ones with the latency dataset, the winners later
-    in the sweep), each set carries its own moment's machine speed, which the
-    drift probe corrects only in part; at the fast end, where sub-networks
+    Timed apart (the random ones with the latency dataset, the searched ones
+    later in the sweep), each set carries its own moment's machine speed, which
+    the drift probe corrects only in part; at the fast end, where sub-networks
     differ by a few percent, that decided the comparison. One
     ``measure_configs`` call shares every round's shuffled order and every
-    drift probe between the two sets. Its samples go to a log of their own
-    beside ``csv_path``: in ``samples_path`` the searched sub-networks'
-    earlier samples would be reused instead of taken again. That log starts
-    with ``samples_path``'s probe references, so the scale stays the pipeline's;
-    without one (a comparison on its own) it freezes a reference of its own.
+    drift probe between the two sets, and spreads each sub-network's samples
+    over the whole call rather than over a few minutes of it. Its samples go
+    to a log of their own beside ``csv_path``: in ``samples_path`` the searched
+    sub-networks' earlier samples would be reused instead of taken again.
+    That log starts with ``samples_path``'s probe references, so the scale
+    stays the pipeline's; without one (a comparison on its own) it freezes a
+    reference of its own.
     """
-    configs = list({c.key(): c for c in (*front_configs, *random_configs)}.values())
+    configs = list({c.key(): c for c in (*searched, *random_configs)}.values())
     csv_path = Path(csv_path)
     own_log = csv_path.with_name(csv_path.name + '.samples.jsonl')
     if samples_path is not None:
@@ -190,12 +233,7 @@ def compare_with_random(model, front_configs, random_configs, fitness, workload,
     rows = measure_configs(model, configs, workload, protocol, (threads,), csv_path, device,
                            beam, progress, desc='timing searched and random sub-networks',
                            samples_path=own_log)
-    latency = {row.config.key(): row.latency_ms for row in rows}
-    front = [(latency[c.key()], fitness(c)) for c in front_configs]
-    cloud = [(latency[c.key()], fitness(c))
-             for c in tqdm(random_configs, desc='random fitness', disable=not progress)]
-    fitness.save()
-    return CloudComparison(front, cloud)
+    return {row.config.key(): row for row in rows}
 
 
 @dataclass
@@ -213,6 +251,7 @@ class Candidate:
     constraint_ms: float | None = None
     predicted_steps: float | None = None  # the steps the prediction assumed
     finalist: bool = False  # a search's runner-up on the predicted front, not its winner
+    passes_ms: tuple = ()  # the timing passes averaged into latency_ms[ranking count]
 
     @property
     def key(self):
@@ -236,6 +275,8 @@ def build_library(candidates, device, rank_threads, meta, prefix='tr') -> Operat
             metrics['predicted_decoder_steps'] = round(c.predicted_steps, 3)
         if c.constraint_ms is not None:
             metrics['constraint_ms'] = round(c.constraint_ms, 4)
+        if c.passes_ms:
+            metrics['latency_passes_ms'] = [round(float(ms), 4) for ms in c.passes_ms]
         points.append(OperatingPoint(
             name=f'{prefix}_{device}_{i:0{width}d}', target='translation',
             subnet=c.subnet.to_dict(), beam=c.beam,
@@ -282,9 +323,10 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
     """Search, measure, score and write the library (see the module docstring).
 
     ``fitness``: the cached validation loss; ``workload``: the latency workload,
-    the same sentences the predictor's dataset was timed on. The winners are
-    timed into the pipeline's sample log (``config.samples_path``), the random
-    comparison into its own on that log's scale (``compare_with_random``).
+    the same sentences the predictor's dataset was timed on. Other beams and the
+    library's second pass are timed into the pipeline's sample log
+    (``config.samples_path``), the shared rounds into their own on that log's
+    scale (``time_with_random``).
     """
     from dyn_dnn_ros.translation.translator import Translator, read_split
     space, device, protocol = model.space, config.device, config.protocol
@@ -304,9 +346,12 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
         predictor.predict_one(space.largest(), rank), config.constraint_count)
     searches, pool = [], {}
     calls_before = fitness.calls
+    evolution = config.evolution
+    if config.finalists and config.per_gap:  # the band behind the front select_finalists reads
+        evolution = replace(evolution, archive_slack=max(evolution.archive_slack, config.gap))
     for i, constraint in enumerate(constraints):
         result = evolve(space, fitness, lambda c: predictor.predict_one(c, rank), constraint,
-                        config.evolution, run_dir / f'search_{i:02d}.json', progress)
+                        evolution, run_dir / f'search_{i:02d}.json', progress)
         found = result.to_dict()
         searches.append({'constraint_ms': constraint, 'key': result.best.key(),
                          'subnet': result.best.to_dict(), 'val_loss': result.loss,
@@ -321,21 +366,30 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
     if config.anchors:
         for anchor in (space.smallest(), space.largest()):
             winners.setdefault(anchor.key(), (anchor, None))
-    finalists = (select_finalists(pool.values(), winners, config.finalist_limit)
+    finalists = (select_finalists(pool.values(), winners, config.finalist_limit,
+                                  config.gap, config.per_gap)
                  if config.finalists else {})
 
-    # 3. measure winners with every beam and finalists with the deployment beam, then BLEU
+    # 3. time: winners' other beams at every thread count into the pipeline's log; every
+    # candidate at the deployment beam with the random cloud, in shared rounds
     beams = [deployment] + [b for b in config.extra_beams if b != deployment]
     plan = [(cfg, constraint, beams, False) for cfg, constraint in winners.values()]
     plan += [(cfg, constraint, [deployment], True) for cfg, constraint in finalists.values()]
     rows = {}
-    for beam in beams:
+    for beam in beams[1:]:
         configs = [cfg for cfg, _, with_beams, _ in plan if beam in with_beams]
         for row in measure_configs(model, configs, workload, protocol, measure,
                                    run_dir / 'winners.csv', device, beam, progress,
                                    desc=f'measuring winners ({beam.describe()})',
                                    samples_path=samples_path):
             rows.setdefault(_beam_key(row.config, beam), {})[row.threads] = row
+    randoms = random_subnets(space, config.random_count, config.random_seed)
+    together = time_with_random(model, [cfg for cfg, *_ in plan], randoms, workload, protocol,
+                                rank, config.random_csv or run_dir / 'random.csv',
+                                samples_path, device, deployment, progress)
+    for cfg, *_ in plan:
+        rows.setdefault(_beam_key(cfg, deployment), {})[rank] = together[cfg.key()]
+
     bleu_sources, references = read_split(corpus_dir, config.bleu_split, config.bleu_sentences)
     bleu_path = run_dir / 'bleu.json'
     # Scores of other weights must not be reused: the fitness cache's fingerprint
@@ -369,7 +423,25 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
                 params=model.count_parameters(cfg), constraint_ms=constraint,
                 predicted_steps=steps if beam == deployment else None, finalist=finalist))
 
-    # 4. the library
+    # 4. the library: the measured front. Its deployment-beam points are timed again at
+    # every thread count; at the ranking count the two passes are averaged, and the
+    # front is taken again until every point on it has both.
+    timed_again = set()
+    while True:
+        front = pareto_front(candidates, lambda c: c.latency_ms[rank], lambda c: c.bleu)
+        todo = [c for c in front if c.beam == deployment and c.key not in timed_again]
+        if not todo:
+            break
+        for row in measure_configs(model, [c.subnet for c in todo], workload, protocol,
+                                   measure, run_dir / 'winners.csv', device, deployment,
+                                   progress, desc='timing library points again',
+                                   samples_path=samples_path):
+            c = next(c for c in todo if c.key == row.key)
+            c.latency_ms[row.threads] = row.latency_ms
+            if row.threads == rank:
+                c.passes_ms = (together[c.key].latency_ms, row.latency_ms)
+                c.latency_ms[rank] = float(np.mean(c.passes_ms))
+        timed_again |= {c.key for c in todo}
     meta = {
         **(meta or {}), 'host': platform.node(), 'torch_version': str(torch.__version__),
         'created': datetime.now(timezone.utc).isoformat(timespec='seconds'),
@@ -382,14 +454,14 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
     library = build_library(candidates, device, rank, meta, config.name_prefix)
     library.save(config.library_path)
 
-    # 5. the random cloud, timed together with the searched sub-networks
+    # 5. the random cloud against the searched sub-networks, from the shared rounds
     cloud, cloud_dominated = [], 0
-    if config.random_count:
-        comparison = compare_with_random(
-            model, [c.subnet for c in candidates if c.beam == deployment],
-            random_subnets(space, config.random_count, config.random_seed), fitness,
-            workload, protocol, rank, config.random_csv or run_dir / 'random.csv',
-            samples_path, device, deployment, progress)
+    if randoms:
+        comparison = CloudComparison(
+            [(together[cfg.key()].latency_ms, fitness(cfg)) for cfg, *_ in plan],
+            [(together[cfg.key()].latency_ms, fitness(cfg))
+             for cfg in tqdm(randoms, desc='random fitness', disable=not progress)])
+        fitness.save()
         cloud, cloud_dominated = comparison.cloud, comparison.dominated
         if config.plot_path is not None:
             from dyn_dnn_ros.design.plots import pareto_plot
