@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # Keep DDS discovery on this machine unless the caller chose otherwise.
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
-.PHONY: demo test lint colcon design-cpu constraints clean
+.PHONY: demo test lint colcon design-cpu design-cpu-check constraints clean
 demo: $(STAMPS)/package
 	$(BIN)/dyn-dnn-ros demo
 
@@ -22,14 +22,21 @@ test: $(STAMPS)/package
 # The design-time pipeline on this CPU (Dynamic-HAT steps 2-5): latency dataset,
 # predictor, sweep into config/operating_points_cpu.yaml, design report. Every
 # step resumes from runs/design when interrupted; `time` prints each step's cost.
+# The sweep times no random cloud (--random 0): design-cpu-check compares its
+# candidates with 1,000 random sub-networks timed in the same rounds.
 DESIGN_RUN := runs/design
 design-cpu: $(STAMPS)/package
 	time $(BIN)/dyn-dnn-ros latency --device cpu --out $(DESIGN_RUN)/latency_cpu.csv
 	time $(BIN)/dyn-dnn-ros predictor --data $(DESIGN_RUN)/latency_cpu.csv
-	time $(BIN)/dyn-dnn-ros sweep --device cpu --count 16 --max-finalists 64 --beams 1 3 \
-	  --gap 0.05 --per-gap 8 --random-seed 1 \
+	time $(BIN)/dyn-dnn-ros sweep --device cpu --count 10 --max-finalists 48 --beams 1 3 \
+	  --gap 0.05 --per-gap 6 --random 0 \
 	  --samples-log $(DESIGN_RUN)/latency_cpu.csv.samples.jsonl
 	time $(BIN)/dyn-dnn-ros design-report
+
+design-cpu-check: $(STAMPS)/package
+	time $(BIN)/python bench/front_vs_random.py --random 1000 --random-seed 1 \
+	  --candidates $(DESIGN_RUN)/sweep_cpu/random.csv \
+	  --cache $(DESIGN_RUN)/sweep_cpu/fitness_cache.json
 
 lint: $(STAMPS)/package
 	$(BIN)/python -m pytest test/test_lint.py

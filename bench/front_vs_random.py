@@ -4,13 +4,15 @@ Issue #4's check "the searched front dominates 1,000 random sub-networks
 measured the same way", run on existing libraries without redoing the sweep:
 the distinct sub-networks of one or more libraries (at the deployment beam)
 and ``--random`` uniformly drawn ones (the sweep's seed and sampling) are
-timed by one ``measure_configs`` call, so both share every round and every
-drift probe, and each is scored with the sweep's fitness (teacher-forced
+timed in the same rounds (``time_with_random``), so both share every round
+and every drift probe, and each is scored with the sweep's fitness (teacher-forced
 validation loss). A random sub-network is dominated when a library
 sub-network is at least as fast and at least as good. A library holds only
 the searched sub-networks that made the measured BLEU front, a subset of
 the sweep's winners, so this count is a lower bound of the sweep's own;
-``--searches`` adds every winner of a sweep run folder.
+``--searches`` adds every winner of a sweep run folder, ``--candidates
+RUN/random.csv`` every sub-network it timed (a sweep run with ``--random 0``
+leaves the comparison to this bench).
 
 Prints the count, how the undominated ones split by decoder depth, and the
 count when a library sub-network may be up to 2 / 5 / 10 % slower; writes a
@@ -33,9 +35,15 @@ from dyn_dnn_ros.design.latency_dataset import (
     LatencyProtocol,
     load_model_and_tokenizer,
     load_workload,
+    read_latency_csv,
 )
 from dyn_dnn_ros.design.plots import loss_plot
-from dyn_dnn_ros.design.sweep import compare_with_random, dominated, random_subnets
+from dyn_dnn_ros.design.sweep import (
+    CloudComparison,
+    dominated,
+    random_subnets,
+    time_with_random,
+)
 from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPointLibrary
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 from dyn_dnn_ros.translation.translator import default_model_path
@@ -53,6 +61,10 @@ def parse_args(argv=None):
     parser.add_argument('--searches', type=Path, nargs='*', default=[],
                         help='sweep searches.json files whose winners join the front, '
                              'also those that missed the BLEU front')
+    parser.add_argument('--candidates', type=Path, nargs='*', default=[],
+                        help='latency CSVs whose sub-networks join the front: a sweep\'s '
+                             'RUN/random.csv holds every candidate it timed (winners, '
+                             'finalists, anchors)')
     parser.add_argument('--random', type=int, default=1000, help='random sub-networks')
     parser.add_argument('--random-seed', type=int, default=1,
                         help='the sweep\'s --random-seed (default: %(default)s, as in the '
@@ -98,11 +110,19 @@ def main(argv=None):
     for path in args.searches:
         for search in json.loads(path.read_text()):
             front.setdefault(search['key'], SubnetConfig.from_dict(search['subnet']))
-    front_configs = list(front.values())
     randoms = random_subnets(model.space, args.random, args.random_seed)
-    comparison = compare_with_random(model, front_configs, randoms, fitness, workload,
-                                     protocol, threads, args.run_dir / 'latency.csv',
-                                     device='cpu', beam=deployment)
+    drawn = {cfg.key() for cfg in randoms}
+    for path in args.candidates:  # a sweep's shared rounds may hold its own random cloud
+        for row in read_latency_csv(path, model.space):
+            if row.config.key() not in drawn:
+                front.setdefault(row.config.key(), row.config)
+    front_configs = list(front.values())
+    timed = time_with_random(model, front_configs, randoms, workload, protocol, threads,
+                             args.run_dir / 'latency.csv', device='cpu', beam=deployment)
+    comparison = CloudComparison(
+        [(timed[cfg.key()][threads].latency_ms, fitness(cfg)) for cfg in front_configs],
+        [(timed[cfg.key()][threads].latency_ms, fitness(cfg)) for cfg in randoms])
+    fitness.save()
 
     print(f'{len(front_configs)} searched sub-networks and {len(randoms)} random ones, timed '
           f'together at {threads} threads, {deployment.describe()}, workload '

@@ -22,6 +22,7 @@ from dyn_dnn_ros.design.latency_dataset import (
     load_sampling_bias,
     load_workload,
     measure_configs,
+    measure_pairs,
     read_latency_csv,
     sample_config,
     trimmed_stats,
@@ -151,6 +152,28 @@ def test_csv_resume_skips_configs_already_measured_per_thread_count(model, tmp_p
                             reference_every=0)
     with pytest.raises(ValueError, match='fixed7'):
         measure_configs(model, configs, SOURCES, other, (1,), path, progress=False)
+
+
+def test_pairs_time_each_config_at_its_own_thread_counts_in_shared_rounds(model, tmp_path,
+                                                                         monkeypatch):
+    calls = []
+
+    def counting(model, cfg, sources, protocol, threads, beam):
+        calls.append((cfg.key(), threads))
+        return ld.Sample(10.0 + len(calls), 6.0)
+
+    monkeypatch.setattr(ld, 'take_sample', counting)
+    every, once = dataset_configs(SPACE, 2, seed=4)
+    pairs = [(every, 1), (every, 2), (once, 2), (every, 2)]  # a repeated pair is timed once
+    rows = measure_pairs(model, pairs, SOURCES, FAST, tmp_path / 'latency.csv', progress=False)
+    assert [(r.key, r.threads) for r in rows] == [(c.key(), t) for c, t in pairs]
+    timed = [(every.key(), 1), (every.key(), 2), (once.key(), 2)]
+    assert sorted(calls) == sorted(timed * FAST.repeats)
+    for round_ in range(FAST.repeats):  # every round visits every pair once
+        assert sorted(calls[3 * round_:3 * round_ + 3]) == sorted(timed)
+    with pytest.raises(ValueError, match='threads'):
+        measure_pairs(model, [(once, 0)], SOURCES, FAST, tmp_path / 'latency.csv',
+                      progress=False)
 
 
 def test_drift_probe_divides_out_a_slow_phase_of_the_machine(tmp_path):

@@ -164,6 +164,16 @@ def test_library_holds_the_measured_front_named_fastest_first(tmp_path):
     assert loaded.meta == {'source': 'test'}
 
 
+def test_pareto_plot_without_a_random_cloud_shows_the_searched_ones(tmp_path):
+    from dyn_dnn_ros.design.plots import pareto_plot
+    candidates = [_candidate(SPACE.largest(), FIVE, 40.0, 30.0),
+                  _candidate(SPACE.smallest(), FIVE, 20.0, 18.0)]
+    library = build_library(candidates, 'cpu', 2, {})
+    path = tmp_path / 'pareto_cpu.png'
+    pareto_plot(path, [], candidates, library, FIVE, 2, 'cpu')  # a sweep run with --random 0
+    assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
 def test_library_write_is_atomic(tmp_path):
     path = tmp_path / 'operating_points_cpu.yaml'
     good = build_library([_candidate(SPACE.smallest(), FIVE, 20.0, 18.0)], 'cpu', 2, {})
@@ -198,7 +208,8 @@ def test_sweep_writes_a_library_and_resumes_without_remeasuring(tmp_path, tokeni
     run_dir = tmp_path / 'sweep'
     config = SweepConfig(
         run_dir=run_dir, library_path=tmp_path / 'operating_points_cpu.yaml',
-        plot_path=tmp_path / 'pareto_cpu.png', measure_threads=(1,), constraint_count=3,
+        plot_path=tmp_path / 'pareto_cpu.png', measure_threads=(1, 2), rank_threads=1,
+        constraint_count=3,
         evolution=EvolutionConfig(population=8, parents=2, mutations=3, crossovers=3,
                                   iterations=2),
         protocol=FAST, extra_beams=(ONE,), bleu_sentences=3, bleu_batch_size=3,
@@ -254,17 +265,15 @@ def test_sweep_writes_a_library_and_resumes_without_remeasuring(tmp_path, tokeni
     front = pareto_front(summary.candidates, lambda c: c.latency_ms[1], lambda c: c.bleu)
     assert [(c.key, c.beam) for c in front] == [(p.metrics['key'], p.beam)
                                                  for p in library.points]
-    shared = {row.config.key(): row.latency_ms
+    shared = {(row.config.key(), row.threads): row.latency_ms
               for row in ld.read_latency_csv(run_dir / 'random.csv')}
     for point in library.points:
-        assert set(point.latency_ms) == {1} and point.latency_ms[1] > 0
+        assert set(point.latency_ms) == {1, 2} and min(point.latency_ms.values()) > 0
         SPACE.validate(SubnetConfig.from_dict(point.subnet))
         if point.beam == deployment:
             assert point.predicted_latency_ms > 0
-            # Timed in the shared rounds and again on its own; the library holds the mean.
-            first, again = point.metrics['latency_passes_ms']
-            assert first == shared[point.metrics['key']]
-            assert point.latency_ms[1] == pytest.approx((first + again) / 2, abs=1e-4)
+            # Every thread count from the shared rounds, none from a pass of its own.
+            assert point.latency_ms == {t: shared[(point.metrics['key'], t)] for t in (1, 2)}
     assert all(c.predicted_ms[1] <= c.constraint_ms * 1.0001 for c in summary.candidates
                if c.beam == deployment and c.constraint_ms is not None)
     assert len(summary.cloud) == 5 and 0 <= summary.cloud_dominated <= 5
@@ -273,12 +282,18 @@ def test_sweep_writes_a_library_and_resumes_without_remeasuring(tmp_path, tokeni
     together = {row.config.key() for row in ld.read_latency_csv(run_dir / 'random.csv')}
     randoms = {c.key() for c in random_subnets(SPACE, 5, config.random_seed)}
     assert together == measured | randoms
+    # The searched ones at every thread count, the random ones at the ranking count only.
+    assert {(key, t) for key, t in shared if key in measured} == {
+        (key, t) for key in measured for t in (1, 2)}
+    assert {(key, t) for key, t in shared if key not in measured} == {
+        (key, 1) for key in randoms - measured}
     # ... sampled anew in the comparison's own log, not read back from the winners' samples,
     # on the winners' scale (the probe reference copied over).
     records = [json.loads(line) for line in
                (run_dir / 'random.csv.samples.jsonl').read_text().splitlines()[1:]]
     rounds = Counter(r['key'] for r in records if r['kind'] == 'config')
-    assert all(rounds[key] == FAST.repeats for key in together)
+    assert all(rounds[key] == FAST.repeats * (2 if key in measured else 1)
+               for key in together)
     copied = [(r['threads'], r['beam'], r['ms']) for r in records if r['kind'] == 'reference']
     main_log = [json.loads(line) for line in
                 (run_dir / 'samples.jsonl').read_text().splitlines()[1:]]

@@ -106,7 +106,6 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    import math
     import time
 
     import torch
@@ -158,13 +157,17 @@ def run(args) -> int:
           f'evaluations')
     threads = sorted(library.points[0].latency_ms)
     print(f'{"point":<12} {"beam":<34}  BLEU  val loss  predicted  '
-          + '  '.join(f'{t} thr ms' for t in threads) + '  measured/predicted')
+          + '  '.join(f'{t} thr ms' for t in threads) + '  measured/predicted at '
+          + ', '.join(f'{t}' for t in threads) + ' threads')
     for p in library.points:
-        ratio = p.latency_ms[rank] / p.predicted_latency_ms  # NaN: no prediction (beam)
+        # Joint points with another beam have no prediction: the predictor knows the
+        # deployment beam only.
+        predicted = p.metrics.get('predicted_latency_ms_by_threads', {})
+        ratios = [p.latency_ms[t] / predicted[t] for t in threads if t in predicted]
         print(f'{p.name:<12} {p.beam.describe():<34} {p.quality:5.2f}  '
               f'{p.metrics["val_loss"]:8.4f}  {p.predicted_latency_ms:9.2f}  '
               + '  '.join(f'{p.latency_ms[t]:8.2f}' for t in threads)
-              + (f'  {ratio:.3f}' if math.isfinite(ratio) else '  -'))
+              + ('  ' + ', '.join(f'{r:.3f}' for r in ratios) if ratios else '  -'))
     for t in threads:
         ms = sorted(p.latency_ms[t] for p in library.points)
         print(f'library span at {t} threads: x{ms[-1] / ms[0]:.2f} ({ms[0]:.1f} .. '
@@ -172,6 +175,6 @@ def run(args) -> int:
     if summary.cloud:
         print(f'random sub-networks dominated by the searched front (latency and validation '
               f'loss): {summary.cloud_dominated} of {len(summary.cloud)}')
-        print(f'wrote {config.plot_path}')
+    print(f'wrote {config.plot_path}')
     print(f'wrote {config.library_path} in {time.perf_counter() - began:.0f} s')
     return 0

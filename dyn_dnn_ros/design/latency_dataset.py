@@ -608,16 +608,38 @@ def measure_configs(model, configs, workload: Workload, protocol: LatencyProtoco
     scale. The model must already be on ``device``. Returns the rows of
     ``configs`` x ``threads`` (old and new), in that order.
     """
-    check_device(device)
+    threads = _check_threads(threads)
+    return measure_pairs(model, [(c, t) for c in configs for t in threads], workload, protocol,
+                         csv_path, device, beam, progress, desc, samples_path)
+
+
+def _check_threads(threads) -> tuple:
     threads = tuple(threads)
-    if not threads or any(not isinstance(t, int) or t < 1 for t in threads):
+    if not threads or any(not isinstance(t, int) or isinstance(t, bool) or t < 1
+                          for t in threads):
         raise ValueError(f'threads: must be integers >= 1, got {threads!r}')
+    return threads
+
+
+def measure_pairs(model, pairs, workload: Workload, protocol: LatencyProtocol, csv_path,
+                  device='cpu', beam: BeamPolicy | None = None, progress=True,
+                  desc='latency', samples_path=None) -> list[LatencyRow]:
+    """``measure_configs`` for (config, thread count) pairs: each config at its own counts.
+
+    All pairs share the rounds and the probes, so a set timed at every thread
+    count and a set timed at one are on one scale. Returns the pairs' rows in
+    their order.
+    """
+    check_device(device)
+    pairs = list(pairs)
+    _check_threads([t for _, t in pairs] or [1])
     beam = BeamPolicy('fixed', protocol.beam) if beam is None else beam
     beam_json = json.dumps(beam.to_dict(), sort_keys=True)
     probe_beam = BeamPolicy('fixed', protocol.beam)
     csv_path = Path(csv_path)
     table = LatencyCsv(csv_path, device, protocol.workload)
-    todo = [(c, t) for c in configs for t in threads if table.get(c, t, beam) is None]
+    todo = list({(c.key(), t): (c, t) for c, t in pairs
+                 if table.get(c, t, beam) is None}.values())
     if todo:
         log = SampleLog(samples_path or csv_path.with_name(csv_path.name + '.samples.jsonl'),
                         device, protocol.workload)
@@ -632,7 +654,7 @@ def measure_configs(model, configs, workload: Workload, protocol: LatencyProtoco
                 latency_ms=round(timing.latency_ms, 4), std_ms=round(timing.std_ms, 4),
                 n=timing.n, decoder_steps=round(timing.decoder_steps, 3),
                 timestamp=datetime.now(timezone.utc).isoformat(timespec='seconds')))
-    return [table.get(c, t, beam) for c in configs for t in threads]
+    return [table.get(c, t, beam) for c, t in pairs]
 
 
 def _take_rounds(model, todo, sources, protocol, beam, probe_beam, log, progress, desc):

@@ -94,5 +94,7 @@ def pareto_plot(path, cloud, candidates, library, deployment, threads, device, f
 
     fig.suptitle('Searched vs random sub-networks: the random cloud is compared on validation '
                  'loss (BLEU of every random sub-network would cost hours); BLEU is measured for '
-                 'the searched candidates', fontsize=9)
+                 'the searched candidates' if cloud else
+                 'Searched sub-networks (no random cloud in this run; '
+                 'bench/front_vs_random.py compares one)', fontsize=9)
     save_figure(fig, path)

@@ -13,17 +13,16 @@
    the sub-networks just behind it are kept as well (``select_finalists``).
 3. Every candidate (distinct winners, the space's smallest and largest
    sub-networks as anchors, finalists) is timed at the deployment beam and
-   the ranking thread count *in the same rounds* as a cloud of uniformly
-   sampled random sub-networks (``time_with_random``); winners and anchors
-   are also timed combined with other beam policies at every thread count
-   (joint points: neither Dynamic-HAT nor the dynamic-beam paper combines the
-   two knobs). Every candidate's BLEU is computed with its beam on the test
-   split (or a subset).
+   at every thread count *in the same rounds* as a cloud of uniformly
+   sampled random sub-networks, which are timed at the ranking count only
+   (``time_with_random``); winners and anchors are also timed combined with
+   other beam policies at every thread count (joint points: neither
+   Dynamic-HAT nor the dynamic-beam paper combines the two knobs). Every
+   candidate's BLEU is computed with its beam on the test split (or a
+   subset).
 4. The candidates on the *measured* Pareto front (latency at the ranking
-   thread count vs BLEU) are timed again at every thread count (at the
-   ranking count the two passes are averaged, so no one pass sets a point's
-   latency), named fastest first (``tr_cpu_01``, ...) and written as the
-   library, atomically.
+   thread count vs BLEU), named fastest first (``tr_cpu_01``, ...), are
+   written as the library, atomically.
 5. The random cloud (ranking-count latency from the shared rounds, validation
    loss) is compared with the searched sub-networks timed in those rounds:
    ``CloudComparison``, ``pareto_plot``.
@@ -51,6 +50,7 @@ from dyn_dnn_ros.design.latency_dataset import (
     SampleLog,
     default_threads,
     measure_configs,
+    measure_pairs,
 )
 from dyn_dnn_ros.design.pareto import dominated, pareto_front, predicted_front
 from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPoint, OperatingPointLibrary
@@ -209,31 +209,40 @@ class CloudComparison:
 
 
 def time_with_random(model, searched, random_configs, workload, protocol, threads, csv_path,
-                     samples_path=None, device='cpu', beam=None, progress=True) -> dict:
-    """Key -> latency row of searched and random sub-networks timed in the same rounds.
+                     samples_path=None, device='cpu', beam=None, progress=True,
+                     searched_threads=()) -> dict:
+    """Key -> {thread count: latency row} of searched and random sub-networks, timed together.
 
     Timed apart (the random ones with the latency dataset, the searched ones
     later in the sweep), each set carries its own moment's machine speed, which
     the drift probe corrects only in part; at the fast end, where sub-networks
     differ by a few percent, that decided the comparison. One
-    ``measure_configs`` call shares every round's shuffled order and every
+    ``measure_pairs`` call shares every round's shuffled order and every
     drift probe between the two sets, and spreads each sub-network's samples
-    over the whole call rather than over a few minutes of it. Its samples go
+    over the whole call rather than over a few minutes of it. The random ones
+    are timed at ``threads``; the searched ones there and at every count of
+    ``searched_threads`` (the library's other counts, which a short pass of
+    their own would time at one moment of the machine). Its samples go
     to a log of their own beside ``csv_path``: in ``samples_path`` the searched
     sub-networks' earlier samples would be reused instead of taken again.
     That log starts with ``samples_path``'s probe references, so the scale
     stays the pipeline's; without one (a comparison on its own) it freezes a
     reference of its own.
     """
-    configs = list({c.key(): c for c in (*searched, *random_configs)}.values())
+    counts = sorted({threads, *searched_threads})
+    pairs = {(c.key(), t): (c, t) for c in searched for t in counts}
+    pairs.update({(c.key(), threads): (c, threads) for c in random_configs})
     csv_path = Path(csv_path)
     own_log = csv_path.with_name(csv_path.name + '.samples.jsonl')
     if samples_path is not None:
         SampleLog(samples_path, device, protocol.workload).start_beside(own_log)
-    rows = measure_configs(model, configs, workload, protocol, (threads,), csv_path, device,
-                           beam, progress, desc='timing searched and random sub-networks',
-                           samples_path=own_log)
-    return {row.config.key(): row for row in rows}
+    rows = measure_pairs(model, list(pairs.values()), workload, protocol, csv_path, device,
+                         beam, progress, desc='timing searched and random sub-networks',
+                         samples_path=own_log)
+    timed = {}
+    for row in rows:
+        timed.setdefault(row.config.key(), {})[row.threads] = row
+    return timed
 
 
 @dataclass
@@ -251,7 +260,6 @@ class Candidate:
     constraint_ms: float | None = None
     predicted_steps: float | None = None  # the steps the prediction assumed
     finalist: bool = False  # a search's runner-up on the predicted front, not its winner
-    passes_ms: tuple = ()  # the timing passes averaged into latency_ms[ranking count]
 
     @property
     def key(self):
@@ -275,8 +283,6 @@ def build_library(candidates, device, rank_threads, meta, prefix='tr') -> Operat
             metrics['predicted_decoder_steps'] = round(c.predicted_steps, 3)
         if c.constraint_ms is not None:
             metrics['constraint_ms'] = round(c.constraint_ms, 4)
-        if c.passes_ms:
-            metrics['latency_passes_ms'] = [round(float(ms), 4) for ms in c.passes_ms]
         points.append(OperatingPoint(
             name=f'{prefix}_{device}_{i:0{width}d}', target='translation',
             subnet=c.subnet.to_dict(), beam=c.beam,
@@ -323,10 +329,9 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
     """Search, measure, score and write the library (see the module docstring).
 
     ``fitness``: the cached validation loss; ``workload``: the latency workload,
-    the same sentences the predictor's dataset was timed on. Other beams and the
-    library's second pass are timed into the pipeline's sample log
-    (``config.samples_path``), the shared rounds into their own on that log's
-    scale (``time_with_random``).
+    the same sentences the predictor's dataset was timed on. Other beams are
+    timed into the pipeline's sample log (``config.samples_path``), the shared
+    rounds into their own on that log's scale (``time_with_random``).
     """
     from dyn_dnn_ros.translation.translator import Translator, read_split
     space, device, protocol = model.space, config.device, config.protocol
@@ -386,9 +391,10 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
     randoms = random_subnets(space, config.random_count, config.random_seed)
     together = time_with_random(model, [cfg for cfg, *_ in plan], randoms, workload, protocol,
                                 rank, config.random_csv or run_dir / 'random.csv',
-                                samples_path, device, deployment, progress)
+                                samples_path, device, deployment, progress,
+                                searched_threads=measure)
     for cfg, *_ in plan:
-        rows.setdefault(_beam_key(cfg, deployment), {})[rank] = together[cfg.key()]
+        rows[_beam_key(cfg, deployment)] = together[cfg.key()]
 
     bleu_sources, references = read_split(corpus_dir, config.bleu_split, config.bleu_sentences)
     bleu_path = run_dir / 'bleu.json'
@@ -423,25 +429,7 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
                 params=model.count_parameters(cfg), constraint_ms=constraint,
                 predicted_steps=steps if beam == deployment else None, finalist=finalist))
 
-    # 4. the library: the measured front. Its deployment-beam points are timed again at
-    # every thread count; at the ranking count the two passes are averaged, and the
-    # front is taken again until every point on it has both.
-    timed_again = set()
-    while True:
-        front = pareto_front(candidates, lambda c: c.latency_ms[rank], lambda c: c.bleu)
-        todo = [c for c in front if c.beam == deployment and c.key not in timed_again]
-        if not todo:
-            break
-        for row in measure_configs(model, [c.subnet for c in todo], workload, protocol,
-                                   measure, run_dir / 'winners.csv', device, deployment,
-                                   progress, desc='timing library points again',
-                                   samples_path=samples_path):
-            c = next(c for c in todo if c.key == row.key)
-            c.latency_ms[row.threads] = row.latency_ms
-            if row.threads == rank:
-                c.passes_ms = (together[c.key].latency_ms, row.latency_ms)
-                c.latency_ms[rank] = float(np.mean(c.passes_ms))
-        timed_again |= {c.key for c in todo}
+    # 4. the library: the measured front (``build_library``)
     meta = {
         **(meta or {}), 'host': platform.node(), 'torch_version': str(torch.__version__),
         'created': datetime.now(timezone.utc).isoformat(timespec='seconds'),
@@ -455,17 +443,15 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
     library.save(config.library_path)
 
     # 5. the random cloud against the searched sub-networks, from the shared rounds
-    cloud, cloud_dominated = [], 0
-    if randoms:
-        comparison = CloudComparison(
-            [(together[cfg.key()].latency_ms, fitness(cfg)) for cfg, *_ in plan],
-            [(together[cfg.key()].latency_ms, fitness(cfg))
-             for cfg in tqdm(randoms, desc='random fitness', disable=not progress)])
-        fitness.save()
-        cloud, cloud_dominated = comparison.cloud, comparison.dominated
-        if config.plot_path is not None:
-            from dyn_dnn_ros.design.plots import pareto_plot
-            pareto_plot(config.plot_path, cloud, candidates, library, deployment, rank,
-                        device, front=comparison.front)
+    comparison = CloudComparison(
+        [(together[cfg.key()][rank].latency_ms, fitness(cfg)) for cfg, *_ in plan],
+        [(together[cfg.key()][rank].latency_ms, fitness(cfg))
+         for cfg in tqdm(randoms, desc='random fitness', disable=not progress)])
+    fitness.save()
+    cloud, cloud_dominated = comparison.cloud, comparison.dominated
+    if config.plot_path is not None:
+        from dyn_dnn_ros.design.plots import pareto_plot
+        pareto_plot(config.plot_path, cloud, candidates, library, deployment, rank, device,
+                    front=comparison.front)
     return SweepSummary(library, constraints, searches, candidates, cloud, cloud_dominated,
                         fitness.calls - calls_before)
