@@ -115,10 +115,8 @@ def test_largest_subnet_measures_slower_than_smallest():
     assert fastest_large > 1.5 * fastest_small, (small, large)
 
 
-def test_csv_resume_skips_configs_already_measured_per_thread_count(model, tmp_path,
-                                                                    monkeypatch):
-    # Resume logic only: two threads on a CPU other jobs keep busy can take a minute
-    # (OpenMP barriers), so timings here are stand-ins; the tests above time for real.
+def _count_samples(monkeypatch) -> list:
+    """Stand-in samples: the (config key, thread count) of every one taken, in order."""
     calls = []
 
     def counting(model, cfg, sources, protocol, threads, beam):
@@ -126,6 +124,14 @@ def test_csv_resume_skips_configs_already_measured_per_thread_count(model, tmp_p
         return ld.Sample(10.0 + len(calls), 6.0)
 
     monkeypatch.setattr(ld, 'take_sample', counting)
+    return calls
+
+
+def test_csv_resume_skips_configs_already_measured_per_thread_count(model, tmp_path,
+                                                                    monkeypatch):
+    # Resume logic only: two threads on a CPU other jobs keep busy can take a minute
+    # (OpenMP barriers), so timings here are stand-ins; the tests above time for real.
+    calls = _count_samples(monkeypatch)
     path = tmp_path / 'latency.csv'
     configs = dataset_configs(SPACE, 4, seed=3)
     first = measure_configs(model, configs[:3], SOURCES, FAST, (1, 2), path, progress=False)
@@ -156,13 +162,7 @@ def test_csv_resume_skips_configs_already_measured_per_thread_count(model, tmp_p
 
 def test_pairs_time_each_config_at_its_own_thread_counts_in_shared_rounds(model, tmp_path,
                                                                          monkeypatch):
-    calls = []
-
-    def counting(model, cfg, sources, protocol, threads, beam):
-        calls.append((cfg.key(), threads))
-        return ld.Sample(10.0 + len(calls), 6.0)
-
-    monkeypatch.setattr(ld, 'take_sample', counting)
+    calls = _count_samples(monkeypatch)
     every, once = dataset_configs(SPACE, 2, seed=4)
     pairs = [(every, 1), (every, 2), (once, 2), (every, 2)]  # a repeated pair is timed once
     rows = measure_pairs(model, pairs, SOURCES, FAST, tmp_path / 'latency.csv', progress=False)
