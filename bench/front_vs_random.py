@@ -62,8 +62,9 @@ def parse_args(argv=None):
                         help='sweep searches.json files whose winners join the front, '
                              'also those that missed the BLEU front')
     parser.add_argument('--candidates', type=Path, nargs='*', default=[],
-                        help='latency CSVs whose sub-networks join the front: a sweep\'s '
-                             'RUN/random.csv holds every candidate it timed (winners, '
+                        help='latency CSVs whose sub-networks join the front, less the '
+                             'random ones this bench draws: the RUN/random.csv of a sweep '
+                             'run with --random 0 holds every candidate it timed (winners, '
                              'finalists, anchors)')
     parser.add_argument('--random', type=int, default=1000, help='random sub-networks')
     parser.add_argument('--random-seed', type=int, default=1,
@@ -112,7 +113,7 @@ def main(argv=None):
             front.setdefault(search['key'], SubnetConfig.from_dict(search['subnet']))
     randoms = random_subnets(model.space, args.random, args.random_seed)
     drawn = {cfg.key() for cfg in randoms}
-    for path in args.candidates:  # a sweep's shared rounds may hold its own random cloud
+    for path in args.candidates:  # a sweep with this --random-seed timed the drawn ones too
         for row in read_latency_csv(path, model.space):
             if row.config.key() not in drawn:
                 front.setdefault(row.config.key(), row.config)

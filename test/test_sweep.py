@@ -164,7 +164,7 @@ def test_library_holds_the_measured_front_named_fastest_first(tmp_path):
     assert loaded.meta == {'source': 'test'}
 
 
-def test_pareto_plot_without_a_random_cloud_shows_the_searched_ones(tmp_path):
+def test_pareto_plot_is_written_without_a_random_cloud(tmp_path):
     from dyn_dnn_ros.design.plots import pareto_plot
     candidates = [_candidate(SPACE.largest(), FIVE, 40.0, 30.0),
                   _candidate(SPACE.smallest(), FIVE, 20.0, 18.0)]

@@ -158,7 +158,7 @@ def run(args) -> int:
     threads = sorted(library.points[0].latency_ms)
     print(f'{"point":<12} {"beam":<34}  BLEU  val loss  predicted  '
           + '  '.join(f'{t} thr ms' for t in threads) + '  measured/predicted at '
-          + ', '.join(f'{t}' for t in threads) + ' threads')
+          + ', '.join(map(str, threads)) + ' threads')
     for p in library.points:
         # Joint points with another beam have no prediction: the predictor knows the
         # deployment beam only.

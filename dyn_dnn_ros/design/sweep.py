@@ -230,13 +230,13 @@ def time_with_random(model, searched, random_configs, workload, protocol, thread
     reference of its own.
     """
     counts = sorted({threads, *searched_threads})
-    pairs = {(c.key(), t): (c, t) for c in searched for t in counts}
-    pairs.update({(c.key(), threads): (c, threads) for c in random_configs})
+    # measure_pairs times a pair listed twice (a random one also searched) once.
+    pairs = [(c, t) for c in searched for t in counts] + [(c, threads) for c in random_configs]
     csv_path = Path(csv_path)
     own_log = csv_path.with_name(csv_path.name + '.samples.jsonl')
     if samples_path is not None:
         SampleLog(samples_path, device, protocol.workload).start_beside(own_log)
-    rows = measure_pairs(model, list(pairs.values()), workload, protocol, csv_path, device,
+    rows = measure_pairs(model, pairs, workload, protocol, csv_path, device,
                          beam, progress, desc='timing searched and random sub-networks',
                          samples_path=own_log)
     timed = {}
