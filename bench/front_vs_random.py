@@ -14,27 +14,38 @@ the sweep's winners, so this count is a lower bound of the sweep's own;
 RUN/random.csv`` every sub-network it timed (a sweep run with ``--random 0``
 leaves the comparison to this bench).
 
-Prints the count, how the undominated ones split by decoder depth, and the
-count when a library sub-network may be up to 2 / 5 / 10 % slower; writes a
-PNG. Timings and fitness values are kept in the run folder, so an
-interrupted run resumes (``--fresh`` starts over).
+One pass of 10 samples leaves a standard error of about 1 ms at the fast
+end (45 ms), where random and searched sub-networks differ by less than
+that; so a second pass takes every comparison whose verdict a
+``--refine-band`` latency difference could flip, both the random
+sub-network and its searched rivals, to ``--refine-repeats`` samples in
+further shared rounds of the same sample log (the first pass's samples
+kept), again while re-timing brings new comparisons into doubt. Prints the
+one-pass and the final count, how the undominated ones split by decoder
+depth, and the count when a library sub-network may be up to 2 / 5 / 10 %
+slower; writes a PNG. Timings and fitness values are kept
+in the run folder, so an interrupted run resumes (``--fresh`` starts over).
 
     .venv/bin/python bench/front_vs_random.py
 """
 
 import argparse
 from collections import Counter
+import dataclasses
 import json
 from pathlib import Path
 import shutil
 import sys
 import time
 
+from tqdm import tqdm
+
 from dyn_dnn_ros.design.fitness import make_fitness
 from dyn_dnn_ros.design.latency_dataset import (
     LatencyProtocol,
     load_model_and_tokenizer,
     load_workload,
+    measure_pairs,
     read_latency_csv,
 )
 from dyn_dnn_ros.design.plots import loss_plot
@@ -77,8 +88,18 @@ def parse_args(argv=None):
     parser.add_argument('--cache', type=Path, default=None,
                         help='fitness cache JSON (default: RUN/fitness_cache.json)')
     parser.add_argument('--plot', type=Path, default=ROOT / 'docs' / 'front_vs_random_cpu.png')
+    parser.add_argument('--refine-band', type=float, default=0.05,
+                        help='second pass: random sub-networks whose verdict a latency '
+                             'difference within this fraction could flip, and their searched '
+                             'rivals (default: %(default)s; 0: no second pass)')
+    parser.add_argument('--refine-repeats', type=int, default=30,
+                        help='samples per sub-network after the second pass, the first '
+                             'pass\'s included (default: %(default)s)')
     parser.add_argument('--fresh', action='store_true', help='forget earlier timings')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not 0 <= args.refine_band < 1:  # NaN fails too
+        parser.error(f'--refine-band: must be a fraction in [0, 1), got {args.refine_band}')
+    return args
 
 
 def main(argv=None):
@@ -120,10 +141,35 @@ def main(argv=None):
     front_configs = list(front.values())
     timed = time_with_random(model, front_configs, randoms, workload, protocol, threads,
                              args.run_dir / 'latency.csv', device='cpu', beam=deployment)
+    losses = {cfg.key(): fitness(cfg)
+              for cfg in tqdm(front_configs + randoms, desc='fitness', unit='sub-network')}
     comparison = CloudComparison(
-        [(timed[cfg.key()][threads].latency_ms, fitness(cfg)) for cfg in front_configs],
-        [(timed[cfg.key()][threads].latency_ms, fitness(cfg)) for cfg in randoms])
+        [(timed[cfg.key()][threads].latency_ms, losses[cfg.key()]) for cfg in front_configs],
+        [(timed[cfg.key()][threads].latency_ms, losses[cfg.key()]) for cfg in randoms])
     fitness.save()
+    first_pass = comparison.dominated
+    refined = {}  # key -> latency after the second pass
+    passes = 0
+    while args.refine_band > 0 and args.refine_repeats > protocol.repeats:
+        cloud_doubt, front_doubt = comparison.in_doubt(args.refine_band)
+        pairs = [(cfg, threads) for cfg in ([front_configs[j] for j in front_doubt]
+                                            + [randoms[i] for i in cloud_doubt])
+                 if cfg.key() not in refined]
+        if not pairs:  # re-timing moves points, so doubt can reach new ones: until none
+            break
+        passes += 1
+        # Same sample log: the first pass's rounds are kept, later rounds added to them.
+        rows = measure_pairs(model, pairs, workload,
+                             dataclasses.replace(protocol, repeats=args.refine_repeats),
+                             args.run_dir / 'refined.csv', 'cpu', deployment,
+                             desc=f'second pass of the comparisons in doubt ({passes})',
+                             samples_path=args.run_dir / 'latency.csv.samples.jsonl')
+        refined.update((row.config.key(), row.latency_ms) for row in rows)
+        comparison = CloudComparison(
+            [(refined.get(cfg.key(), ms), loss)
+             for cfg, (ms, loss) in zip(front_configs, comparison.front, strict=True)],
+            [(refined.get(cfg.key(), ms), loss)
+             for cfg, (ms, loss) in zip(randoms, comparison.cloud, strict=True)])
 
     print(f'{len(front_configs)} searched sub-networks and {len(randoms)} random ones, timed '
           f'together at {threads} threads, {deployment.describe()}, workload '
@@ -135,6 +181,13 @@ def main(argv=None):
     print(f'random: {min(cloud_ms):.2f} .. {max(cloud_ms):.2f} ms')
     undominated = [(point, cfg) for point, cfg in zip(comparison.cloud, randoms, strict=True)
                    if not dominated(point, comparison.front)]
+    if refined:
+        again = sum(cfg.key() in refined for cfg in randoms)
+        print(f'one pass ({protocol.repeats} samples each): {first_pass} of '
+              f'{len(comparison.cloud)} dominated; {again} random and '
+              f'{len(refined) - again} searched sub-networks within {args.refine_band:.0%} '
+              f'of a verdict timed again to {args.refine_repeats} samples each '
+              f'({passes} passes)')
     print(f'dominated by the searched ones: {len(comparison.cloud) - len(undominated)} of '
           f'{len(comparison.cloud)}')
     depth = Counter(cfg.decoder_layers for _, cfg in undominated)

@@ -71,6 +71,21 @@ def test_pareto_front_keeps_only_undominated_points_fastest_first():
     assert comparison.dominated == 2  # (9, 3.5): faster than any; (15, 2.7): in a gap
 
 
+def test_comparisons_in_doubt_name_both_sides_and_leave_clear_verdicts_alone():
+    comparison = CloudComparison(front=[(100, 2.5), (50, 2.8), (40, 3.0)],
+                                 cloud=[(98, 2.9),   # dominated by (50, 2.8) by far: clear
+                                        (99, 2.4),   # no front point as good: clear
+                                        (49, 2.9),   # dominated by (50, 2.8)? within 5 %
+                                        (51, 2.85),  # dominated by (50, 2.8), 2 % faster
+                                        (30, 3.5)])  # faster than the whole front: clear
+    cloud, front = comparison.in_doubt(0.05)
+    assert cloud == [2, 3] and front == [1]
+    assert comparison.in_doubt(0.015) == ([], [])  # a narrower band settles both
+    for band in (0, 1, -0.1, float('nan'), True):
+        with pytest.raises(ValueError, match='band'):
+            comparison.in_doubt(band)
+
+
 def test_predicted_front_keeps_the_finalists_no_other_beats():
     # (config, validation loss, predicted ms); c is slower and worse than a
     items = [('b', 2.4, 12.0), ('c', 2.6, 11.0), ('a', 2.5, 10.0)]

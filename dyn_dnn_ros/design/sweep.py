@@ -207,6 +207,28 @@ class CloudComparison:
     def dominated(self) -> int:
         return sum(dominated(p, self.front) for p in self.cloud)
 
+    def in_doubt(self, band) -> tuple[list, list]:
+        """Indices of cloud and front points whose verdicts noise within ``band`` could flip.
+
+        A random point is in doubt when some front point at least as good is
+        timed less than ``band`` slower than it, yet none is more than ``band``
+        faster: dominated or not, its verdict rests on latency differences a
+        single pass cannot resolve (at the fast end sub-networks differ by less
+        than their standard errors). Both sides of each doubtful comparison are
+        returned, so a second pass times the searched points as often as the
+        random ones and the selection favours neither.
+        """
+        if not isinstance(band, (int, float)) or isinstance(band, bool) or not 0 < band < 1:
+            raise ValueError(f'band: must be a fraction in (0, 1), got {band!r}')
+        cloud_doubt, front_doubt = [], set()
+        for i, (ms, loss) in enumerate(self.cloud):
+            rivals = [j for j, (f_ms, f_loss) in enumerate(self.front)
+                      if f_loss <= loss and f_ms <= ms * (1 + band)]
+            if rivals and not any(self.front[j][0] <= ms * (1 - band) for j in rivals):
+                cloud_doubt.append(i)
+                front_doubt.update(rivals)
+        return cloud_doubt, sorted(front_doubt)
+
 
 def time_with_random(model, searched, random_configs, workload, protocol, threads, csv_path,
                      samples_path=None, device='cpu', beam=None, progress=True,
