@@ -139,8 +139,9 @@ def main(argv=None):
             if row.config.key() not in drawn:
                 front.setdefault(row.config.key(), row.config)
     front_configs = list(front.values())
+    first_csv = args.run_dir / 'latency.csv'
     timed = time_with_random(model, front_configs, randoms, workload, protocol, threads,
-                             args.run_dir / 'latency.csv', device='cpu', beam=deployment)
+                             first_csv, device='cpu', beam=deployment)
     losses = {cfg.key(): fitness(cfg)
               for cfg in tqdm(front_configs + randoms, desc='fitness', unit='sub-network')}
     comparison = CloudComparison(
@@ -163,7 +164,8 @@ def main(argv=None):
                              dataclasses.replace(protocol, repeats=args.refine_repeats),
                              args.run_dir / 'refined.csv', 'cpu', deployment,
                              desc=f'second pass of the comparisons in doubt ({passes})',
-                             samples_path=args.run_dir / 'latency.csv.samples.jsonl')
+                             samples_path=first_csv.with_name(first_csv.name
+                                                              + '.samples.jsonl'))
         refined.update((row.config.key(), row.latency_ms) for row in rows)
         comparison = CloudComparison(
             [(refined.get(cfg.key(), ms), loss)
