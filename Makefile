@@ -25,18 +25,24 @@ test: $(STAMPS)/package
 # The sweep times no random cloud (--random 0): design-cpu-check compares its
 # candidates with 1,000 random sub-networks timed in the same rounds, then times
 # the comparisons within 5 % of a verdict again, to 30 samples (about 100 min).
+# The sweep's timed candidates are kept beside the library (SWEEP_CANDIDATES) so
+# the check, longer than what is left of a session after the pipeline, can run
+# in a later one on a machine where runs/ is gone. Without that file (a library
+# from before it existed) the check compares the library's own points only.
 DESIGN_RUN := runs/design
+SWEEP_CANDIDATES := config/sweep_candidates_cpu.csv
 design-cpu: $(STAMPS)/package
 	time $(BIN)/dyn-dnn-ros latency --device cpu --out $(DESIGN_RUN)/latency_cpu.csv
 	time $(BIN)/dyn-dnn-ros predictor --data $(DESIGN_RUN)/latency_cpu.csv
 	time $(BIN)/dyn-dnn-ros sweep --device cpu --count 10 --max-finalists 48 --beams 1 3 \
 	  --gap 0.05 --per-gap 6 --random 0 \
 	  --samples-log $(DESIGN_RUN)/latency_cpu.csv.samples.jsonl
+	cp $(DESIGN_RUN)/sweep_cpu/random.csv $(SWEEP_CANDIDATES)
 	time $(BIN)/dyn-dnn-ros design-report
 
 design-cpu-check: $(STAMPS)/package
 	time $(BIN)/python bench/front_vs_random.py --random 1000 --random-seed 1 \
-	  --candidates $(DESIGN_RUN)/sweep_cpu/random.csv \
+	  $$(test -f $(SWEEP_CANDIDATES) && echo --candidates $(SWEEP_CANDIDATES)) \
 	  --cache $(DESIGN_RUN)/sweep_cpu/fitness_cache.json
 
 lint: $(STAMPS)/package

@@ -61,6 +61,7 @@ from dyn_dnn_ros.translation.translator import default_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SLACKS = (0.02, 0.05, 0.10)
+SAVE_EVERY = 50  # fitness evaluations between cache writes
 
 
 def parse_args(argv=None):
@@ -99,6 +100,11 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if not 0 <= args.refine_band < 1:  # NaN fails too
         parser.error(f'--refine-band: must be a fraction in [0, 1), got {args.refine_band}')
+    first_pass = LatencyProtocol().repeats
+    if args.refine_band > 0 and args.refine_repeats <= first_pass:
+        parser.error(f'--refine-repeats: the second pass adds samples to the first pass\'s '
+                     f'{first_pass}, so it must be more than {first_pass}, got '
+                     f'{args.refine_repeats} (--refine-band 0 turns the pass off)')
     return args
 
 
@@ -142,8 +148,11 @@ def main(argv=None):
     first_csv = args.run_dir / 'latency.csv'
     timed = time_with_random(model, front_configs, randoms, workload, protocol, threads,
                              first_csv, device='cpu', beam=deployment)
-    losses = {cfg.key(): fitness(cfg)
-              for cfg in tqdm(front_configs + randoms, desc='fitness', unit='sub-network')}
+    losses = {}
+    for i, cfg in enumerate(tqdm(front_configs + randoms, desc='fitness', unit='sub-network')):
+        losses[cfg.key()] = fitness(cfg)
+        if i % SAVE_EVERY == SAVE_EVERY - 1:  # ~1 s each: an interrupted scoring resumes
+            fitness.save()
     comparison = CloudComparison(
         [(timed[cfg.key()][threads].latency_ms, losses[cfg.key()]) for cfg in front_configs],
         [(timed[cfg.key()][threads].latency_ms, losses[cfg.key()]) for cfg in randoms])
