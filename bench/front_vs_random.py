@@ -160,7 +160,7 @@ def main(argv=None):
     first_pass = comparison.dominated
     refined = {}  # key -> latency after the second pass
     passes = 0
-    while args.refine_band > 0 and args.refine_repeats > protocol.repeats:
+    while args.refine_band > 0:  # parse_args: then --refine-repeats exceeds one pass
         cloud_doubt, front_doubt = comparison.in_doubt(args.refine_band)
         pairs = [(cfg, threads) for cfg in ([front_configs[j] for j in front_doubt]
                                             + [randoms[i] for i in cloud_doubt])
