@@ -100,10 +100,10 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if not 0 <= args.refine_band < 1:  # NaN fails too
         parser.error(f'--refine-band: must be a fraction in [0, 1), got {args.refine_band}')
-    first_pass = LatencyProtocol().repeats
-    if args.refine_band > 0 and args.refine_repeats <= first_pass:
+    one_pass = LatencyProtocol().repeats
+    if args.refine_band > 0 and args.refine_repeats <= one_pass:
         parser.error(f'--refine-repeats: the second pass adds samples to the first pass\'s '
-                     f'{first_pass}, so it must be more than {first_pass}, got '
+                     f'{one_pass}, so it must be more than {one_pass}, got '
                      f'{args.refine_repeats} (--refine-band 0 turns the pass off)')
     return args
 
