@@ -26,11 +26,13 @@ from dyn_dnn_ros.design.sweep import (
     build_library,
     dominated,
     geometric_constraints,
+    near_front,
     pareto_front,
     predicted_front,
     random_subnets,
     run_sweep,
     select_finalists,
+    thin_front,
 )
 from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPointLibrary
 from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
@@ -99,13 +101,51 @@ def test_finalists_are_the_pool_front_without_the_winners():
             (d, 2.3, 14.0, 14.0)]  # c: slower and worse than a
     assert select_finalists(pool, {d.key(): (d, 14.0)}) == {a.key(): (a, 11.0),
                                                             b.key(): (b, 12.5)}
-    # A limit keeps the front's ends and spreads the rest evenly between them.
-    line = [(SPACE.sample(rng), 3.0 - i / 10, 10.0 + i, 20.0) for i in range(9)]
-    kept = select_finalists(line, {}, limit=3)
-    assert list(kept) == [line[i][0].key() for i in (0, 4, 8)]
-    assert len(select_finalists(line, {}, limit=20)) == len(select_finalists(line, {})) == 9
+    # A limit keeps the front's ends, and of the rest those alone in a stretch of it: a
+    # dense run at 10-11 ms, then one point alone before a gap to 20 ms.
+    line = [(SPACE.sample(rng), 3.0 - i / 100, 10.0 + i / 8, 20.0) for i in range(9)]
+    lone = (SPACE.sample(rng), 2.5, 14.0, 20.0)
+    last = (SPACE.sample(rng), 2.4, 20.0, 20.0)
+    kept = select_finalists(line + [lone, last], {}, limit=3)
+    assert list(kept) == [line[0][0].key(), lone[0].key(), last[0].key()]
+    everything = select_finalists(line + [lone, last], {})
+    assert len(everything) == len(select_finalists(line + [lone, last], {}, limit=20)) == 11
+    # Winners are kept and not counted against the limit.
+    kept = select_finalists(line + [lone, last], {line[4][0].key(): (line[4][0], 20.0)},
+                            limit=3)
+    assert list(kept) == [line[0][0].key(), lone[0].key(), last[0].key()]
     with pytest.raises(ValueError, match='finalist_limit'):
         SweepConfig(run_dir=Path('x'), library_path=Path('y'), finalist_limit=-1)
+
+
+def test_thinning_gives_up_the_least_dominated_area_first():
+    rng = random.Random(5)
+    a, b, c, d, e = (SPACE.sample(rng) for _ in range(5))
+    front = [(a, 3.0, 10.0), (b, 2.9, 11.0), (c, 2.85, 20.0), (d, 2.35, 21.0),
+             (e, 2.3, 30.0)]
+    # The boxes only b, c, d dominate (log of the next one's latency over theirs, times
+    # the loss below the previous one): b 0.598 x 0.1, c 0.049 x 0.05, d 0.357 x 0.5.
+    assert [f[0] for f in thin_front(front, 4)] == [a, b, d, e]
+    # Without c, b's box is log(21/11) x 0.1 = 0.065, d's log(30/21) x 0.55 = 0.20;
+    # an even spread by index would have kept c instead.
+    assert [f[0] for f in thin_front(front, 3)] == [a, d, e]
+    assert [f[0] for f in thin_front(front, 2, fixed={b.key()})] == [a, b, e]
+    assert [f[0] for f in thin_front(front, 0)] == [a, e]  # the ends stay
+    assert thin_front(front, 9) == front
+
+
+def test_near_front_holds_the_front_and_what_a_latency_error_keeps_off_it():
+    # (name, ms, BLEU): b is 4 % slower than a and no better, c 20 % slower than a
+    items = [('a', 10.0, 20.0), ('b', 10.4, 20.0), ('c', 12.0, 19.0), ('d', 13.0, 25.0)]
+    near = near_front(items, lambda i: i[1], lambda i: i[2], 0.05)
+    assert [i[0] for i in near] == ['a', 'b', 'd']
+    assert [i[0] for i in near_front(items, lambda i: i[1], lambda i: i[2], 0.0)] == ['a', 'd']
+    for bad in ({'refine_band': math.nan}, {'refine_band': 1.0}, {'refine_band': -0.1},
+                {'refine_repeats': LatencyProtocol().repeats}):
+        with pytest.raises(ValueError, match='sweep.refine_'):
+            SweepConfig(run_dir=Path('x'), library_path=Path('y'), **bad)
+    assert SweepConfig(run_dir=Path('x'), library_path=Path('y'), refine_band=0,
+                       refine_repeats=1).refine_band == 0
 
 
 def test_gaps_in_the_front_take_finalists_from_just_behind_them():
@@ -228,7 +268,7 @@ def test_sweep_writes_a_library_and_resumes_without_remeasuring(tmp_path, tokeni
         evolution=EvolutionConfig(population=8, parents=2, mutations=3, crossovers=3,
                                   iterations=2),
         protocol=FAST, extra_beams=(ONE,), bleu_sentences=3, bleu_batch_size=3,
-        random_count=5)
+        random_count=5, refine_repeats=FAST.repeats + 2)
 
     def fitness(weights=1):
         return CachedFitness(ValidationLoss(model, pairs),
@@ -282,13 +322,17 @@ def test_sweep_writes_a_library_and_resumes_without_remeasuring(tmp_path, tokeni
                                                  for p in library.points]
     shared = {(row.config.key(), row.threads): row.latency_ms
               for row in ld.read_latency_csv(run_dir / 'random.csv')}
+    again = {(row.config.key(), row.threads): row.latency_ms
+             for row in ld.read_latency_csv(run_dir / 'refined.csv')}
+    assert {key for key, _ in again} <= measured
     for point in library.points:
         assert set(point.latency_ms) == {1, 2} and min(point.latency_ms.values()) > 0
         SPACE.validate(SubnetConfig.from_dict(point.subnet))
         if point.beam == deployment:
             assert point.predicted_latency_ms > 0
-            # Every thread count from the shared rounds, none from a pass of its own.
-            assert point.latency_ms == {t: shared[(point.metrics['key'], t)] for t in (1, 2)}
+            # Every thread count from the shared rounds taken further (the front's close
+            # calls, which its own points are), none from a pass of their own.
+            assert point.latency_ms == {t: again[(point.metrics['key'], t)] for t in (1, 2)}
     assert all(c.predicted_ms[1] <= c.constraint_ms * 1.0001 for c in summary.candidates
                if c.beam == deployment and c.constraint_ms is not None)
     assert len(summary.cloud) == 5 and 0 <= summary.cloud_dominated <= 5
@@ -307,7 +351,9 @@ def test_sweep_writes_a_library_and_resumes_without_remeasuring(tmp_path, tokeni
     records = [json.loads(line) for line in
                (run_dir / 'random.csv.samples.jsonl').read_text().splitlines()[1:]]
     rounds = Counter(r['key'] for r in records if r['kind'] == 'config')
-    assert all(rounds[key] == FAST.repeats * (2 if key in measured else 1)
+    refined = {key for key, _ in again}
+    assert all(rounds[key] == (config.refine_repeats * 2 if key in refined
+                               else FAST.repeats * (2 if key in measured else 1))
                for key in together)
     copied = [(r['threads'], r['beam'], r['ms']) for r in records if r['kind'] == 'reference']
     main_log = [json.loads(line) for line in

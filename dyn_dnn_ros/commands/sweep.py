@@ -72,14 +72,19 @@ def add_arguments(parser):
                         help='measure only each search\'s winner, not the other sub-networks '
                              'the searches scored that lie on the predicted front (finalists)')
     parser.add_argument('--max-finalists', type=int, default=d.finalist_limit, metavar='N',
-                        help='measure at most N finalists, spread along the predicted front '
-                             '(default: all)')
+                        help='measure at most N finalists, those leaving the most of the '
+                             'predicted front\'s area (default: all)')
     parser.add_argument('--gap', type=float, default=d.gap, metavar='FRACTION',
                         help='neighbouring predicted-front points further apart than this '
                              'fraction of latency make a gap (default: %(default)s)')
     parser.add_argument('--per-gap', type=int, default=d.per_gap, metavar='N',
                         help='also measure N sub-networks from just behind each gap, spread '
                              'over their losses (default: %(default)s; 0: none)')
+    parser.add_argument('--refine-band', type=float, default=d.refine_band, metavar='FRACTION',
+                        help='time again the candidates the measured front could take or lose '
+                             'at this fraction less latency (default: %(default)s; 0: none)')
+    parser.add_argument('--refine-repeats', type=int, default=d.refine_repeats, metavar='N',
+                        help='samples each of them gets in all (default: %(default)s)')
     parser.add_argument('--bleu-split', choices=('test', 'valid'), default=d.bleu_split)
     parser.add_argument('--bleu-sentences', type=int, default=d.bleu_sentences,
                         help='first N sentences of the split for BLEU (default: %(default)s; '
@@ -131,6 +136,7 @@ def run(args) -> int:
             bleu_split=args.bleu_split, bleu_sentences=args.bleu_sentences or None,
             anchors=args.anchors, finalists=args.finalists,
             finalist_limit=args.max_finalists, gap=args.gap, per_gap=args.per_gap,
+            refine_band=args.refine_band, refine_repeats=args.refine_repeats,
             random_count=args.random,
             random_seed=args.random_seed, random_csv=args.random_csv,
             samples_path=args.samples_log)

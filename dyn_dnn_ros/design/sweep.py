@@ -20,9 +20,11 @@
    Dynamic-HAT nor the dynamic-beam paper combines the two knobs). Every
    candidate's BLEU is computed with its beam on the test split (or a
    subset).
-4. The candidates on the *measured* Pareto front (latency at the ranking
-   thread count vs BLEU), named fastest first (``tr_cpu_01``, ...), are
-   written as the library, atomically.
+4. The deployment-beam candidates the measured front could take or lose at
+   a few percent less latency (``near_front``) get more rounds of the same
+   sample log; then the candidates on the *measured* Pareto front (latency
+   at the ranking thread count vs BLEU), named fastest first
+   (``tr_cpu_01``, ...), are written as the library, atomically.
 5. The random cloud (ranking-count latency from the shared rounds, validation
    loss) is compared with the searched sub-networks timed in those rounds:
    ``CloudComparison``, ``pareto_plot``.
@@ -96,12 +98,18 @@ class SweepConfig:
     anchors: bool = True
     # Also measure the searches' finalists on the predicted front (module docstring).
     finalists: bool = True
-    finalist_limit: int | None = None  # at most this many, spread along the front; None: all
+    finalist_limit: int | None = None  # at most this many (``thin_front``); None: all
     # Gaps in the predicted front wider than this fraction of latency get per_gap more
     # finalists from just behind them (select_finalists); the searches' archives keep
     # that band. per_gap 0: none.
     gap: float = 0.05
     per_gap: int = 8
+    # Of ~100 candidates timed 10 times each, the measured front takes those whose
+    # samples ran fast: the ones it could take or lose at this fraction less latency
+    # (``near_front``) are timed again to refine_repeats samples before the library is
+    # built. 0: no second pass.
+    refine_band: float = 0.05
+    refine_repeats: int = 30
 
     def __post_init__(self):
         if not isinstance(self.constraint_count, int) or self.constraint_count < 1:
@@ -124,6 +132,15 @@ class SweepConfig:
             raise ValueError(f'sweep.gap: must be a fraction in (0, 1), got {self.gap!r}')
         if not isinstance(self.per_gap, int) or isinstance(self.per_gap, bool) or self.per_gap < 0:
             raise ValueError(f'sweep.per_gap: must be an integer >= 0, got {self.per_gap!r}')
+        if (not isinstance(self.refine_band, (int, float)) or isinstance(self.refine_band, bool)
+                or not 0 <= self.refine_band < 1):  # NaN fails too
+            raise ValueError(f'sweep.refine_band: must be a fraction in [0, 1), '
+                             f'got {self.refine_band!r}')
+        if self.refine_band and (not isinstance(self.refine_repeats, int)
+                                 or self.refine_repeats <= self.protocol.repeats):
+            raise ValueError(f'sweep.refine_repeats: the second pass adds samples to the '
+                             f'first pass\'s {self.protocol.repeats}, so it must be an integer '
+                             f'above that, got {self.refine_repeats!r}')
         if not isinstance(self.random_count, int) or self.random_count < 0:
             raise ValueError(f'sweep.random_count: must be an integer >= 0, '
                              f'got {self.random_count!r}')
@@ -145,8 +162,9 @@ def select_finalists(pool, winners, limit=None, gap=0.0, per_gap=0) -> dict:
     """Key -> (config, constraint) of the ``pool`` items on the predicted front, winners out.
 
     ``pool``: ``(config, loss, predicted ms, constraint)`` of what the searches
-    scored. With ``limit``, at most that many, evenly spaced along the front
-    (fastest first) with its two ends kept: each costs a measurement and a BLEU.
+    scored. With ``limit``, at most that many (each costs a measurement and a
+    BLEU): ``thin_front`` keeps the ones that leave the most of the plane
+    dominated, the winners counted as kept.
 
     Where two neighbouring front points are more than ``1 + gap`` apart in
     predicted latency (the step from one decoder layer to two, say), the front
@@ -160,9 +178,8 @@ def select_finalists(pool, winners, limit=None, gap=0.0, per_gap=0) -> dict:
     """
     pool = list(pool)
     exact = predicted_front(pool)
-    front = [(cfg, constraint) for cfg, _, _, constraint in exact if cfg.key() not in winners]
-    if limit is not None and len(front) > limit:
-        front = _spread(front, limit)
+    kept = exact if limit is None else thin_front(exact, limit, set(winners))
+    front = [(cfg, constraint) for cfg, _, _, constraint in kept if cfg.key() not in winners]
     if gap and per_gap:
         taken = {f[0].key() for f in exact} | set(winners)
         for near, far in zip(exact, exact[1:], strict=False):
@@ -176,12 +193,47 @@ def select_finalists(pool, winners, limit=None, gap=0.0, per_gap=0) -> dict:
     return {cfg.key(): (cfg, constraint) for cfg, constraint in front}
 
 
+def thin_front(front, count, fixed=frozenset()) -> list:
+    """``front`` thinned to ``count`` items besides those keyed in ``fixed``; its ends stay.
+
+    ``front``: ``(config, loss, predicted ms, ...)``, fastest first. One at a
+    time, the item whose removal gives up the least area of the plane it alone
+    dominates (log latency x loss: the predictor's error is relative) goes.
+    Spacing items evenly by index would thin a dense stretch and a sparse one
+    alike; a random sub-network lands in the area a removal gives up, and an
+    item alone in a stretch of latency (the first with two decoder layers, say)
+    holds the most.
+    """
+    items = list(front)
+
+    def given_up(i):  # from this one's latency to the next's, from its loss to the previous'
+        return math.log(items[i + 1][2] / items[i][2]) * (items[i - 1][1] - items[i][1])
+
+    while sum(item[0].key() not in fixed for item in items) > count:
+        inner = [i for i in range(1, len(items) - 1) if items[i][0].key() not in fixed]
+        if not inner:
+            break
+        del items[min(inner, key=lambda i: (given_up(i), i))]
+    return items
+
+
 def _spread(items, count) -> list:
     """At most ``count`` of ``items``, evenly spaced along them, both ends kept."""
     if len(items) <= count:
         return list(items)
     picks = sorted({round(float(i)) for i in np.linspace(0, len(items) - 1, count)})
     return [items[i] for i in picks]
+
+
+def near_front(items, latency, quality, band) -> list:
+    """``items`` that would be on the front (``pareto_front``) with ``1 + band`` less latency.
+
+    The front's own items and those a latency error of ``band`` keeps off it.
+    """
+    items = list(items)
+    return [item for i, item in enumerate(items)
+            if not any(j != i and latency(other) <= latency(item) / (1 + band)
+                       and quality(other) >= quality(item) for j, other in enumerate(items))]
 
 
 def random_subnets(space, count, seed) -> list[SubnetConfig]:
@@ -411,10 +463,11 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
                                    samples_path=samples_path):
             rows.setdefault(_beam_key(row.config, beam), {})[row.threads] = row
     randoms = random_subnets(space, config.random_count, config.random_seed)
+    together_csv = Path(config.random_csv or run_dir / 'random.csv')
     together = time_with_random(model, [cfg for cfg, *_ in plan], randoms, workload, protocol,
-                                rank, config.random_csv or run_dir / 'random.csv',
-                                samples_path, device, deployment, progress,
-                                searched_threads=measure)
+                                rank, together_csv, samples_path, device, deployment,
+                                progress, searched_threads=measure)
+    together_log = together_csv.with_name(together_csv.name + '.samples.jsonl')
     for cfg, *_ in plan:
         rows[_beam_key(cfg, deployment)] = together[cfg.key()]
 
@@ -451,7 +504,29 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
                 params=model.count_parameters(cfg), constraint_ms=constraint,
                 predicted_steps=steps if beam == deployment else None, finalist=finalist))
 
-    # 4. the library: the measured front (``build_library``)
+    # 4. the library: the measured front (``build_library``), its close calls timed again
+    refined, passes = set(), 0
+    while config.refine_band > 0:
+        doubt = [c for c in near_front(candidates, lambda c: c.latency_ms[rank],
+                                       lambda c: c.bleu, config.refine_band)
+                 if c.beam == deployment and c.key not in refined]
+        if not doubt:  # re-timing moves points, so doubt can reach new ones: until none
+            break
+        passes += 1
+        # The shared rounds' log: their samples are kept and more rounds added to them.
+        more = measure_pairs(model, [(c.subnet, t) for c in doubt for t in measure], workload,
+                             replace(protocol, repeats=config.refine_repeats),
+                             run_dir / 'refined.csv', device, deployment, progress,
+                             desc=f'timing the front\'s close calls again ({passes})',
+                             samples_path=together_log)
+        timed = {}
+        for row in more:
+            timed.setdefault(row.config.key(), {})[row.threads] = row
+        refined |= set(timed)
+        candidates = [replace(c, latency_ms={t: r.latency_ms for t, r in timed[c.key].items()},
+                              decoder_steps=float(np.mean([r.decoder_steps
+                                                           for r in timed[c.key].values()])))
+                      if c.beam == deployment and c.key in timed else c for c in candidates]
     meta = {
         **(meta or {}), 'host': platform.node(), 'torch_version': str(torch.__version__),
         'created': datetime.now(timezone.utc).isoformat(timespec='seconds'),
