@@ -47,6 +47,7 @@ from dyn_dnn_ros.design.latency_dataset import (
     load_workload,
     measure_pairs,
     read_latency_csv,
+    samples_beside,
 )
 from dyn_dnn_ros.design.plots import loss_plot
 from dyn_dnn_ros.design.sweep import (
@@ -173,8 +174,7 @@ def main(argv=None):
                              dataclasses.replace(protocol, repeats=args.refine_repeats),
                              args.run_dir / 'refined.csv', 'cpu', deployment,
                              desc=f'second pass of the comparisons in doubt ({passes})',
-                             samples_path=first_csv.with_name(first_csv.name
-                                                              + '.samples.jsonl'))
+                             samples_path=samples_beside(first_csv))
         refined.update((row.config.key(), row.latency_ms) for row in rows)
         comparison = CloudComparison(
             [(refined.get(cfg.key(), ms), loss)

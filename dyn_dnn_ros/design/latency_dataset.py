@@ -484,6 +484,12 @@ class LatencyCsv:
         self._index[(row.key, row.threads, row.beam_json)] = row
 
 
+def samples_beside(csv_path) -> Path:
+    """The sample log a latency CSV keeps unless told otherwise: beside it, named after it."""
+    csv_path = Path(csv_path)
+    return csv_path.with_name(csv_path.name + '.samples.jsonl')
+
+
 class SampleLog:
     """Every sample of a measurement run, one JSON line each, appended as it is taken.
 
@@ -641,7 +647,7 @@ def measure_pairs(model, pairs, workload: Workload, protocol: LatencyProtocol, c
     todo = list({(c.key(), t): (c, t) for c, t in pairs
                  if table.get(c, t, beam) is None}.values())
     if todo:
-        log = SampleLog(samples_path or csv_path.with_name(csv_path.name + '.samples.jsonl'),
+        log = SampleLog(samples_path or samples_beside(csv_path),
                         device, protocol.workload)
         tensors = source_tensors(model, workload, torch.device(device))
         _take_rounds(model, todo, tensors, protocol, beam, probe_beam, log, progress, desc)

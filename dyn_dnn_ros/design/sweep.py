@@ -53,6 +53,7 @@ from dyn_dnn_ros.design.latency_dataset import (
     default_threads,
     measure_configs,
     measure_pairs,
+    samples_beside,
 )
 from dyn_dnn_ros.design.pareto import dominated, pareto_front, predicted_front
 from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPoint, OperatingPointLibrary
@@ -307,7 +308,7 @@ def time_with_random(model, searched, random_configs, workload, protocol, thread
     # measure_pairs times a pair listed twice (a random one also searched) once.
     pairs = [(c, t) for c in searched for t in counts] + [(c, threads) for c in random_configs]
     csv_path = Path(csv_path)
-    own_log = csv_path.with_name(csv_path.name + '.samples.jsonl')
+    own_log = samples_beside(csv_path)
     if samples_path is not None:
         SampleLog(samples_path, device, protocol.workload).start_beside(own_log)
     rows = measure_pairs(model, pairs, workload, protocol, csv_path, device,
@@ -467,7 +468,7 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
     together = time_with_random(model, [cfg for cfg, *_ in plan], randoms, workload, protocol,
                                 rank, together_csv, samples_path, device, deployment,
                                 progress, searched_threads=measure)
-    together_log = together_csv.with_name(together_csv.name + '.samples.jsonl')
+    together_log = samples_beside(together_csv)
     for cfg, *_ in plan:
         rows[_beam_key(cfg, deployment)] = together[cfg.key()]
 
