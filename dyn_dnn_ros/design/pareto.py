@@ -51,3 +51,14 @@ def dominated(point, front) -> bool:
     """Whether some front point is at least as fast and at least as good (lower loss)."""
     latency, loss = point
     return any(f_latency <= latency and f_loss <= loss for f_latency, f_loss in front)
+
+
+def near_front(items, latency, quality, band) -> list:
+    """``items`` that would be on the front (``pareto_front``) with ``1 + band`` less latency.
+
+    The front's own items and those a latency error of ``band`` keeps off it.
+    """
+    items = list(items)
+    points = [(latency(item), -quality(item)) for item in items]
+    return [item for i, (item, (ms, loss)) in enumerate(zip(items, points, strict=True))
+            if not dominated((ms / (1 + band), loss), points[:i] + points[i + 1:])]

@@ -55,7 +55,7 @@ from dyn_dnn_ros.design.latency_dataset import (
     measure_pairs,
     samples_beside,
 )
-from dyn_dnn_ros.design.pareto import dominated, pareto_front, predicted_front
+from dyn_dnn_ros.design.pareto import dominated, near_front, pareto_front, predicted_front
 from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPoint, OperatingPointLibrary
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 
@@ -226,17 +226,6 @@ def _spread(items, count) -> list:
     return [items[i] for i in picks]
 
 
-def near_front(items, latency, quality, band) -> list:
-    """``items`` that would be on the front (``pareto_front``) with ``1 + band`` less latency.
-
-    The front's own items and those a latency error of ``band`` keeps off it.
-    """
-    items = list(items)
-    return [item for i, item in enumerate(items)
-            if not any(j != i and latency(other) <= latency(item) / (1 + band)
-                       and quality(other) >= quality(item) for j, other in enumerate(items))]
-
-
 def random_subnets(space, count, seed) -> list[SubnetConfig]:
     """``count`` distinct sub-networks drawn uniformly (HAT's sampling), the same for a seed."""
     rng = random.Random(seed)
@@ -314,10 +303,15 @@ def time_with_random(model, searched, random_configs, workload, protocol, thread
     rows = measure_pairs(model, pairs, workload, protocol, csv_path, device,
                          beam, progress, desc='timing searched and random sub-networks',
                          samples_path=own_log)
-    timed = {}
+    return _by_config(rows)
+
+
+def _by_config(rows) -> dict:
+    """Key -> {thread count: row} of latency rows."""
+    grouped = {}
     for row in rows:
-        timed.setdefault(row.config.key(), {})[row.threads] = row
-    return timed
+        grouped.setdefault(row.config.key(), {})[row.threads] = row
+    return grouped
 
 
 @dataclass
@@ -520,9 +514,7 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
                              run_dir / 'refined.csv', device, deployment, progress,
                              desc=f'timing the front\'s close calls again ({passes})',
                              samples_path=together_log)
-        timed = {}
-        for row in more:
-            timed.setdefault(row.config.key(), {})[row.threads] = row
+        timed = _by_config(more)
         refined |= set(timed)
         candidates = [replace(c, latency_ms={t: r.latency_ms for t, r in timed[c.key].items()},
                               decoder_steps=float(np.mean([r.decoder_steps
