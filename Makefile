@@ -24,7 +24,8 @@ test: $(STAMPS)/package
 # step resumes from runs/design when interrupted; `time` prints each step's cost.
 # The sweep times no random cloud (--random 0): design-cpu-check compares its
 # candidates with 1,000 random sub-networks timed in the same rounds, then times
-# the comparisons within 5 % of a verdict again, to 30 samples (about 100 min).
+# the comparisons within 5 % of a verdict again, to 30 samples, and those still
+# within 2.9 % to 100 (about 100 min).
 # The sweep's timed candidates are kept beside the library (SWEEP_CANDIDATES) so
 # the check, longer than what is left of a session after the pipeline, can run
 # in a later one on a machine where runs/ is gone. Without that file (a library

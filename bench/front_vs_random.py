@@ -18,13 +18,18 @@ One pass of 10 samples leaves a standard error of about 1 ms at the fast
 end (45 ms), where random and searched sub-networks differ by less than
 that; so a second pass takes every comparison whose verdict a
 ``--refine-band`` latency difference could flip, both the random
-sub-network and its searched rivals, to ``--refine-repeats`` samples in
-further shared rounds of the same sample log (the first pass's samples
-kept), again while re-timing brings new comparisons into doubt. Prints the
-one-pass and the final count, how the undominated ones split by decoder
-depth, and the count when a library sub-network may be up to 2 / 5 / 10 %
-slower; writes a PNG. Timings and fitness values are kept
-in the run folder, so an interrupted run resumes (``--fresh`` starts over).
+sub-network and its searched rivals, to the first ``--refine-repeats``
+count in further shared rounds of the same sample log (the first pass's
+samples kept), again while re-timing brings new comparisons into doubt.
+Each further count does the same for what is still in doubt after the one
+before, with the band narrowed as that count's standard error is (by
+sqrt(10 / previous count)): at 30 samples the verdicts left undecided are
+a few percent apart, within one or two standard errors. Prints the one-pass
+count and the count after each pass, how the undominated ones split by
+decoder depth, how much slower the fastest better searched one is than
+each, and the count when a library sub-network may be up to 2 / 5 / 10 %
+slower; writes a PNG. Timings and fitness values are kept in the run folder,
+so an interrupted run resumes (``--fresh`` starts over).
 
     .venv/bin/python bench/front_vs_random.py
 """
@@ -33,6 +38,7 @@ import argparse
 from collections import Counter
 import dataclasses
 import json
+import math
 from pathlib import Path
 import shutil
 import sys
@@ -94,19 +100,33 @@ def parse_args(argv=None):
                         help='second pass: random sub-networks whose verdict a latency '
                              'difference within this fraction could flip, and their searched '
                              'rivals (default: %(default)s; 0: no second pass)')
-    parser.add_argument('--refine-repeats', type=int, default=30,
-                        help='samples per sub-network after the second pass, the first '
-                             'pass\'s included (default: %(default)s)')
+    parser.add_argument('--refine-repeats', type=int, nargs='+', default=[30, 100],
+                        help='samples per sub-network after each further pass, the '
+                             'earlier ones\' included, rising (default: %(default)s)')
     parser.add_argument('--fresh', action='store_true', help='forget earlier timings')
     args = parser.parse_args(argv)
     if not 0 <= args.refine_band < 1:  # NaN fails too
         parser.error(f'--refine-band: must be a fraction in [0, 1), got {args.refine_band}')
     one_pass = LatencyProtocol().repeats
-    if args.refine_band > 0 and args.refine_repeats <= one_pass:
-        parser.error(f'--refine-repeats: the second pass adds samples to the first pass\'s '
-                     f'{one_pass}, so it must be more than {one_pass}, got '
-                     f'{args.refine_repeats} (--refine-band 0 turns the pass off)')
+    counts = [one_pass, *args.refine_repeats]
+    if args.refine_band > 0 and any(b <= a for a, b in zip(counts, counts[1:])):
+        parser.error(f'--refine-repeats: each pass adds samples to the one before, starting '
+                     f'from the first pass\'s {one_pass}, so the counts must rise above it, '
+                     f'got {args.refine_repeats} (--refine-band 0 turns the passes off)')
     return args
+
+
+def escalation(band, one_pass, counts) -> list[tuple[int, float]]:
+    """(samples, band) of each pass after the first: the band shrinks with the standard error.
+
+    A pass picks the comparisons that the previous count's noise could flip;
+    that noise falls as 1 / sqrt(samples), so a fixed band would keep
+    re-timing verdicts already settled. Empty when ``band`` is 0.
+    """
+    if band == 0:
+        return []
+    previous = [one_pass, *counts[:-1]]
+    return [(n, band * math.sqrt(one_pass / before)) for n, before in zip(counts, previous)]
 
 
 def main(argv=None):
@@ -159,28 +179,31 @@ def main(argv=None):
         [(timed[cfg.key()][threads].latency_ms, losses[cfg.key()]) for cfg in randoms])
     fitness.save()
     first_pass = comparison.dominated
-    refined = {}  # key -> latency after the second pass
-    passes = 0
-    while args.refine_band > 0:  # parse_args: then --refine-repeats exceeds one pass
-        cloud_doubt, front_doubt = comparison.in_doubt(args.refine_band)
-        pairs = [(cfg, threads) for cfg in ([front_configs[j] for j in front_doubt]
-                                            + [randoms[i] for i in cloud_doubt])
-                 if cfg.key() not in refined]
-        if not pairs:  # re-timing moves points, so doubt can reach new ones: until none
-            break
-        passes += 1
-        # Same sample log: the first pass's rounds are kept, later rounds added to them.
-        rows = measure_pairs(model, pairs, workload,
-                             dataclasses.replace(protocol, repeats=args.refine_repeats),
-                             args.run_dir / 'refined.csv', 'cpu', deployment,
-                             desc=f'second pass of the comparisons in doubt ({passes})',
-                             samples_path=samples_beside(first_csv))
-        refined.update((row.config.key(), row.latency_ms) for row in rows)
-        comparison = CloudComparison(
-            [(refined.get(cfg.key(), ms), loss)
-             for cfg, (ms, loss) in zip(front_configs, comparison.front, strict=True)],
-            [(refined.get(cfg.key(), ms), loss)
-             for cfg, (ms, loss) in zip(randoms, comparison.cloud, strict=True)])
+    latest = {}  # key -> latency at the most samples taken
+    passes = []  # (samples, band, sub-networks timed again, dominated after)
+    for repeats, band in escalation(args.refine_band, protocol.repeats, args.refine_repeats):
+        timed_again = set()
+        while True:
+            cloud_doubt, front_doubt = comparison.in_doubt(band)
+            pairs = [(cfg, threads) for cfg in ([front_configs[j] for j in front_doubt]
+                                                + [randoms[i] for i in cloud_doubt])
+                     if cfg.key() not in timed_again]
+            if not pairs:  # re-timing moves points, so doubt can reach new ones: until none
+                break
+            # Same sample log: earlier rounds are kept, later rounds added to them.
+            rows = measure_pairs(model, pairs, workload,
+                                 dataclasses.replace(protocol, repeats=repeats),
+                                 args.run_dir / f'refined_{repeats}.csv', 'cpu', deployment,
+                                 desc=f'comparisons within {band:.1%}, to {repeats} samples',
+                                 samples_path=samples_beside(first_csv))
+            timed_again.update(row.config.key() for row in rows)
+            latest.update((row.config.key(), row.latency_ms) for row in rows)
+            comparison = CloudComparison(
+                [(latest.get(cfg.key(), ms), loss)
+                 for cfg, (ms, loss) in zip(front_configs, comparison.front, strict=True)],
+                [(latest.get(cfg.key(), ms), loss)
+                 for cfg, (ms, loss) in zip(randoms, comparison.cloud, strict=True)])
+        passes.append((repeats, band, timed_again, comparison.dominated))
 
     print(f'{len(front_configs)} searched sub-networks and {len(randoms)} random ones, timed '
           f'together at {threads} threads, {deployment.describe()}, workload '
@@ -192,18 +215,23 @@ def main(argv=None):
     print(f'random: {min(cloud_ms):.2f} .. {max(cloud_ms):.2f} ms')
     undominated = [(point, cfg) for point, cfg in zip(comparison.cloud, randoms, strict=True)
                    if not dominated(point, comparison.front)]
-    if refined:
-        again = sum(cfg.key() in refined for cfg in randoms)
-        print(f'one pass ({protocol.repeats} samples each): {first_pass} of '
-              f'{len(comparison.cloud)} dominated; {again} random and '
-              f'{len(refined) - again} searched sub-networks within {args.refine_band:.0%} '
-              f'of a verdict timed again to {args.refine_repeats} samples each '
-              f'({passes} passes)')
+    print(f'one pass ({protocol.repeats} samples each): {first_pass} of '
+          f'{len(comparison.cloud)} dominated')
+    random_keys = {cfg.key() for cfg in randoms}
+    for repeats, band, keys, count in passes:
+        again = len(keys & random_keys)
+        print(f'  within {band:.1%} of a verdict, to {repeats} samples: {again} random and '
+              f'{len(keys) - again} searched sub-networks; {count} dominated')
     print(f'dominated by the searched ones: {len(comparison.cloud) - len(undominated)} of '
           f'{len(comparison.cloud)}')
     depth = Counter(cfg.decoder_layers for _, cfg in undominated)
     print('not dominated, by decoder layers: '
           + (', '.join(f'{k}: {v}' for k, v in sorted(depth.items())) or 'none'))
+    for (ms, loss), cfg in sorted(undominated, key=lambda item: item[0][0]):
+        better = [f_ms for f_ms, f_loss in comparison.front if f_loss <= loss]
+        rival = (f'the fastest better searched one {min(better) / ms - 1:.1%} slower'
+                 if better else 'better than every searched one')
+        print(f'  {cfg.key():<40} {ms:7.2f} ms  val loss {loss:.4f}  {rival}')
     for slack in SLACKS:
         relaxed = [(ms / (1 + slack), loss) for ms, loss in comparison.front]
         count = sum(dominated(p, relaxed) for p in comparison.cloud)
