@@ -37,6 +37,7 @@ so an interrupted run resumes (``--fresh`` starts over).
 import argparse
 from collections import Counter
 import dataclasses
+import itertools
 import json
 import math
 from pathlib import Path
@@ -109,7 +110,7 @@ def parse_args(argv=None):
         parser.error(f'--refine-band: must be a fraction in [0, 1), got {args.refine_band}')
     one_pass = LatencyProtocol().repeats
     counts = [one_pass, *args.refine_repeats]
-    if args.refine_band > 0 and any(b <= a for a, b in zip(counts, counts[1:])):
+    if args.refine_band > 0 and any(b <= a for a, b in itertools.pairwise(counts)):
         parser.error(f'--refine-repeats: each pass adds samples to the one before, starting '
                      f'from the first pass\'s {one_pass}, so the counts must rise above it, '
                      f'got {args.refine_repeats} (--refine-band 0 turns the passes off)')
@@ -126,7 +127,7 @@ def escalation(band, one_pass, counts) -> list[tuple[int, float]]:
     if band == 0:
         return []
     previous = [one_pass, *counts[:-1]]
-    return [(n, band * math.sqrt(one_pass / before)) for n, before in zip(counts, previous)]
+    return [(n, band * math.sqrt(one_pass / before)) for n, before in zip(counts, previous, strict=True)]
 
 
 def main(argv=None):
