@@ -127,7 +127,8 @@ def escalation(band, one_pass, counts) -> list[tuple[int, float]]:
     if band == 0:
         return []
     previous = [one_pass, *counts[:-1]]
-    return [(n, band * math.sqrt(one_pass / before)) for n, before in zip(counts, previous, strict=True)]
+    return [(n, band * math.sqrt(one_pass / before))
+            for n, before in zip(counts, previous, strict=True)]
 
 
 def main(argv=None):
