@@ -25,7 +25,7 @@ test: $(STAMPS)/package
 # The sweep times no random cloud (--random 0): design-cpu-check compares its
 # candidates with 1,000 random sub-networks timed in the same rounds, then times
 # the comparisons within 5 % of a verdict again, to 30 samples, and those still
-# within 2.9 % to 100 (about 100 min).
+# within 2.9 % to 100 (about 100 min on session 19's VM, 44 min on session 21's).
 # The sweep's timed candidates are kept beside the library (SWEEP_CANDIDATES) so
 # the check, longer than what is left of a session after the pipeline, can run
 # in a later one on a machine where runs/ is gone. Without that file (a library
@@ -36,7 +36,7 @@ design-cpu: $(STAMPS)/package
 	time $(BIN)/dyn-dnn-ros latency --device cpu --out $(DESIGN_RUN)/latency_cpu.csv
 	time $(BIN)/dyn-dnn-ros predictor --data $(DESIGN_RUN)/latency_cpu.csv
 	time $(BIN)/dyn-dnn-ros sweep --device cpu --count 10 --max-finalists 48 --beams 1 3 \
-	  --gap 0.05 --per-gap 6 --random 0 \
+	  --gap 0.05 --per-gap 6 --fill-searches 6 --fill-iterations 8 --random 0 \
 	  --samples-log $(DESIGN_RUN)/latency_cpu.csv.samples.jsonl
 	cp $(DESIGN_RUN)/sweep_cpu/random.csv $(SWEEP_CANDIDATES)
 	time $(BIN)/dyn-dnn-ros design-report

@@ -123,6 +123,26 @@ def test_search_respects_the_constraint_and_finds_better_than_random(tmp_path):
     assert all(latency(gene_to_config(SPACE, g)) <= constraint for g in state['population'])
 
 
+def test_seeds_start_the_population_and_those_over_the_constraint_are_left_out():
+    constraint = latency(SPACE.largest()) * 0.5
+    rng = random.Random(5)
+    drawn = [SPACE.sample(rng) for _ in range(60)]
+    under = [c for c in drawn if latency(c) <= constraint][:3]
+    over = [c for c in drawn if latency(c) > constraint][:2]
+    assert len(under) == 3 and len(over) == 2
+    seeds = [over[0], under[0], under[1], under[0], over[1], under[2]]
+    population = _Search(SPACE, loss, latency, constraint, SMALL).initial_population(seeds)
+    configs = [gene_to_config(SPACE, g) for g in population]
+    assert [c.key() for c in configs[:3]] == [c.key() for c in under]  # once each, in order
+    assert len(population) == SMALL.population
+    assert all(latency(c) <= constraint for c in configs)
+    # A search seeded with a good sub-network never ends worse than it.
+    best = min(under, key=loss)
+    result = evolve(SPACE, CachedFitness(Counting()), latency, constraint,
+                    dataclasses.replace(SMALL, iterations=1), progress=False, seeds=[best])
+    assert result.loss <= loss(best)
+
+
 def test_archive_slack_keeps_a_band_behind_the_front(tmp_path):
     constraint = latency(SPACE.largest()) * 0.5
     exact = evolve(SPACE, CachedFitness(Counting()), latency, constraint, SMALL,

@@ -25,6 +25,7 @@ from dyn_dnn_ros.design.sweep import (
     SweepConfig,
     build_library,
     dominated,
+    front_gaps,
     geometric_constraints,
     near_front,
     pareto_front,
@@ -172,6 +173,25 @@ def test_gaps_in_the_front_take_finalists_from_just_behind_them():
             SweepConfig(run_dir=Path('x'), library_path=Path('y'), **bad)
 
 
+def test_front_gaps_are_the_widest_holes_first_and_skip_the_searched():
+    rng = random.Random(4)
+    cfgs = [SPACE.sample(rng) for _ in range(5)]
+    # 10 -> 10.2 ms: no gap; 10.2 -> 15 (x1.47, 0.1 of loss); 15 -> 16 (x1.07, 0.7 of loss:
+    # the larger hole); 16 -> 16.4 (x1.025)
+    front = [(cfgs[0], 3.0, 10.0, 10.0), (cfgs[1], 2.9, 10.2, 11.0),
+             (cfgs[2], 2.8, 15.0, 15.0), (cfgs[3], 2.1, 16.0, 16.0), (cfgs[4], 2.0, 16.4, 17.0)]
+    gaps = front_gaps(front, 0.05)
+    assert [(near[2], far[2]) for near, far in gaps] == [(15.0, 16.0), (10.2, 15.0)]
+    assert front_gaps(front, 0.02)[-1][0][2] == 16.0  # 16 -> 16.4 is one at 2 %
+    skipped = front_gaps(front, 0.05, {(cfgs[2].key(), cfgs[3].key())})
+    assert [(near[2], far[2]) for near, far in skipped] == [(10.2, 15.0)]
+    assert front_gaps(front, 0.5) == [] and front_gaps(front[:1], 0.05) == []
+    for bad in ({'fill_gap': 0.0}, {'fill_gap': math.nan}, {'fill_searches': -1},
+                {'fill_searches': True}, {'fill_iterations': 0}):
+        with pytest.raises(ValueError, match='sweep.fill_'):
+            SweepConfig(run_dir=Path('x'), library_path=Path('y'), **bad)
+
+
 def test_predicted_front_with_slack_keeps_a_band_behind_it():
     rng = random.Random(4)
     a, b, c, d = (SPACE.sample(rng) for _ in range(4))
@@ -264,7 +284,7 @@ def test_sweep_writes_a_library_and_resumes_without_remeasuring(tmp_path, tokeni
     config = SweepConfig(
         run_dir=run_dir, library_path=tmp_path / 'operating_points_cpu.yaml',
         plot_path=tmp_path / 'pareto_cpu.png', measure_threads=(1, 2), rank_threads=1,
-        constraint_count=3,
+        constraint_count=3, fill_searches=2, fill_gap=0.01, fill_iterations=1,
         evolution=EvolutionConfig(population=8, parents=2, mutations=3, crossovers=3,
                                   iterations=2),
         protocol=FAST, extra_beams=(ONE,), bleu_sentences=3, bleu_batch_size=3,
@@ -295,7 +315,31 @@ def test_sweep_writes_a_library_and_resumes_without_remeasuring(tmp_path, tokeni
     assert library.names == [f'tr_cpu_{i:02d}' for i in range(1, len(library.points) + 1)]
     measured = {c.key for c in summary.candidates}
     finalists = {c.key for c in summary.candidates if c.finalist}
-    assert len(summary.constraints_ms) == 3
+    assert [s['fill'] for s in summary.searches][:3] == [False] * 3
+    assert summary.constraints_ms == [s['constraint_ms'] for s in summary.searches]
+    # Holes in the predicted front of the searches before: one more search each, in the
+    # middle of the largest not yet searched.
+    pool, searched_gaps = {}, set()
+    floor = predictor.predict_one(SPACE.smallest(), 1)  # evolve's: the smallest one's
+    for s in summary.searches:
+        while s['fill']:  # holes whose middle the floor raises to their far end are passed
+            near, far = front_gaps(predicted_front(pool.values()), config.fill_gap,
+                                   searched_gaps)[0]
+            searched_gaps.add((near[0].key(), far[0].key()))
+            middle = max(math.sqrt(near[2] * far[2]), floor)
+            if middle < far[2]:
+                assert s['constraint_ms'] == pytest.approx(middle)
+                break
+        if s['fill']:
+            # seeded with the best scored below it, so never worse than those
+            assert s['val_loss'] <= min(f[1] for f in pool.values()
+                                        if f[2] <= s['constraint_ms'])
+        for f in s['archive']:
+            cfg = SubnetConfig.from_dict(f['subnet'])
+            pool[cfg.key()] = (cfg, f['val_loss'], f['predicted_ms'], s['constraint_ms'])
+    left = front_gaps(predicted_front(pool.values()), config.fill_gap, searched_gaps)
+    assert sum(s['fill'] for s in summary.searches) == 2 or all(
+        max(math.sqrt(near[2] * far[2]), floor) >= far[2] for near, far in left)
     # Winners and anchors with both beams, finalists with the deployment beam only.
     assert len(summary.candidates) == 2 * len(measured - finalists) + len(finalists)
     assert all(c.beam == deployment for c in summary.candidates if c.finalist)

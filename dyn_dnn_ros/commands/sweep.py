@@ -80,6 +80,16 @@ def add_arguments(parser):
     parser.add_argument('--per-gap', type=int, default=d.per_gap, metavar='N',
                         help='also measure N sub-networks from just behind each gap, spread '
                              'over their losses (default: %(default)s; 0: none)')
+    parser.add_argument('--fill-searches', type=int, default=d.fill_searches, metavar='N',
+                        help='after the searches, up to N more inside the predicted front\'s '
+                             'largest holes, one each (default: %(default)s)')
+    parser.add_argument('--fill-gap', type=float, default=d.fill_gap, metavar='FRACTION',
+                        help='neighbouring predicted-front points further apart than this '
+                             'fraction of latency make a hole (default: %(default)s)')
+    parser.add_argument('--fill-iterations', type=int, default=d.fill_iterations,
+                        metavar='N', help='iterations of each of those searches, which start '
+                                          'from the best sub-networks scored below the hole\'s '
+                                          'middle (default: --iterations)')
     parser.add_argument('--refine-band', type=float, default=d.refine_band, metavar='FRACTION',
                         help='time again the candidates the measured front could take or lose '
                              'at this fraction less latency (default: %(default)s; 0: none)')
@@ -137,6 +147,8 @@ def run(args) -> int:
             anchors=args.anchors, finalists=args.finalists,
             finalist_limit=args.max_finalists, gap=args.gap, per_gap=args.per_gap,
             refine_band=args.refine_band, refine_repeats=args.refine_repeats,
+            fill_searches=args.fill_searches, fill_gap=args.fill_gap,
+            fill_iterations=args.fill_iterations,
             random_count=args.random,
             random_seed=args.random_seed, random_csv=args.random_csv,
             samples_path=args.samples_log)
@@ -154,8 +166,11 @@ def run(args) -> int:
         print(f'dyn-dnn-ros sweep: {err}', file=sys.stderr)
         return 2
     library, rank = summary.library, summary.library.meta['rank_threads']
+    fills = sum(bool(s.get('fill')) for s in summary.searches)
     print(f'{len(summary.constraints_ms)} constraints '
-          f'({", ".join(f"{c:.1f}" for c in summary.constraints_ms)} ms at {rank} threads), '
+          f'({", ".join(f"{c:.1f}" for c in summary.constraints_ms)} ms at {rank} threads'
+          + (f'; the last {fills} inside holes of the predicted front' if fills else '')
+          + '), '
           f'{len({s["key"] for s in summary.searches})} distinct winners, '
           f'{len({c.key for c in summary.candidates if c.finalist})} finalists, '
           f'{len({c.key for c in summary.candidates if c.constraint_ms is None})} anchors, '

@@ -197,8 +197,14 @@ class _Search:
                 return child
         return list(a)
 
-    def initial_population(self):
+    def initial_population(self, seeds=()):
         config, population, seen = self.config, [], set()
+        for cfg in seeds:  # inactive layers random, so that crossovers reach other depths
+            gene = config_to_gene(self.space, cfg, self.rng.choice)
+            if (len(population) < config.population and self.feasible(gene)
+                    and cfg.key() not in seen):
+                seen.add(cfg.key())
+                population.append(gene)
         for _ in range(config.population * config.max_attempts):
             if len(population) == config.population:
                 break
@@ -269,11 +275,14 @@ def _load_state(path, search):
 
 def evolve(space: DesignSpace, fitness, latency, constraint_ms,
            config: EvolutionConfig = EvolutionConfig(), state_path=None,
-           progress=True) -> SearchResult:
+           progress=True, seeds=()) -> SearchResult:
     """Search the sub-network with the lowest ``fitness`` whose ``latency`` <= ``constraint_ms``.
 
     ``fitness(cfg)`` is the validation loss (a ``CachedFitness``, whose cache is
     saved with the state when it has ``save``); ``latency(cfg)`` the predicted ms.
+    ``seeds``: sub-networks the first population starts with (those meeting the
+    constraint, at most ``population``), random ones after them; a search that
+    resumes keeps its saved population.
     """
     if (not isinstance(constraint_ms, (int, float)) or not math.isfinite(constraint_ms)
             or constraint_ms <= 0):
@@ -288,7 +297,7 @@ def evolve(space: DesignSpace, fitness, latency, constraint_ms,
     if state_path is not None and Path(state_path).is_file():
         start, population, history = _load_state(state_path, search)
     else:
-        start, population, history = 0, search.initial_population(), []
+        start, population, history = 0, search.initial_population(seeds), []
 
     bar = tqdm(total=config.iterations, initial=start, disable=not progress, unit='iter',
                desc=f'search <= {constraint_ms:.1f} ms', dynamic_ncols=True)

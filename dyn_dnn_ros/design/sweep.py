@@ -4,6 +4,9 @@
    predicted latency of the smallest and the largest sub-network (at the
    thread count the library is ranked by, the largest measured one).
 2. One evolutionary search per constraint; all share one fitness cache.
+   Where the searches' predicted front still has holes (``front_gaps``: a
+   steep stretch, such as one decoder layer more, that neighbouring
+   constraints straddle), a few more searches look inside them.
    Besides each search's winner, every sub-network any search scored that
    lies on the predicted front of them all (predicted latency vs validation
    loss; each search's archive) is kept (finalists): they fill the latency
@@ -111,6 +114,13 @@ class SweepConfig:
     # built. 0: no second pass.
     refine_band: float = 0.05
     refine_repeats: int = 30
+    # After the searches, the predicted front's largest holes (``front_gaps``: neighbours
+    # more than 1 + fill_gap apart) get one more search each, at the hole's geometric
+    # middle, seeded with the best sub-networks scored under it and fill_iterations long
+    # (None: the searches' own); at most fill_searches of them (0: none).
+    fill_searches: int = 0
+    fill_gap: float = 0.05
+    fill_iterations: int | None = None
 
     def __post_init__(self):
         if not isinstance(self.constraint_count, int) or self.constraint_count < 1:
@@ -142,6 +152,19 @@ class SweepConfig:
             raise ValueError(f'sweep.refine_repeats: the second pass adds samples to the '
                              f'first pass\'s {self.protocol.repeats}, so it must be an integer '
                              f'above that, got {self.refine_repeats!r}')
+        if (not isinstance(self.fill_searches, int) or isinstance(self.fill_searches, bool)
+                or self.fill_searches < 0):
+            raise ValueError(f'sweep.fill_searches: must be an integer >= 0, '
+                             f'got {self.fill_searches!r}')
+        if (not isinstance(self.fill_gap, (int, float)) or isinstance(self.fill_gap, bool)
+                or not 0 < self.fill_gap < 1):
+            raise ValueError(f'sweep.fill_gap: must be a fraction in (0, 1), '
+                             f'got {self.fill_gap!r}')
+        if self.fill_iterations is not None and (
+                not isinstance(self.fill_iterations, int)
+                or isinstance(self.fill_iterations, bool) or self.fill_iterations < 1):
+            raise ValueError(f'sweep.fill_iterations: must be an integer >= 1 or None, '
+                             f'got {self.fill_iterations!r}')
         if not isinstance(self.random_count, int) or self.random_count < 0:
             raise ValueError(f'sweep.random_count: must be an integer >= 0, '
                              f'got {self.random_count!r}')
@@ -192,6 +215,22 @@ def select_finalists(pool, winners, limit=None, gap=0.0, per_gap=0) -> dict:
             taken |= {f[0].key() for f in behind}
             front += [(cfg, constraint) for cfg, _, _, constraint in behind]
     return {cfg.key(): (cfg, constraint) for cfg, constraint in front}
+
+
+def front_gaps(front, gap, skip=frozenset()) -> list:
+    """Neighbouring ``front`` items more than ``1 + gap`` apart in latency, largest hole first.
+
+    ``front``: ``(config, loss, predicted ms, ...)``, fastest first. A pair's
+    hole is the plane a point between them could claim (log latency x loss, as
+    in ``thin_front``): geometric constraints straddle a steep stretch (one
+    decoder layer more) without any search looking inside it, and a random
+    sub-network that lands there is not dominated. ``skip``: ``(near key, far
+    key)`` pairs already searched.
+    """
+    pairs = [(near, far) for near, far in zip(front, front[1:], strict=False)
+             if far[2] > near[2] * (1 + gap) and (near[0].key(), far[0].key()) not in skip]
+    return sorted(pairs, key=lambda p: (-math.log(p[1][2] / p[0][2]) * (p[0][1] - p[1][1]),
+                                        p[0][2]))
 
 
 def thin_front(front, count, fixed=frozenset()) -> list:
@@ -423,19 +462,44 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
     evolution = config.evolution
     if config.finalists and config.per_gap:  # the band behind the front select_finalists reads
         evolution = replace(evolution, archive_slack=max(evolution.archive_slack, config.gap))
-    for i, constraint in enumerate(constraints):
+    def search(constraint, settings, seeds=(), fill=False):
         result = evolve(space, fitness, lambda c: predictor.predict_one(c, rank), constraint,
-                        evolution, run_dir / f'search_{i:02d}.json', progress)
+                        settings, run_dir / f'search_{len(searches):02d}.json', progress,
+                        seeds=seeds)
         found = result.to_dict()
         searches.append({'constraint_ms': constraint, 'key': result.best.key(),
                          'subnet': result.best.to_dict(), 'val_loss': result.loss,
-                         'predicted_ms': result.latency_ms,
+                         'predicted_ms': result.latency_ms, 'fill': fill,
                          'finalists': found['finalists'], 'archive': found['archive']})
         for cfg, loss, ms in result.archive:  # the loosest constraint stays, as for winners
-            pool[cfg.key()] = (cfg, loss, ms, constraint)
+            if cfg.key() not in pool or pool[cfg.key()][3] < constraint:
+                pool[cfg.key()] = (cfg, loss, ms, constraint)
+
+    for constraint in constraints:
+        search(constraint, evolution)
+    filling = replace(evolution, iterations=config.fill_iterations or evolution.iterations)
+    # A fitted predictor need not rank the smallest sub-network fastest, and evolve
+    # refuses a constraint below its prediction.
+    floor = predictor.predict_one(space.smallest(), rank)
+    searched_gaps, fills = set(), 0
+    while fills < config.fill_searches:
+        gaps = front_gaps(predicted_front(pool.values()), config.fill_gap, searched_gaps)
+        if not gaps:
+            break
+        near, far = gaps[0]
+        searched_gaps.add((near[0].key(), far[0].key()))
+        constraint = max(math.sqrt(near[2] * far[2]), floor)
+        if constraint >= far[2]:
+            continue
+        best_under = sorted((f for f in pool.values() if f[2] <= constraint),
+                            key=lambda f: (f[1], f[2], f[0].key()))
+        search(constraint, filling, [f[0] for f in best_under[:evolution.parents]], fill=True)
+        fills += 1
+    constraints = [s['constraint_ms'] for s in searches]
     _write_json(run_dir / 'searches.json', searches)
     winners = {}
-    for s in searches:  # the loosest constraint a winner won under stays with it
+    # the loosest constraint a winner won under stays with it
+    for s in sorted(searches, key=lambda s: s['constraint_ms']):
         winners[s['key']] = (SubnetConfig.from_dict(s['subnet']), s['constraint_ms'])
     if config.anchors:
         for anchor in (space.smallest(), space.largest()):
