@@ -445,7 +445,9 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
     space, device, protocol = model.space, config.device, config.protocol
     run_dir = Path(config.run_dir)
     rank = config.rank_threads or max(predictor.threads)
-    predictor.predict_one(space.smallest(), rank)  # fails early, naming the fitted counts
+    # Fails early, naming the fitted counts. A fitted predictor need not rank the smallest
+    # sub-network fastest, and evolve refuses a constraint below its prediction.
+    floor = predictor.predict_one(space.smallest(), rank)
     measure = tuple(config.measure_threads or default_threads(device))
     if rank not in measure:
         raise ValueError(f'sweep: ranking thread count {rank} is not among the measured '
@@ -455,8 +457,7 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
 
     # 1-2. one search per constraint
     constraints = list(config.constraints_ms) or geometric_constraints(
-        predictor.predict_one(space.smallest(), rank),
-        predictor.predict_one(space.largest(), rank), config.constraint_count)
+        floor, predictor.predict_one(space.largest(), rank), config.constraint_count)
     searches, pool = [], {}
     calls_before = fitness.calls
     evolution = config.evolution
@@ -478,9 +479,6 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
     for constraint in constraints:
         search(constraint, evolution)
     filling = replace(evolution, iterations=config.fill_iterations or evolution.iterations)
-    # A fitted predictor need not rank the smallest sub-network fastest, and evolve
-    # refuses a constraint below its prediction.
-    floor = predictor.predict_one(space.smallest(), rank)
     searched_gaps, fills = set(), 0
     while fills < config.fill_searches:
         gaps = front_gaps(predicted_front(pool.values()), config.fill_gap, searched_gaps)
