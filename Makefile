@@ -36,7 +36,7 @@ design-cpu: $(STAMPS)/package
 	time $(BIN)/dyn-dnn-ros latency --device cpu --out $(DESIGN_RUN)/latency_cpu.csv
 	time $(BIN)/dyn-dnn-ros predictor --data $(DESIGN_RUN)/latency_cpu.csv
 	time $(BIN)/dyn-dnn-ros sweep --device cpu --count 10 --max-finalists 48 --beams 1 3 \
-	  --gap 0.05 --per-gap 6 --fill-searches 6 --fill-iterations 8 --random 0 \
+	  --gap 0.05 --per-gap 6 --fill-searches 6 --fill-gap 0.03 --fill-iterations 8 --random 0 \
 	  --samples-log $(DESIGN_RUN)/latency_cpu.csv.samples.jsonl
 	cp $(DESIGN_RUN)/sweep_cpu/random.csv $(SWEEP_CANDIDATES)
 	time $(BIN)/dyn-dnn-ros design-report

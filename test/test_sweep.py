@@ -27,6 +27,7 @@ from dyn_dnn_ros.design.sweep import (
     dominated,
     front_gaps,
     geometric_constraints,
+    hole_middle,
     near_front,
     pareto_front,
     predicted_front,
@@ -192,6 +193,20 @@ def test_front_gaps_are_the_widest_holes_first_and_skip_the_searched():
             SweepConfig(run_dir=Path('x'), library_path=Path('y'), **bad)
 
 
+def test_hole_middle_is_raised_to_the_floor_and_passes_over_searched_latencies():
+    rng = random.Random(5)
+    a, b = SPACE.sample(rng), SPACE.sample(rng)
+    near, far = (a, 2.8, 10.0, 10.0), (b, 2.1, 14.4, 15.0)
+    assert hole_middle(near, far, 5.0, [], 0.05) == pytest.approx(12.0)
+    assert hole_middle(near, far, 13.0, [], 0.05) == pytest.approx(13.0)  # the floor
+    assert hole_middle(near, far, 14.4, [], 0.05) is None  # raised to the far end
+    # half a 5 % gap is about 2.47 %: a search at 12.25 ms (2.1 % off) covers the middle,
+    # one at 12.35 ms (2.9 %) or at 11.6 ms (3.4 % below) does not
+    assert hole_middle(near, far, 5.0, [30.0, 12.25], 0.05) is None
+    assert hole_middle(near, far, 5.0, [12.35, 11.6], 0.05) == pytest.approx(12.0)
+    assert hole_middle(near, far, 5.0, [12.35], 0.10) is None  # half of 10 %: 4.9 %
+
+
 def test_predicted_front_with_slack_keeps_a_band_behind_it():
     rng = random.Random(4)
     a, b, c, d = (SPACE.sample(rng) for _ in range(4))
@@ -321,13 +336,14 @@ def test_sweep_writes_a_library_and_resumes_without_remeasuring(tmp_path, tokeni
     # middle of the largest not yet searched.
     pool, searched_gaps = {}, set()
     floor = predictor.predict_one(SPACE.smallest(), 1)  # evolve's: the smallest one's
-    for s in summary.searches:
+    for index, s in enumerate(summary.searches):
+        constraints_before = summary.constraints_ms[:index]
         while s['fill']:  # holes whose middle the floor raises to their far end are passed
             near, far = front_gaps(predicted_front(pool.values()), config.fill_gap,
                                    searched_gaps)[0]
             searched_gaps.add((near[0].key(), far[0].key()))
-            middle = max(math.sqrt(near[2] * far[2]), floor)
-            if middle < far[2]:
+            middle = hole_middle(near, far, floor, constraints_before, config.fill_gap)
+            if middle is not None:
                 assert s['constraint_ms'] == pytest.approx(middle)
                 break
         if s['fill']:
@@ -339,7 +355,8 @@ def test_sweep_writes_a_library_and_resumes_without_remeasuring(tmp_path, tokeni
             pool[cfg.key()] = (cfg, f['val_loss'], f['predicted_ms'], s['constraint_ms'])
     left = front_gaps(predicted_front(pool.values()), config.fill_gap, searched_gaps)
     assert sum(s['fill'] for s in summary.searches) == 2 or all(
-        max(math.sqrt(near[2] * far[2]), floor) >= far[2] for near, far in left)
+        hole_middle(near, far, floor, summary.constraints_ms, config.fill_gap) is None
+        for near, far in left)
     # Winners and anchors with both beams, finalists with the deployment beam only.
     assert len(summary.candidates) == 2 * len(measured - finalists) + len(finalists)
     assert all(c.beam == deployment for c in summary.candidates if c.finalist)

@@ -116,8 +116,9 @@ class SweepConfig:
     refine_repeats: int = 30
     # After the searches, the predicted front's largest holes (``front_gaps``: neighbours
     # more than 1 + fill_gap apart) get one more search each, at the hole's geometric
-    # middle, seeded with the best sub-networks scored under it and fill_iterations long
-    # (None: the searches' own); at most fill_searches of them (0: none).
+    # middle (``hole_middle``: none where a search has already run), seeded with the best
+    # sub-networks scored under it and fill_iterations long (None: the searches' own); at
+    # most fill_searches of them (0: none).
     fill_searches: int = 0
     fill_gap: float = 0.05
     fill_iterations: int | None = None
@@ -231,6 +232,25 @@ def front_gaps(front, gap, skip=frozenset()) -> list:
              if far[2] > near[2] * (1 + gap) and (near[0].key(), far[0].key()) not in skip]
     return sorted(pairs, key=lambda p: (-math.log(p[1][2] / p[0][2]) * (p[0][1] - p[1][1]),
                                         p[0][2]))
+
+
+def hole_middle(near, far, floor, searched_ms, gap) -> float | None:
+    """The constraint a search in the hole from ``near`` to ``far`` runs at; None: pass it over.
+
+    ``near``, ``far``: ``(config, loss, predicted ms, ...)``. The hole's geometric
+    middle, raised to ``floor`` (the smallest sub-network's prediction, below which
+    evolve refuses a constraint). Passed over when that reaches ``far``, or lies
+    within half a gap (``sqrt(1 + gap)``) of a constraint in ``searched_ms``: a
+    hole still open around a constraint already searched is one the search found
+    nothing in, and searching it again spends a search where one was spent.
+    """
+    middle = max(math.sqrt(near[2] * far[2]), floor)
+    if middle >= far[2]:
+        return None
+    half = math.log1p(gap) / 2
+    if any(abs(math.log(middle / ms)) < half for ms in searched_ms):
+        return None
+    return middle
 
 
 def thin_front(front, count, fixed=frozenset()) -> list:
@@ -486,8 +506,9 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
             break
         near, far = gaps[0]
         searched_gaps.add((near[0].key(), far[0].key()))
-        constraint = max(math.sqrt(near[2] * far[2]), floor)
-        if constraint >= far[2]:
+        constraint = hole_middle(near, far, floor, [s['constraint_ms'] for s in searches],
+                                 config.fill_gap)
+        if constraint is None:
             continue
         best_under = sorted((f for f in pool.values() if f[2] <= constraint),
                             key=lambda f: (f[1], f[2], f[0].key()))
