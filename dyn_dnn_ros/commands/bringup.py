@@ -6,8 +6,10 @@ files, exactly as ``ros2 launch`` would pass them; on a ROS host
 ``launch/bringup.launch.py`` starts the same nodes as separate processes.
 """
 
+import math
 import os
 import sys
+import time
 
 NODES = ('resource_monitor', 'translation_node', 'perception_node', 'dnn_manager')
 
@@ -59,6 +61,8 @@ def run(args):
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
     from rclpy.parameter import Parameter
 
+    from dyn_dnn_ros.ros.spin import spin_once_sharing
+
     files = args.params_file or [str(config_path('dyn_dnn_ros.yaml'))]
     for path in files:
         if not os.path.isfile(path):
@@ -87,14 +91,10 @@ def run(args):
         executor.add_node(node)
     print(f'bringup: {", ".join(n.get_name() for n in nodes)} running '
           f'(ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID", "0")}); Ctrl-C to stop', flush=True)
+    deadline = time.monotonic() + args.seconds if args.seconds > 0 else math.inf
     try:
-        if args.seconds > 0:
-            import time
-            deadline = time.monotonic() + args.seconds
-            while rclpy.ok() and time.monotonic() < deadline:
-                executor.spin_once(timeout_sec=0.1)
-        else:
-            executor.spin()
+        while rclpy.ok() and time.monotonic() < deadline:
+            spin_once_sharing(executor, 0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
