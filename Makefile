@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # Keep DDS discovery on this machine unless the caller chose otherwise.
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
-.PHONY: demo test lint colcon design-cpu design-cpu-check constraints clean
+.PHONY: demo test lint colcon design-cpu design-cuda design-cpu-check constraints clean
 demo: $(STAMPS)/package
 	$(BIN)/dyn-dnn-ros demo
 
@@ -40,6 +40,13 @@ design-cpu: $(STAMPS)/package
 	  --samples-log $(DESIGN_RUN)/latency_cpu.csv.samples.jsonl
 	cp $(DESIGN_RUN)/sweep_cpu/random.csv $(SWEEP_CANDIDATES)
 	time $(BIN)/dyn-dnn-ros design-report
+
+# The same pipeline on a CUDA GPU, sized to minutes (scripts/design_cuda.sh says
+# how): needs a CUDA build of torch in the environment, which this machine's
+# pinned CPU wheel is not; on a GPU machine without the venv, run the script
+# with PYTHON=python3.
+design-cuda: $(STAMPS)/package
+	PYTHON=$(BIN)/python scripts/design_cuda.sh
 
 design-cpu-check: $(STAMPS)/package
 	time $(BIN)/python bench/front_vs_random.py --random 1000 --random-seed 1 \

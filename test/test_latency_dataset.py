@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 from pathlib import Path
 import random
 
@@ -383,6 +384,40 @@ def test_workload_is_a_seeded_set_of_real_validation_pairs():
     lengths = {tuple(tokenizer.encode(en)): len(tokenizer.encode(de))
                for en, de in zip(english, german, strict=True)}
     assert [lengths[tuple(ids)] for ids in first.sources] == list(first.target_lengths)
+
+
+def test_budget_picks_the_count_its_calibration_pays_for(model, monkeypatch):
+    # Stand-in samples on a stand-in clock: the smallest costs 0.1 s, the largest 0.3 s.
+    clock, taken = [0.0], []
+    costs = {SPACE.smallest().key(): 0.1, SPACE.largest().key(): 0.3}
+
+    def sample(model, cfg, sources, protocol, threads, beam):
+        clock[0] += costs[cfg.key()]
+        taken.append((cfg.key(), threads))
+        return ld.Sample(1.0, 6.0)
+
+    monkeypatch.setattr(ld, 'take_sample', sample)
+    monkeypatch.setattr(ld.time, 'perf_counter', lambda: clock[0])
+    # A config: 5 rounds x 2 thread counts x the mean of 0.1 and 0.3 s = 2.0 s.
+    assert ld.affordable_count(model, SOURCES, FAST, (1, 2), 21.0, 100) == 10
+    assert len(taken) == 12  # per count and extreme: one untimed sample, two timed
+    assert ld.affordable_count(model, SOURCES, FAST, (1, 2), 21.0, 6) == 6  # the upper limit
+    # A probe (the largest) after every 10 samples adds 0.3 / 10 s per sample and count.
+    probing = LatencyProtocol(beam=3, sentences=2, repeats=5, mode='fixed', fixed_length=6,
+                              reference_every=10)
+    assert ld.affordable_count(model, SOURCES, probing, (1, 2), 24.0, 100) == 10
+    assert ld.affordable_count(model, SOURCES, probing, (1, 2), 22.0, 100) == 9
+    with pytest.raises(ValueError, match='pays for 1 sub-network'):
+        ld.affordable_count(model, SOURCES, FAST, (1, 2), 3.0, 100)
+    for bad in (0, -5.0, math.nan, math.inf, '60'):
+        with pytest.raises(ValueError, match='budget: must be a positive number'):
+            ld.affordable_count(model, SOURCES, FAST, (1, 2), bad, 100)
+
+
+def test_command_refuses_a_bad_budget_naming_it(capsys, tmp_path):
+    assert main(['latency', '--budget-minutes', '-1', '--out', str(tmp_path / 'x.csv')]) == 2
+    assert 'budget' in capsys.readouterr().err
+    assert not (tmp_path / 'x.csv').exists()
 
 
 def test_command_reports_bad_device_and_bad_repeats(capsys):

@@ -482,3 +482,10 @@ def test_design_report_lists_used_and_unused_choices(tmp_path, capsys):
     outside.save(path)
     assert main(['design-report', '--library', str(path), '--out', str(out)]) == 2
     assert 'decoder_ffn[0]=999' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('bad', [{'bleu_batch_size': 0}, {'bleu_batch_size': 2.5},
+                                 {'bleu_sentences': 0}])
+def test_bad_bleu_settings_are_refused_naming_them(bad):
+    with pytest.raises(ValueError, match=f'sweep.{next(iter(bad))}'):
+        SweepConfig(run_dir=Path('x'), library_path=Path('y'), **bad)

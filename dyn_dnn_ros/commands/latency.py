@@ -67,6 +67,10 @@ def add_arguments(parser):
                         help='sub-networks: the smallest, the largest and random ones '
                              f'(default: {DEFAULT_SAMPLES["cpu"]} on cpu, '
                              f'{DEFAULT_SAMPLES["cuda"]} on cuda, where each is cheaper)')
+    parser.add_argument('--budget-minutes', type=float, default=None, metavar='M',
+                        help='time about M minutes: the smallest and largest sub-networks are '
+                             'timed first and the count chosen to fit, --samples being the '
+                             'most (default: time exactly --samples)')
     parser.add_argument('--seed', type=int, default=1, help='sampling seed (default: 1)')
     parser.add_argument('--threads', type=int, nargs='+', default=None,
                         help='CPU thread counts to time at (default: 1..usable CPUs on cpu, '
@@ -93,7 +97,8 @@ def run(args) -> int:
             spm_path=args.spm, corpus_dir=args.corpus_dir, device=args.device,
             samples=args.samples or DEFAULT_SAMPLES.get(args.device, 300), seed=args.seed,
             threads=tuple(args.threads) if args.threads else None, bias_path=args.bias,
-            protocol=protocol_from_args(args))
+            protocol=protocol_from_args(args),
+            budget_s=None if args.budget_minutes is None else args.budget_minutes * 60)
         rows = build_latency_dataset(config)
     except ValueError as err:
         print(f'dyn-dnn-ros latency: {err}', file=sys.stderr)

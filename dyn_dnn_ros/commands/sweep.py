@@ -41,9 +41,9 @@ def _dynamic_policy(text):
 def add_arguments(parser):
     from dyn_dnn_ros.design.sweep import SWEEP_EVOLUTION, SweepConfig
     d = SweepConfig(run_dir=RUN_DIR, library_path=CONFIG_DIR)
-    parser.add_argument('--run-dir', type=Path, default=RUN_DIR / 'sweep_cpu',
+    parser.add_argument('--run-dir', type=Path, default=None,
                         help='folder for searches, measurements and BLEU, for resuming '
-                             '(default: %(default)s)')
+                             f'(default: {RUN_DIR}/sweep_DEVICE)')
     parser.add_argument('--library', type=Path, default=None,
                         help=f'library to write (default: {CONFIG_DIR}/'
                              'operating_points_DEVICE.yaml)')
@@ -99,6 +99,9 @@ def add_arguments(parser):
     parser.add_argument('--bleu-sentences', type=int, default=d.bleu_sentences,
                         help='first N sentences of the split for BLEU (default: %(default)s; '
                              '0: all)')
+    parser.add_argument('--bleu-batch-size', type=int, default=d.bleu_batch_size,
+                        help='sentences translated together for BLEU; larger suits a GPU '
+                             '(default: %(default)s)')
     parser.add_argument('--random', type=int, default=d.random_count, metavar='N',
                         help='random sub-networks measured for the plot (default: '
                              '%(default)s; 0: none)')
@@ -129,6 +132,7 @@ def run(args) -> int:
     from dyn_dnn_ros.design.sweep import SweepConfig, run_sweep
     from dyn_dnn_ros.operating_points import BeamPolicy
     began = time.perf_counter()
+    args.run_dir = args.run_dir or RUN_DIR / f'sweep_{args.device}'
     try:
         if args.torch_threads is not None:
             torch.set_num_threads(max(1, args.torch_threads))
@@ -144,6 +148,7 @@ def run(args) -> int:
             constraints_ms=tuple(args.constraints or ()), constraint_count=args.count,
             evolution=evolution_from_args(args), protocol=protocol, extra_beams=beams,
             bleu_split=args.bleu_split, bleu_sentences=args.bleu_sentences or None,
+            bleu_batch_size=args.bleu_batch_size,
             anchors=args.anchors, finalists=args.finalists,
             finalist_limit=args.max_finalists, gap=args.gap, per_gap=args.per_gap,
             refine_band=args.refine_band, refine_repeats=args.refine_repeats,

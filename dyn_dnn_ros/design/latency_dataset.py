@@ -699,6 +699,42 @@ def _take_rounds(model, todo, sources, protocol, beam, probe_beam, log, progress
 # -- the whole step -----------------------------------------------------------------------
 
 
+def affordable_count(model, workload: Workload, protocol: LatencyProtocol, threads, budget_s,
+                     upper, device='cpu') -> int:
+    """How many sub-networks a dataset at ``threads`` can time in about ``budget_s`` seconds.
+
+    The smallest and the largest sub-network are timed as the dataset times them
+    (a switch, the warm-up and a pass over the workload, by the wall clock), two
+    samples each per thread count after an untimed one; their mean is one
+    sample's cost. A config costs ``repeats`` samples per thread count, plus its
+    share of the drift probes (the largest sub-network). At most ``upper``.
+    A budget that cannot pay for the two extremes is refused, naming the cost.
+    """
+    if not isinstance(budget_s, (int, float)) or not math.isfinite(budget_s) or budget_s <= 0:
+        raise ValueError(f'budget: must be a positive number of seconds, got {budget_s!r}')
+    threads = _check_threads(threads)
+    sources = source_tensors(model, workload, torch.device(device))
+    beam = BeamPolicy('fixed', protocol.beam)
+    cost, probe_cost = 0.0, 0.0
+    for t in threads:
+        walls = {}
+        for cfg in (model.space.smallest(), model.space.largest()):
+            take_sample(model, cfg, sources, protocol, t, beam)
+            began = time.perf_counter()
+            for _ in range(2):
+                take_sample(model, cfg, sources, protocol, t, beam)
+            walls[cfg.key()] = (time.perf_counter() - began) / 2
+        cost += statistics.fmean(walls.values())
+        probe_cost += walls[model.space.largest().key()]
+    per_config = protocol.repeats * (
+        cost + (probe_cost / protocol.reference_every if protocol.reference_every else 0.0))
+    count = min(upper, int(budget_s / per_config))
+    if count < 2:
+        raise ValueError(f'budget: {budget_s:.0f} s pays for {count} sub-network(s); one costs '
+                         f'{per_config:.1f} s here and the dataset needs at least 2')
+    return count
+
+
 def _repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
@@ -715,6 +751,9 @@ class LatencyDatasetConfig:
     threads: tuple | None = None  # None: default_threads(device)
     bias_path: Path | None = None
     protocol: LatencyProtocol = LatencyProtocol()
+    # Seconds the timing may take: ``samples`` becomes an upper limit and the count is
+    # what a calibration says fits (``affordable_count``). None: exactly ``samples``.
+    budget_s: float | None = None
 
 
 def load_model_and_tokenizer(model_path, spm_path, device):
@@ -741,6 +780,15 @@ def build_latency_dataset(config: LatencyDatasetConfig, progress=True) -> list[L
     p = config.protocol
     workload = load_workload(config.corpus_dir, tokenizer, p.sentences, p.sentence_seed,
                              model.space.max_positions)
-    configs = dataset_configs(model.space, config.samples, config.seed, bias)
+    count = config.samples
+    if config.budget_s is not None:
+        count = affordable_count(model, workload, p, threads, config.budget_s, config.samples,
+                                 device)
+        if progress:
+            print(f'latency: {count} sub-networks fit a budget of {config.budget_s:.0f} s '
+                  f'(at most {config.samples})', flush=True)
+    # A prefix of the same seeded list, so a budget run resumed with another count
+    # keeps the sub-networks it has timed.
+    configs = dataset_configs(model.space, count, config.seed, bias)
     return measure_configs(model, configs, workload, p, threads, config.out, device,
                            progress=progress)

@@ -132,6 +132,9 @@ class SweepConfig:
                 raise ValueError(f'sweep.constraints_ms: {c!r} is not a positive number of ms')
         if self.bleu_sentences is not None and self.bleu_sentences < 1:
             raise ValueError(f'sweep.bleu_sentences: must be >= 1, got {self.bleu_sentences}')
+        if not isinstance(self.bleu_batch_size, int) or self.bleu_batch_size < 1:
+            raise ValueError(f'sweep.bleu_batch_size: must be an integer >= 1, '
+                             f'got {self.bleu_batch_size!r}')
         if self.bleu_split not in ('valid', 'test'):
             raise ValueError(f"sweep.bleu_split: must be 'valid' or 'test', "
                              f'got {self.bleu_split!r}')
