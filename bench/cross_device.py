@@ -30,7 +30,7 @@ from dyn_dnn_ros.design.latency_dataset import (
     measure_pairs,
 )
 from dyn_dnn_ros.design.pareto import dominated, pareto_front
-from dyn_dnn_ros.operating_points import OperatingPointLibrary
+from dyn_dnn_ros.operating_points import load_timed_libraries
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,12 +98,11 @@ def main(argv=None):
     began = time.perf_counter()
     device = check_device(args.device)
     threads = args.threads or default_threads(device)[-1]
-    libraries = [OperatingPointLibrary.load(path) for path in args.library]
     protocol = LatencyProtocol()
-    for path, library in zip(args.library, libraries, strict=True):
-        if library.meta.get('workload') != protocol.workload:
-            sys.exit(f'{path}: measured with workload {library.meta.get("workload")!r}, '
-                     f'this bench times {protocol.workload!r}')
+    try:
+        libraries = load_timed_libraries(args.library, protocol.workload)
+    except ValueError as err:
+        sys.exit(str(err))
     model, tokenizer = load_model_and_tokenizer(None, None, device)
     workload = load_workload(args.corpus_dir, tokenizer, protocol.sentences,
                              protocol.sentence_seed, model.space.max_positions)

@@ -63,7 +63,7 @@ from dyn_dnn_ros.design.sweep import (
     random_subnets,
     time_with_random,
 )
-from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPointLibrary
+from dyn_dnn_ros.operating_points import BeamPolicy, load_timed_libraries
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 from dyn_dnn_ros.translation.translator import default_model_path
 
@@ -134,12 +134,11 @@ def escalation(band, one_pass, counts) -> list[tuple[int, float]]:
 def main(argv=None):
     args = parse_args(argv)
     began = time.perf_counter()
-    libraries = [OperatingPointLibrary.load(path) for path in args.library]
     protocol = LatencyProtocol()
-    for path, library in zip(args.library, libraries, strict=True):
-        if library.meta.get('workload') != protocol.workload:
-            sys.exit(f'{path}: measured with workload {library.meta.get("workload")!r}, '
-                     f'this bench times {protocol.workload!r}')
+    try:
+        libraries = load_timed_libraries(args.library, protocol.workload)
+    except ValueError as err:
+        sys.exit(str(err))
     settings = {(int(lib.meta['rank_threads']), str(lib.meta['deployment_beam']))
                 for lib in libraries}
     if len(settings) != 1:

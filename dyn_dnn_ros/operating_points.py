@@ -276,6 +276,20 @@ class OperatingPointLibrary:
         write_yaml_atomic(path, self.to_dict())
 
 
+def load_timed_libraries(paths, workload) -> list:
+    """The libraries at ``paths``, each refused unless timed with the latency ``workload``.
+
+    Latencies of different workloads (sentences, lengths, drift probe) do not
+    compare, so a bench that times points again must use the libraries' own.
+    """
+    libraries = [OperatingPointLibrary.load(path) for path in paths]
+    for path, library in zip(paths, libraries, strict=True):
+        if library.meta.get('workload') != workload:
+            raise ValueError(f'{path}: measured with workload {library.meta.get("workload")!r}, '
+                             f'this times {workload!r}')
+    return libraries
+
+
 def write_yaml_atomic(path, data: Any):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

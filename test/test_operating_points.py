@@ -1,9 +1,15 @@
 import math
+from pathlib import Path
 
 import pytest
 import yaml
 
-from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPoint, OperatingPointLibrary
+from dyn_dnn_ros.operating_points import (
+    BeamPolicy,
+    OperatingPoint,
+    OperatingPointLibrary,
+    load_timed_libraries,
+)
 
 
 def make_library():
@@ -83,3 +89,11 @@ def test_unreadable_and_malformed_files(tmp_path):
 def test_unknown_point_lists_known_ones():
     with pytest.raises(KeyError, match='known: big, small'):
         make_library().get('medium')
+
+
+def test_libraries_timed_with_another_workload_are_refused_naming_the_file(tmp_path):
+    shipped = Path(__file__).resolve().parents[1] / 'config' / 'operating_points_cpu.yaml'
+    workload = OperatingPointLibrary.load(shipped).meta['workload']
+    assert len(load_timed_libraries([shipped, shipped], workload)) == 2
+    with pytest.raises(ValueError, match='operating_points_cpu.yaml: measured with workload'):
+        load_timed_libraries([shipped], 'ref-k1-seed9')
