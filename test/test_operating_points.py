@@ -91,7 +91,7 @@ def test_unknown_point_lists_known_ones():
         make_library().get('medium')
 
 
-def test_libraries_timed_with_another_workload_are_refused_naming_the_file(tmp_path):
+def test_libraries_timed_with_another_workload_are_refused_naming_the_file():
     shipped = Path(__file__).resolve().parents[1] / 'config' / 'operating_points_cpu.yaml'
     workload = OperatingPointLibrary.load(shipped).meta['workload']
     assert len(load_timed_libraries([shipped, shipped], workload)) == 2

@@ -699,6 +699,11 @@ def _take_rounds(model, todo, sources, protocol, beam, probe_beam, log, progress
 # -- the whole step -----------------------------------------------------------------------
 
 
+def _check_budget(budget_s):
+    if not isinstance(budget_s, (int, float)) or not math.isfinite(budget_s) or budget_s <= 0:
+        raise ValueError(f'budget: must be a positive number of seconds, got {budget_s!r}')
+
+
 def affordable_count(model, workload: Workload, protocol: LatencyProtocol, threads, budget_s,
                      upper, device='cpu') -> int:
     """How many sub-networks a dataset at ``threads`` can time in about ``budget_s`` seconds.
@@ -710,8 +715,7 @@ def affordable_count(model, workload: Workload, protocol: LatencyProtocol, threa
     share of the drift probes (the largest sub-network). At most ``upper``.
     A budget that cannot pay for the two extremes is refused, naming the cost.
     """
-    if not isinstance(budget_s, (int, float)) or not math.isfinite(budget_s) or budget_s <= 0:
-        raise ValueError(f'budget: must be a positive number of seconds, got {budget_s!r}')
+    _check_budget(budget_s)
     threads = _check_threads(threads)
     sources = source_tensors(model, workload, torch.device(device))
     beam = BeamPolicy('fixed', protocol.beam)
@@ -773,6 +777,8 @@ def load_model_and_tokenizer(model_path, spm_path, device):
 def build_latency_dataset(config: LatencyDatasetConfig, progress=True) -> list[LatencyRow]:
     """Measure ``config.samples`` sub-networks at every thread count into ``config.out``."""
     device = check_device(config.device)
+    if config.budget_s is not None:  # before the model is loaded
+        _check_budget(config.budget_s)
     threads = config.threads or default_threads(device)
     model, tokenizer = load_model_and_tokenizer(config.model_path, config.spm_path, device)
     bias = (load_sampling_bias(config.bias_path, device, model.space)
