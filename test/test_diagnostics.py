@@ -12,7 +12,9 @@ from dyn_dnn_ros.ros.diagnostics import (
     WARN,
     DiagnosticStatusWrapper,
     Updater,
+    guarded,
     level_value,
+    text,
 )
 
 
@@ -32,13 +34,59 @@ def test_merge_summary_keeps_worst_level_and_joins_equal_messages():
     assert level_value(status.level) == 2 and status.message == 'failed'
 
 
-def test_add_formats_values():
+def test_add_takes_only_strings_as_the_real_updater_needs():
+    # The real DiagnosticStatusWrapper stores a value as given and the publish
+    # then fails; the stand-in refuses it at once, naming the key.
     status = DiagnosticStatusWrapper()
-    status.add('ratio', 0.123456789)
-    status.add('missing', math.nan)
-    status.add('count', 3)
+    for value in (3, 0.5, math.nan, None, True):
+        with pytest.raises(TypeError, match="'published'"):
+            status.add('published', value)
+    with pytest.raises(TypeError):
+        status.summary(OK, 42)
+    status.add('ratio', text(0.123456789))
+    status.add('missing', text(math.nan))
+    status.add('count', text(3))
+    status.add('big', text(123456.7))
+    status.add('flag', text(False))
     assert [(kv.key, kv.value) for kv in status.values] == [
-        ('ratio', '0.123457'), ('missing', 'nan'), ('count', '3')]
+        ('ratio', '0.1235'), ('missing', 'n/a'), ('count', '3'), ('big', '123457'),
+        ('flag', 'no')]
+    with pytest.raises(TypeError):
+        text(object())
+
+
+def test_a_raising_task_escapes_the_updater_unless_guarded():
+    # As with the real updater, whose timer callback would end the node.
+    def broken(stat):
+        raise RuntimeError('sensor unplugged')
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = rclpy.create_node('diag_strict', context=context)  # not spun: update by hand
+        updater = Updater(node, period=60.0)
+        updater.add('broken', broken)
+        with pytest.raises(RuntimeError, match='sensor unplugged'):
+            updater.update()
+        updater.removeByName('broken')
+        updater.add('broken', guarded(broken))
+        updater.update()
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+    status = DiagnosticStatusWrapper(name='sensor', hardware_id='host')
+    reported = guarded(broken)(status)
+    assert level_value(reported.level) == level_value(ERROR)
+    assert 'RuntimeError: sensor unplugged' in reported.message
+    assert reported.name == 'sensor' and reported.hardware_id == 'host'
+
+    def bad_value(stat):
+        stat.summary(OK, 'fine')
+        stat.add('count', 7)
+        return stat
+
+    reported = guarded(bad_value)(DiagnosticStatusWrapper(name='counter'))
+    assert level_value(reported.level) == level_value(ERROR) and "'count'" in reported.message
 
 
 @pytest.mark.ros
@@ -50,14 +98,14 @@ def test_updater_publishes_named_statuses_over_dds(ros, probe):
 
         def healthy(stat):
             stat.summary(OK, 'all good')
-            stat.add('answer', 42)
+            stat.add('answer', text(42))
             return stat
 
         def broken(stat):
             raise RuntimeError('sensor unplugged')
 
         updater.add('health', healthy)
-        updater.add('broken', broken)
+        updater.add('broken', guarded(broken))
         collector = MessageCollector(probe, DiagnosticArray, '/diagnostics')
 
         def has(name, level):

@@ -3,16 +3,19 @@ import time
 
 import pytest
 
-from dyn_dnn_ros.runtime.worker import InferenceWorker
+from dyn_dnn_ros.runtime.worker import QUEUE_FULL, SHUTTING_DOWN, InferenceWorker
 
 
 class Recorder:
     def __init__(self):
-        self.finished, self.dropped = [], []
+        self.finished, self.dropped, self.reasons = [], [], []
+
+    def drop(self, job, reason):
+        self.dropped.append(job)
+        self.reasons.append(reason)
 
     def worker(self, process, depth, setting=None):
-        return InferenceWorker(process, self.finished.append, self.dropped.append, depth,
-                               setting)
+        return InferenceWorker(process, self.finished.append, self.drop, depth, setting)
 
 
 def test_full_queue_drops_the_oldest_waiting_job():
@@ -27,6 +30,7 @@ def test_full_queue_drops_the_oldest_waiting_job():
         for job in (2, 3, 4, 5):
             worker.submit(job)           # queue holds 2 -> drops 2, then 3
         assert rec.dropped == [2, 3] and worker.queue_depth == 2
+        assert rec.reasons == [QUEUE_FULL, QUEUE_FULL]
         gate.set()
         assert worker.wait_idle(timeout=5)
         assert [f.job for f in rec.finished] == [1, 4, 5]
@@ -81,11 +85,19 @@ def test_stop_answers_waiting_jobs_as_dropped_and_refuses_new_ones():
     while not worker.busy:
         time.sleep(0.001)
     worker.submit(2)
+    worker.submit(4)
+    assert worker.queue_depth == 2
+    stopper = threading.Thread(target=worker.stop)
+    stopper.start()
+    while worker.queue_depth:      # stop() empties the queue at once ...
+        time.sleep(0.001)
+    assert stopper.is_alive()      # ... and waits for the running job
     gate.set()
-    worker.stop()
+    stopper.join(5)
+    assert [f.job for f in rec.finished] == [1]
     worker.submit(3)
-    assert 3 in rec.dropped
-    assert sorted(rec.dropped + [f.job for f in rec.finished]) == [1, 2, 3]
+    assert rec.dropped == [2, 4, 3] and rec.reasons == [SHUTTING_DOWN] * 3
+    assert worker.stop() is True   # again: nothing left, the thread has ended
 
 
 def test_depth_is_validated_and_can_shrink():
@@ -129,8 +141,8 @@ def test_latency_window_percentiles_misses_and_report():
 
     stat = Stat()
     window.report(stat)
-    assert stat.values == {'latency_p50_ms': 30.0, 'latency_p95_ms': 40.0,
-                           'deadline_misses': 2, 'window': 4}
+    assert stat.values == {'latency_p50_ms': '30', 'latency_p95_ms': '40',
+                           'deadline_misses': '2', 'window': '4'}
 
 
 def test_setup_runs_on_the_worker_thread_and_its_failure_is_raised():
@@ -145,7 +157,7 @@ def test_setup_runs_on_the_worker_thread_and_its_failure_is_raised():
         return job
 
     rec = Recorder()
-    worker = InferenceWorker(process, rec.finished.append, rec.dropped.append, 1,
+    worker = InferenceWorker(process, rec.finished.append, rec.drop, 1,
                              name='translation', setup=setup)
     try:
         assert worker.setup_result == 'model'
@@ -159,4 +171,4 @@ def test_setup_runs_on_the_worker_thread_and_its_failure_is_raised():
         raise ValueError('model.safetensors: shape mismatch')
 
     with pytest.raises(ValueError, match='shape mismatch'):
-        InferenceWorker(process, rec.finished.append, rec.dropped.append, 1, setup=broken)
+        InferenceWorker(process, rec.finished.append, rec.drop, 1, setup=broken)

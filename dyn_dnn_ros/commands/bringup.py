@@ -61,7 +61,12 @@ def run(args):
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
     from rclpy.parameter import Parameter
 
-    from dyn_dnn_ros.ros.spin import spin_once_sharing
+    from dyn_dnn_ros.ros.spin import (
+        StopRequest,
+        init_without_signal_handlers,
+        spin_once_sharing,
+        stop_work,
+    )
 
     files = args.params_file or [str(config_path('dyn_dnn_ros.yaml'))]
     for path in files:
@@ -79,27 +84,31 @@ def run(args):
         overrides['resource_monitor'] = [Parameter('scenario', value=args.scenario)]
     names = [n.strip() for n in args.nodes.split(',') if n.strip()]
 
-    rclpy.init(args=ros_args)
-    nodes, failures = create_nodes(names, namespace=args.namespace, overrides=overrides)
-    for name, reason in failures.items():
-        print(f'bringup: {name} not started: {reason}', file=sys.stderr)
-    if not nodes:
-        rclpy.try_shutdown()
-        return 2
-    executor = MultiThreadedExecutor(num_threads=max(4, 2 * len(nodes)))
-    for node in nodes:
-        executor.add_node(node)
-    print(f'bringup: {", ".join(n.get_name() for n in nodes)} running '
-          f'(ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID", "0")}); Ctrl-C to stop', flush=True)
-    deadline = time.monotonic() + args.seconds if args.seconds > 0 else math.inf
-    try:
-        while rclpy.ok() and time.monotonic() < deadline:
-            spin_once_sharing(executor, 0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown(timeout_sec=2.0)
+    init_without_signal_handlers(ros_args)
+    with StopRequest() as stop:   # a Ctrl-C while the models load stops cleanly too
+        nodes, failures = create_nodes(names, namespace=args.namespace, overrides=overrides)
+        for name, reason in failures.items():
+            print(f'bringup: {name} not started: {reason}', file=sys.stderr)
+        if not nodes:
+            rclpy.try_shutdown()
+            return 2
+        executor = MultiThreadedExecutor(num_threads=max(4, 2 * len(nodes)))
         for node in nodes:
-            node.destroy_node()
-        rclpy.try_shutdown()
+            executor.add_node(node)
+        print(f'bringup: {", ".join(n.get_name() for n in nodes)} running '
+              f'(ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID", "0")}); Ctrl-C to stop',
+              flush=True)
+        deadline = time.monotonic() + args.seconds if args.seconds > 0 else math.inf
+        try:
+            while not stop and rclpy.ok() and time.monotonic() < deadline:
+                spin_once_sharing(executor, 0.1)
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        finally:
+            # Inference threads first, while their results can still be published.
+            stop_work(nodes)
+            executor.shutdown(timeout_sec=2.0)
+            for node in nodes:
+                node.destroy_node()
+            rclpy.try_shutdown()
     return 0 if not failures else 1

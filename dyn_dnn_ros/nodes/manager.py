@@ -24,7 +24,7 @@ from rclpy.parameter import Parameter
 from dyn_dnn_ros.manager.controller import ControllerConfig, TargetController
 from dyn_dnn_ros.manager.policy import LatencyModel, PolicyConfig
 from dyn_dnn_ros.operating_points import OperatingPointLibrary
-from dyn_dnn_ros.ros.diagnostics import ERROR, OK, STALE, WARN, Updater
+from dyn_dnn_ros.ros.diagnostics import ERROR, OK, STALE, WARN, Updater, guarded, text
 from dyn_dnn_ros.ros.params import ParameterSpec, ValidatedParameters
 from dyn_dnn_ros.ros.spin import run_node
 from dyn_dnn_ros.share import config_path
@@ -185,9 +185,9 @@ class ManagerNode(Node):
         self.create_timer(self.params.value('control_period_s'), self._tick)
         self.updater = Updater(self)
         self.updater.setHardwareID('manager')
-        self.updater.add('resources', self._diagnose_resources)
+        self.updater.add('resources', guarded(self._diagnose_resources))
         for name in list(self.targets) + list(self.disabled):
-            self.updater.add(name, lambda stat, n=name: self._diagnose_target(n, stat))
+            self.updater.add(name, guarded(lambda stat, n=name: self._diagnose_target(n, stat)))
 
     # -- configuration --------------------------------------------------------------
     @staticmethod
@@ -385,10 +385,10 @@ class ManagerNode(Node):
         stat.summary(STALE if stale else OK,
                      f'resource data {age:.1f} s old' + (': planning for one thread'
                                                           if stale else ''))
-        stat.add('seconds_since_update', age)
-        stat.add('usable_threads', msg.usable_threads)
-        stat.add('usable_cpus', msg.usable_cpus)
-        stat.add('availability', msg.availability)
+        stat.add('seconds_since_update', text(age))
+        stat.add('usable_threads', text(msg.usable_threads))
+        stat.add('usable_cpus', text(msg.usable_cpus))
+        stat.add('availability', text(msg.availability))
         stat.add('overrides', ', '.join(msg.overrides) or '(none)')
         return stat
 
@@ -409,20 +409,20 @@ class ManagerNode(Node):
             stat.summary(OK, 'no budget set')
         else:
             stat.summary(OK, f'{ctl.current} for {ctl.budget_ms:g} ms')
-        stat.add('budget_ms', ctl.budget_ms)
+        stat.add('budget_ms', text(ctl.budget_ms))
         stat.add('operating_point', ctl.current or '(none)')
         stat.add('forced', ctl.forced or '(no)')
-        stat.add('threads', ctl.threads if ctl.threads is not None else '(none)')
+        stat.add('threads', text(ctl.threads if ctl.threads is not None else '(none)'))
         stat.add('why', ctl.last_reason)
         if ctl.current is not None:
-            stat.add('expected_latency_ms', ctl.model.expected_ms(ctl.current, ctl.threads))
-            stat.add('mean_latency_ms', ctl.model.mean_ms(ctl.current, ctl.threads))
-            stat.add('correction_ratio', ctl.model.ratio(ctl.current, ctl.threads))
-        stat.add('switches', ctl.switches)
-        stat.add('results', target.results)
-        stat.add('deadline_misses', target.misses)
-        stat.add('stopped_at_deadline', target.deadline_stops)
-        stat.add('set_failures', target.set_failures)
+            stat.add('expected_latency_ms', text(ctl.model.expected_ms(ctl.current, ctl.threads)))
+            stat.add('mean_latency_ms', text(ctl.model.mean_ms(ctl.current, ctl.threads)))
+            stat.add('correction_ratio', text(ctl.model.ratio(ctl.current, ctl.threads)))
+        stat.add('switches', text(ctl.switches))
+        stat.add('results', text(target.results))
+        stat.add('deadline_misses', text(target.misses))
+        stat.add('stopped_at_deadline', text(target.deadline_stops))
+        stat.add('set_failures', text(target.set_failures))
         stat.add('in_force', 'yes' if target.applied == target.wanted else 'pending')
         return stat
 

@@ -19,10 +19,10 @@ import torch
 from dyn_dnn_ros.operating_points import OperatingPointLibrary
 from dyn_dnn_ros.perception.preprocess import to_model_input
 from dyn_dnn_ros.perception.wenet import GroupConfig, load_model
-from dyn_dnn_ros.ros.diagnostics import ERROR, OK, WARN, Updater
+from dyn_dnn_ros.ros.diagnostics import ERROR, OK, WARN, Updater, guarded, text
 from dyn_dnn_ros.ros.params import ParameterSpec, ValidatedParameters
 from dyn_dnn_ros.ros.qos import QOS_CHOICES, qos_profile
-from dyn_dnn_ros.ros.spin import run_node
+from dyn_dnn_ros.ros.spin import publish_while_running, run_node
 from dyn_dnn_ros.runtime.device import resolve_device
 from dyn_dnn_ros.runtime.latency_window import LatencyWindow
 from dyn_dnn_ros.runtime.worker import InferenceWorker
@@ -119,7 +119,7 @@ class PerceptionNode(Node):
                                  qos_profile(self.params.value('qos')))
         self.updater = Updater(self)
         self.updater.setHardwareID(str(self.device))
-        self.updater.add('perception', self._diagnose)
+        self.updater.add('perception', guarded(self._diagnose))
 
     # -- parameters -------------------------------------------------------------
     def _check_point(self, name):
@@ -188,9 +188,9 @@ class PerceptionNode(Node):
             result.top_k_labels, result.top_k_scores = labels, scores
             result.latency_ms = latency_ms
             self.window.add(latency_ms, finished.setting['budget_ms'])
-        self.publisher.publish(result)
+        publish_while_running(self, self.publisher, result)
 
-    def _publish_dropped(self, job):
+    def _publish_dropped(self, job, reason):
         pass  # latest image wins: a superseded camera frame needs no answer
 
     # -- diagnostics ----------------------------------------------------------------
@@ -208,20 +208,24 @@ class PerceptionNode(Node):
         self.last_error = ''
         stat.add('operating_point', setting['point'])
         stat.add('groups', setting['groups'].key())
-        stat.add('threads', setting['threads'])
-        stat.add('budget_ms', setting['budget_ms'])
-        stat.add('rate_hz', self.received / elapsed)
+        stat.add('threads', text(setting['threads']))
+        stat.add('budget_ms', text(setting['budget_ms']))
+        stat.add('rate_hz', text(self.received / elapsed))
         self.window.report(stat)
-        stat.add('received', self.received)
-        stat.add('superseded', self.worker.dropped)
-        stat.add('bad_images', self.bad_images)
-        stat.add('errors', self.worker.errors)
+        stat.add('received', text(self.received))
+        stat.add('superseded', text(self.worker.dropped))
+        stat.add('bad_images', text(self.bad_images))
+        stat.add('errors', text(self.worker.errors))
         return stat
 
-    def destroy_node(self):
+    def stop_work(self):
+        """Join the inference thread; the image it is classifying is still answered."""
         worker = getattr(self, 'worker', None)
-        if worker is not None:
-            worker.stop()
+        if worker is not None and not worker.stop():
+            self.get_logger().warning('the inference thread did not stop within 5 s')
+
+    def destroy_node(self):
+        self.stop_work()
         return super().destroy_node()
 
 

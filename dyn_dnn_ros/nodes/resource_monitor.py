@@ -15,7 +15,7 @@ from rclpy.node import Node
 
 from dyn_dnn_ros.resources.sampler import ResourceSampler, SamplerConfig
 from dyn_dnn_ros.resources.scenario import Scenario
-from dyn_dnn_ros.ros.diagnostics import ERROR, OK, WARN, Updater
+from dyn_dnn_ros.ros.diagnostics import ERROR, OK, WARN, Updater, guarded, text
 from dyn_dnn_ros.ros.params import ParameterSpec, ValidatedParameters
 from dyn_dnn_ros.ros.spin import run_node
 from dyn_dnn_ros.share import config_path
@@ -61,8 +61,8 @@ class ResourceMonitorNode(Node):
 
         self.updater = Updater(self)
         self.updater.setHardwareID(self.sampler.hostname)
-        self.updater.add('readers', self._diagnose_readers)
-        self.updater.add('availability', self._diagnose_availability)
+        self.updater.add('readers', guarded(self._diagnose_readers))
+        self.updater.add('availability', guarded(self._diagnose_availability))
         missing = self._missing_readers()
         if missing:
             self.get_logger().warning(
@@ -134,15 +134,15 @@ class ResourceMonitorNode(Node):
             stat.summary(OK, f'{snapshot.usable_cpus:.2f} usable CPUs, '
                              f'{snapshot.usable_threads} threads, '
                              f'availability {snapshot.availability:.2f}')
-        stat.add('published', self.published)
-        stat.add('rate_hz', self.params.value('rate_hz'))
+        stat.add('published', text(self.published))
+        stat.add('rate_hz', text(self.params.value('rate_hz')))
         stat.add('scenario', self.params.value('scenario') or '(none)')
         if snapshot is not None:
-            stat.add('usable_cpus', snapshot.usable_cpus)
-            stat.add('usable_threads', snapshot.usable_threads)
-            stat.add('availability', snapshot.availability)
-            stat.add('cpu_utilization_total', snapshot.cpu_utilization_total)
-            stat.add('memory_available_mb', snapshot.memory_available_mb)
+            stat.add('usable_cpus', text(snapshot.usable_cpus))
+            stat.add('usable_threads', text(snapshot.usable_threads))
+            stat.add('availability', text(snapshot.availability))
+            stat.add('cpu_utilization_total', text(snapshot.cpu_utilization_total))
+            stat.add('memory_available_mb', text(snapshot.memory_available_mb))
             stat.add('overrides', ', '.join(snapshot.overrides) or '(none)')
         return stat
 

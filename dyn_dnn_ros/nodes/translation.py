@@ -21,12 +21,12 @@ from std_msgs.msg import String
 import torch
 
 from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPointLibrary
-from dyn_dnn_ros.ros.diagnostics import ERROR, OK, WARN, Updater
+from dyn_dnn_ros.ros.diagnostics import ERROR, OK, WARN, Updater, guarded, text
 from dyn_dnn_ros.ros.params import ParameterSpec, ValidatedParameters
-from dyn_dnn_ros.ros.spin import run_node
+from dyn_dnn_ros.ros.spin import publish_while_running, run_node
 from dyn_dnn_ros.runtime.device import resolve_device
 from dyn_dnn_ros.runtime.latency_window import LatencyWindow
-from dyn_dnn_ros.runtime.worker import InferenceWorker
+from dyn_dnn_ros.runtime.worker import SHUTTING_DOWN, InferenceWorker
 from dyn_dnn_ros.share import config_path
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 from dyn_dnn_ros_interfaces.msg import TranslationRequest, TranslationResult
@@ -153,7 +153,7 @@ class TranslationNode(Node):
         self.create_subscription(String, 'translation_requests_text', self._on_text, depth)
         self.updater = Updater(self)
         self.updater.setHardwareID(self.params.value('device'))
-        self.updater.add('translation', self._diagnose)
+        self.updater.add('translation', guarded(self._diagnose))
 
     # -- parameters -------------------------------------------------------------
     def _load_library(self):
@@ -272,16 +272,21 @@ class TranslationNode(Node):
             result.latency_ms = latency_ms
             if outcome.status != 'empty':
                 self.window.add(latency_ms, finished.setting.budget_ms)
-        self.publisher.publish(result)
-        self.published += 1
+        self._publish(result)
 
-    def _publish_dropped(self, request):
+    def _publish_dropped(self, request, reason):
         result = self._result(request, self.worker.setting)
         result.status = TranslationResult.STATUS_DROPPED
-        result.status_message = 'request queue full: dropped the oldest waiting request'
+        result.status_message = ('shutting down: the request was not translated'
+                                 if reason == SHUTTING_DOWN else
+                                 'request queue full: dropped the oldest waiting request')
         result.latency_ms = math.nan
-        self.publisher.publish(result)
-        self.published += 1
+        self._publish(result)
+
+    def _publish(self, result):
+        # Once the context is shut down there is nobody to tell: drop silently.
+        if publish_while_running(self, self.publisher, result):
+            self.published += 1
 
     # -- diagnostics ----------------------------------------------------------------
     def _diagnose(self, stat):
@@ -298,23 +303,27 @@ class TranslationNode(Node):
                          else f'{setting.point}: waiting for requests')
         self.last_error = ''
         stat.add('operating_point', setting.point)
-        stat.add('decoder_layers', setting.subnet.decoder_layers)
+        stat.add('decoder_layers', text(setting.subnet.decoder_layers))
         stat.add('beam', setting.beam.describe())
-        stat.add('threads', setting.threads)
-        stat.add('budget_ms', setting.budget_ms)
+        stat.add('threads', text(setting.threads))
+        stat.add('budget_ms', text(setting.budget_ms))
         self.window.report(stat)
-        stat.add('queue_depth', self.worker.queue_depth)
-        stat.add('received', self.received)
-        stat.add('published', self.published)
-        stat.add('dropped', self.worker.dropped)
-        stat.add('stopped_at_deadline', self.deadline_stops)
-        stat.add('errors', self.worker.errors)
+        stat.add('queue_depth', text(self.worker.queue_depth))
+        stat.add('received', text(self.received))
+        stat.add('published', text(self.published))
+        stat.add('dropped', text(self.worker.dropped))
+        stat.add('stopped_at_deadline', text(self.deadline_stops))
+        stat.add('errors', text(self.worker.errors))
         return stat
 
-    def destroy_node(self):
+    def stop_work(self):
+        """Answer queued requests as dropped and join the inference thread."""
         worker = getattr(self, 'worker', None)
-        if worker is not None:
-            worker.stop()
+        if worker is not None and not worker.stop():
+            self.get_logger().warning('the inference thread did not stop within 5 s')
+
+    def destroy_node(self):
+        self.stop_work()
         return super().destroy_node()
 
 

@@ -10,9 +10,12 @@ installable here, so this module provides the same API (``Updater`` with
 used instead, so nodes written against this module run unchanged on a ROS
 host.
 
-One deliberate difference: a task that raises does not stop the updater; it
-is reported as an ERROR status carrying the exception text, because a
-diagnostics callback must never take a node down.
+The stand-in is as strict as the real package where a node could go wrong:
+``add`` takes only strings (the real wrapper stores any value and the
+publish then fails, taking the node down), and an exception raised by a task
+propagates out of the update, as it does out of the real updater's timer.
+Nodes therefore format every value with ``text`` and register their tasks
+through ``guarded``, which turns an exception into an ERROR status.
 """
 
 import math
@@ -20,6 +23,8 @@ import threading
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, SetParametersResult
+
+from dyn_dnn_ros.formatting import text  # noqa: F401 (re-exported for the nodes)
 
 OK = DiagnosticStatus.OK
 WARN = DiagnosticStatus.WARN
@@ -38,6 +43,22 @@ def as_level(level):
     return bytes([level_value(level)])
 
 
+def guarded(task):
+    """``task(stat)`` that reports an exception as ERROR instead of raising it.
+
+    The real updater lets a task's exception escape its timer callback, which
+    ends the node; a diagnostics task must never do that.
+    """
+    def run(stat):
+        try:
+            return task(stat) or stat
+        except Exception as error:
+            failed = DiagnosticStatusWrapper(name=stat.name, hardware_id=stat.hardware_id)
+            failed.summary(ERROR, f'diagnostic task failed: {type(error).__name__}: {error}')
+            return failed
+    return run
+
+
 class DiagnosticStatusWrapper(DiagnosticStatus):
     """A DiagnosticStatus with helpers to set the summary and add values."""
 
@@ -47,8 +68,10 @@ class DiagnosticStatusWrapper(DiagnosticStatus):
             level, message = args[0].level, args[0].message
         else:
             level, message = args
+        if not isinstance(message, str):
+            raise TypeError(f'diagnostics message must be str, got {type(message).__name__}')
         self.level = as_level(level)
-        self.message = str(message)
+        self.message = message
 
     def clearSummary(self):  # noqa: N802 (diagnostic_updater's name)
         self.summary(OK, '')
@@ -70,9 +93,12 @@ class DiagnosticStatusWrapper(DiagnosticStatus):
         self.level = as_level(max(new, old))
 
     def add(self, key, value):
-        if isinstance(value, float):
-            value = 'nan' if math.isnan(value) else f'{value:.6g}'
-        self.values.append(KeyValue(key=str(key), value=str(value)))
+        # The real wrapper stores the value as given and the publish fails on a
+        # non-string; refusing it here names the key while the tests run.
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f'diagnostics value {key!r}: keys and values must be str, got '
+                            f'{type(value).__name__} {value!r} (format it with text())')
+        self.values.append(KeyValue(key=key, value=value))
 
 
 class DiagnosticTask:
@@ -173,12 +199,8 @@ class Updater:
         for name, fn in tasks:
             status = DiagnosticStatusWrapper(name=name, hardware_id=self.hwid)
             status.summary(ERROR, 'No message was set')
-            try:
-                status = fn(status) or status
-            except Exception as error:  # a broken task must not stop the node
-                status = DiagnosticStatusWrapper(name=name, hardware_id=self.hwid)
-                status.summary(ERROR, f'diagnostic task failed: {type(error).__name__}: {error}')
-            statuses.append(status)
+            # As in the real updater, an exception escapes: tasks use guarded().
+            statuses.append(fn(status) or status)
         self.publish(statuses)
 
     def force_update(self):

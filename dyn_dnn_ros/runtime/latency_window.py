@@ -3,6 +3,8 @@
 from collections import deque
 import math
 
+from dyn_dnn_ros.formatting import text
+
 
 class LatencyWindow:
 
@@ -23,7 +25,7 @@ class LatencyWindow:
 
     def report(self, stat):
         """Add the window's figures to a diagnostic status (anything with ``add``)."""
-        stat.add('latency_p50_ms', self.percentile(50))
-        stat.add('latency_p95_ms', self.percentile(95))
-        stat.add('deadline_misses', self.misses())
-        stat.add('window', len(self.samples))
+        stat.add('latency_p50_ms', text(self.percentile(50)))
+        stat.add('latency_p95_ms', text(self.percentile(95)))
+        stat.add('deadline_misses', text(self.misses()))
+        stat.add('window', text(len(self.samples)))

@@ -19,6 +19,10 @@ import threading
 import time
 from typing import Any, Callable
 
+# Why a job was dropped, handed to ``on_dropped`` with it.
+QUEUE_FULL = 'queue full'
+SHUTTING_DOWN = 'shutting down'
+
 
 @dataclass(frozen=True)
 class Finished:
@@ -33,9 +37,12 @@ class Finished:
 class InferenceWorker:
 
     def __init__(self, process: Callable[[Any, Any], Any], on_finished: Callable[[Finished], None],
-                 on_dropped: Callable[[Any], None], depth: int, setting: Any = None,
+                 on_dropped: Callable[[Any, str], None], depth: int, setting: Any = None,
                  name: str = 'inference', setup: Callable[[], Any] | None = None):
         """Start the worker thread; ``setup`` runs on it first.
+
+        ``on_dropped(job, reason)`` hears of every job that will not run, with
+        ``QUEUE_FULL`` or ``SHUTTING_DOWN``.
 
         The result of ``setup`` becomes ``setup_result``; an exception it
         raises is raised here, with the thread stopped.
@@ -69,7 +76,8 @@ class InferenceWorker:
     def submit(self, job):
         dropped = []
         with self._condition:
-            if not self._running:
+            running = self._running
+            if not running:
                 dropped.append(job)
             else:
                 self._queue.append((job, time.monotonic()))
@@ -78,7 +86,7 @@ class InferenceWorker:
                 self._condition.notify()
             self.dropped += len(dropped)
         for old in dropped:
-            self._on_dropped(old)
+            self._on_dropped(old, QUEUE_FULL if running else SHUTTING_DOWN)
 
     @property
     def setting(self):
@@ -100,7 +108,7 @@ class InferenceWorker:
                 dropped.append(self._queue.popleft()[0])
             self.dropped += len(dropped)
         for old in dropped:
-            self._on_dropped(old)
+            self._on_dropped(old, QUEUE_FULL)
 
     @property
     def queue_depth(self):
@@ -124,6 +132,10 @@ class InferenceWorker:
             return True
 
     def stop(self, timeout=5.0):
+        """Answer the queued jobs as dropped, let the running one finish, join the thread.
+
+        Returns whether the thread ended within ``timeout``. Safe to call again.
+        """
         with self._condition:
             self._running = False
             leftover = [job for job, _ in self._queue]
@@ -131,8 +143,9 @@ class InferenceWorker:
             self.dropped += len(leftover)
             self._condition.notify_all()
         for job in leftover:
-            self._on_dropped(job)
+            self._on_dropped(job, SHUTTING_DOWN)
         self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     # -- the worker thread --------------------------------------------------
     def _serve(self):

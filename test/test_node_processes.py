@@ -1,0 +1,139 @@
+"""The nodes as a ROS host runs them: one process each, stopped with Ctrl-C.
+
+Each node starts as launch/bringup.launch.py starts it, is driven by rclpy
+clients over DDS, and is interrupted while work is queued. Message fields are
+type-checked (ROS_PYTHON_CHECK_FIELDS=1).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+
+from diagnostic_msgs.msg import DiagnosticArray
+from node_processes import EXECUTABLES, ROOT, STRICT_ENV, start_nodes
+import pytest
+from ros_harness import MessageCollector, wait_until
+
+from dyn_dnn_ros.ros.diagnostics import level_value
+from dyn_dnn_ros_interfaces.msg import TranslationRequest, TranslationResult
+from dyn_dnn_ros_interfaces.srv import SetLatencyBudget
+
+SENTENCE = ('The robot is moving to the kitchen, and when the battery is low it returns '
+            'to the charging station by itself.')
+
+
+def is_clean(output):
+    return 'Traceback' not in output and 'terminate called' not in output
+
+
+def send_requests(probe, publisher, prefix, count):
+    ids = [f'{prefix}-{i}' for i in range(count)]
+    for rid in ids:
+        msg = TranslationRequest(id=rid, text=SENTENCE)
+        msg.header.stamp = probe.get_clock().now().to_msg()
+        publisher.publish(msg)
+    return ids
+
+
+@pytest.mark.ros
+def test_each_node_in_its_own_process_reports_diagnostics_and_stops_cleanly(probe):
+    diagnostics = MessageCollector(probe, DiagnosticArray, '/diagnostics', qos=100)
+    results = MessageCollector(probe, TranslationResult, 'translation_results', qos=1000)
+    publisher = probe.create_publisher(TranslationRequest, 'translation_requests', 1000)
+    nodes = start_nodes(EXECUTABLES, env=STRICT_ENV)
+    try:
+        # Every task of every node publishes a status, none of them a failed task
+        # (a non-string value or an exception in a task would be one).
+        wanted = {'resource_monitor: readers', 'resource_monitor: availability',
+                  'translation_node: translation', 'perception_node: perception',
+                  'dnn_manager: resources', 'dnn_manager: translation',
+                  'dnn_manager: perception'}
+
+        def reported():
+            seen = {}
+            for array in list(diagnostics.messages):
+                for status in array.status:
+                    if status.message != 'Node starting up':
+                        seen[status.name] = status
+            return seen
+
+        wait_until(lambda: wanted <= set(reported()), timeout=60,
+                   message='a status from every task of every node')
+        for name, status in reported().items():
+            assert 'diagnostic task failed' not in status.message, (name, status.message)
+            assert all(isinstance(kv.value, str) for kv in status.values), name
+        translation = reported()['translation_node: translation']
+        assert level_value(translation.level) == 0, translation.message
+
+        # Ctrl-C to the translation node with requests queued: each request is
+        # answered once (translated, or dropped because the node shuts down).
+        wait_until(lambda: publisher.get_subscription_count() > 0, timeout=30)
+        ids = send_requests(probe, publisher, 'sigint', 8)
+        results.wait_for(lambda m: m.id in ids, timeout=30)   # the first is running
+        for node in nodes:
+            node.interrupt()
+        codes = {node.name: node.wait(timeout=30) for node in nodes}
+        answers = results.wait_for(lambda m: m.id in ids, count=len(ids), timeout=10)
+    finally:
+        for node in nodes:
+            node.kill()
+    for node in nodes:
+        assert codes[node.name] == 0, f'{node.name} exited {codes[node.name]}:\n{node.output}'
+        assert is_clean(node.output), f'{node.name}:\n{node.output}'
+    assert sorted(m.id for m in answers) == sorted(ids)
+    statuses = {m.id: m.status for m in answers}
+    assert set(statuses.values()) <= {TranslationResult.STATUS_OK,
+                                      TranslationResult.STATUS_DROPPED}
+    dropped = [m for m in answers if m.status == TranslationResult.STATUS_DROPPED]
+    assert dropped, 'Ctrl-C came after every request was translated: nothing was queued'
+    assert all(m.status_message.startswith('shutting down') for m in dropped)
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize('queued', [True, False], ids=['queued', 'idle'])
+def test_bringup_stops_cleanly_on_ctrl_c(probe, queued):
+    namespace = f'/bringup_sigint_{int(queued)}'
+    results = MessageCollector(probe, TranslationResult, f'{namespace}/translation_results',
+                               qos=1000)
+    publisher = probe.create_publisher(TranslationRequest,
+                                       f'{namespace}/translation_requests', 1000)
+    bringup = subprocess.Popen(
+        [sys.executable, '-m', 'dyn_dnn_ros.cli', 'bringup', '--namespace', namespace,
+         '--device', 'cpu'],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=dict(os.environ, **STRICT_ENV), cwd=ROOT)
+    try:
+        # The manager starts last: once its service answers, every node runs.
+        budget = probe.create_client(SetLatencyBudget, f'{namespace}/set_latency_budget')
+        assert budget.wait_for_service(timeout_sec=60), 'bringup did not start'
+        wait_until(lambda: publisher.get_subscription_count() > 0, timeout=30)
+        ids = []
+        if queued:
+            ids = send_requests(probe, publisher, 'bringup', 8)
+            results.wait_for(lambda m: m.id in ids, timeout=30)
+        bringup.send_signal(signal.SIGINT)
+        output, _ = bringup.communicate(timeout=30)
+    finally:
+        if bringup.poll() is None:
+            bringup.kill()
+            bringup.communicate()
+    assert bringup.returncode == 0, output
+    assert is_clean(output), output
+    if queued:
+        answers = results.wait_for(lambda m: m.id in ids, count=len(ids), timeout=10)
+        assert sorted(m.id for m in answers) == sorted(ids)
+
+
+@pytest.mark.ros
+def test_ctrl_c_while_the_model_loads_exits_cleanly(probe):
+    node = start_nodes(['translation_node'], extra=['-r', '__ns:=/loading'])[0]
+    try:
+        # The node joins the graph before its worker thread loads the model.
+        wait_until(lambda: ('translation_node', '/loading') in
+                   probe.get_node_names_and_namespaces(), timeout=30, interval=0.01)
+        node.interrupt()
+        code = node.wait(timeout=60)
+    finally:
+        node.kill()
+    assert code == 0 and is_clean(node.output), node.output
