@@ -10,9 +10,10 @@ from ros_harness import MessageCollector, set_parameters, wait_until
 from sensor_msgs.msg import Image
 from sklearn.datasets import load_digits
 
-from dyn_dnn_ros.nodes.perception import PerceptionNode
+from dyn_dnn_ros.nodes.perception import RATE_WINDOW_S, PerceptionNode
 from dyn_dnn_ros.operating_points import OperatingPoint, OperatingPointLibrary
 from dyn_dnn_ros.perception.wenet import load_model
+from dyn_dnn_ros.ros.diagnostics import DiagnosticStatusWrapper
 from dyn_dnn_ros.share import model_path
 from dyn_dnn_ros_interfaces.msg import ClassificationResult
 
@@ -74,6 +75,19 @@ def test_classifies_real_digits_in_each_encoding(ros, probe, saved):
             assert result.label_name == str(result.label)
             correct += result.label == label
         assert correct >= 4   # the shipped model is > 95 % accurate on digits
+
+        # Images/s on diagnostics is a recent rate: five images just now, then
+        # none once the window has passed (an average since start never drops).
+        def diagnose():
+            stat = node._diagnose(DiagnosticStatusWrapper(name='perception'))
+            return {kv.key: kv.value for kv in stat.values}, stat.message
+
+        values, message = diagnose()
+        assert float(values['rate_hz']) > 0 and values['received'] == '5'
+        later = node.rate.clock() + RATE_WINDOW_S + 1.0
+        node.rate.clock = lambda: later
+        values, message = diagnose()
+        assert values['rate_hz'] == '0' and message.endswith(': 0.0 images/s')
     finally:
         ros.remove(node)
 

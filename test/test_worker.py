@@ -3,6 +3,7 @@ import time
 
 import pytest
 
+from dyn_dnn_ros.runtime.rate_window import RateWindow
 from dyn_dnn_ros.runtime.worker import QUEUE_FULL, SHUTTING_DOWN, InferenceWorker
 
 
@@ -172,3 +173,18 @@ def test_setup_runs_on_the_worker_thread_and_its_failure_is_raised():
 
     with pytest.raises(ValueError, match='shape mismatch'):
         InferenceWorker(process, rec.finished.append, rec.drop, 1, setup=broken)
+
+
+def test_rate_window_counts_only_recent_events():
+    now = [100.0]
+    window = RateWindow(seconds=5.0, clock=lambda: now[0])
+    now[0] = 102.0
+    for _ in range(10):
+        window.tick()
+    assert window.rate() == pytest.approx(5.0)      # 10 events in the 2 s since start
+    now[0] = 106.0
+    assert window.rate() == pytest.approx(2.0)      # the same 10 over the last 5 s
+    now[0] = 107.5
+    assert window.rate() == 0.0                     # all older than the window
+    with pytest.raises(ValueError):
+        RateWindow(seconds=0)

@@ -25,12 +25,14 @@ from dyn_dnn_ros.ros.qos import QOS_CHOICES, qos_profile
 from dyn_dnn_ros.ros.spin import publish_while_running, run_node
 from dyn_dnn_ros.runtime.device import resolve_device
 from dyn_dnn_ros.runtime.latency_window import LatencyWindow
+from dyn_dnn_ros.runtime.rate_window import RateWindow
 from dyn_dnn_ros.runtime.worker import InferenceWorker
 from dyn_dnn_ros.share import config_path, model_path
 from dyn_dnn_ros_interfaces.msg import ClassificationResult
 
 NODE_NAME = 'perception_node'
 CHANNELS = {'rgb8': 3, 'bgr8': 3, 'mono8': 1}
+RATE_WINDOW_S = 5.0   # images/s on diagnostics is over this many recent seconds
 
 
 def decode_image(msg):
@@ -100,7 +102,7 @@ class PerceptionNode(Node):
         self.received = 0
         self.bad_images = 0
         self.last_error = ''
-        self.started = time.monotonic()
+        self.rate = RateWindow(seconds=RATE_WINDOW_S)   # images received per second
         # The worker thread loads the model: inference is fastest on that thread.
         self.worker = InferenceWorker(self._classify, self._publish_finished,
                                       self._publish_dropped, depth=1,
@@ -147,6 +149,7 @@ class PerceptionNode(Node):
 
     def _on_image(self, msg):
         self.received += 1
+        self.rate.tick()
         image, status, why = decode_image(msg)
         if image is None:
             self.bad_images += 1
@@ -197,20 +200,20 @@ class PerceptionNode(Node):
     def _diagnose(self, stat):
         setting = self.worker.setting
         misses = self.window.misses()
-        elapsed = max(time.monotonic() - self.started, 1e-9)
+        rate = self.rate.rate()
         if self.last_error:
             stat.summary(ERROR, f'last image failed: {self.last_error}')
         elif misses:
             stat.summary(WARN, f'{misses} of the last {len(self.window.samples)} results '
                                f'over the {setting["budget_ms"]:g} ms budget')
         else:
-            stat.summary(OK, f'{setting["point"]}: {self.received / elapsed:.1f} images/s')
+            stat.summary(OK, f'{setting["point"]}: {rate:.1f} images/s')
         self.last_error = ''
         stat.add('operating_point', setting['point'])
         stat.add('groups', setting['groups'].key())
         stat.add('threads', text(setting['threads']))
         stat.add('budget_ms', text(setting['budget_ms']))
-        stat.add('rate_hz', text(self.received / elapsed))
+        stat.add('rate_hz', text(rate))
         self.window.report(stat)
         stat.add('received', text(self.received))
         stat.add('superseded', text(self.worker.dropped))
