@@ -80,7 +80,12 @@ class BeamPolicy:
 
 
 def validate_beam_policy(policy):
-    """Raise ValueError naming the parameter when a beam policy is unusable."""
+    """Raise ValueError naming the parameter when a beam policy is unusable.
+
+    The whole policy is checked in every mode: a fixed policy does not use
+    the dynamic fields, but a worker keeps them, and switching its mode alone
+    would put them in force.
+    """
     if policy.mode not in BEAM_MODES:
         raise ValueError(f'beam.mode: must be one of {BEAM_MODES}, got {policy.mode!r}')
     for name in ('width', 'bw_min', 'bw_max'):
@@ -91,15 +96,13 @@ def validate_beam_policy(policy):
         value = getattr(policy, name)
         if not _is_number(value) or not math.isfinite(value) or value < 0:
             raise ValueError(f'beam.{name}: must be a finite number >= 0, got {value!r}')
-    if policy.mode == 'dynamic':
-        if policy.bw_min > policy.bw_max:
-            raise ValueError(f'beam.bw_min: {policy.bw_min} must not exceed '
-                             f'bw_max {policy.bw_max}')
-        if policy.sigma_min >= policy.sigma_max:
-            raise ValueError(f'beam.sigma_min: {policy.sigma_min} must be below '
-                             f'sigma_max {policy.sigma_max}')
-        if policy.metric not in ('std', 'gap'):
-            raise ValueError(f"beam.metric: must be 'std' or 'gap', got {policy.metric!r}")
+    if policy.bw_min > policy.bw_max:
+        raise ValueError(f'beam.bw_min: {policy.bw_min} must not exceed bw_max {policy.bw_max}')
+    if policy.sigma_min >= policy.sigma_max:
+        raise ValueError(f'beam.sigma_min: {policy.sigma_min:g} must be below '
+                         f'sigma_max {policy.sigma_max:g}')
+    if policy.metric not in ('std', 'gap'):
+        raise ValueError(f"beam.metric: must be 'std' or 'gap', got {policy.metric!r}")
 
 
 @dataclass(frozen=True)

@@ -76,11 +76,13 @@ def test_metrics_on_known_records():
         record('4', 4.0, math.nan, '', math.nan, status='lost'),
     ], budget_calls=[(1.5, 100.0, 'medium')])
     summary = summarize(run, burn_window=(1.0, 3.0))
-    assert summary['requests'] == 5 and summary['answered'] == 4 and summary['lost'] == 1
-    assert summary['deadline_hit_rate'] == pytest.approx(3 / 5)
-    assert summary['deadline_hit_rate_under_load'] == pytest.approx(1 / 2)
+    assert summary['requests'] == 5 and summary['complete'] == 4 and summary['lost_count'] == 1
+    assert summary['complete_in_budget'] == pytest.approx(3 / 5)
+    assert summary['late'] == pytest.approx(1 / 5) and summary['dropped'] == pytest.approx(1 / 5)
+    assert summary['cut_at_deadline'] == 0.0 and summary['failed'] == 0.0
+    assert summary['complete_in_budget_under_load'] == pytest.approx(1 / 2)
     assert summary['switches'] == 1 and summary['points_used'] == ['large', 'medium']
-    assert summary['bleu'] == pytest.approx(100.0)
+    assert summary['bleu_complete'] == pytest.approx(100.0)
     assert summary['dds_overhead_p50_ms'] == pytest.approx(5.0, abs=0.01)
     assert summary['transport_p50_ms'] == pytest.approx(5.0, abs=0.01)   # nothing queued
     # Event at 0.9 s: the 1st result after it misses, the 2nd and 3rd are on
@@ -89,6 +91,22 @@ def test_metrics_on_known_records():
     assert adaptation_results(run, [0.0, 0.9], settled=3) == [1, None]
     # The call came at 1.5 s with nothing waiting; the next request went at 2.0 s.
     assert switch_delays_ms(run) == pytest.approx([2060 - 2000 - 55.0])
+
+
+def test_a_cut_answer_is_no_hit_however_fast():
+    cut = record('1', 1.0, 1.03, 'large', 24.0, status='partial')
+    cut.hypothesis = 'die Datei'
+    run = RunRecord('dynamic', results=[record('0', 0.0, 0.05, 'large', 45.0), cut,
+                                        record('2', 2.0, 2.05, 'large', 45.0, status='dropped')])
+    summary = summarize(run)
+    assert summary['complete_in_budget'] == pytest.approx(1 / 3)
+    assert summary['cut_at_deadline'] == pytest.approx(1 / 3) and summary['cut_count'] == 1
+    assert summary['dropped'] == pytest.approx(1 / 3)
+    fractions = ('complete_in_budget', 'late', 'cut_at_deadline', 'dropped', 'failed')
+    assert sum(summary[k] for k in fractions) == pytest.approx(1.0)
+    assert summary['bleu_complete'] == pytest.approx(100.0)
+    assert summary['bleu_all'] < summary['bleu_complete']   # the cut one is incomplete
+    assert adaptation_results(run, [0.0], settled=2) == [None]
 
 
 @pytest.mark.ros
@@ -108,9 +126,9 @@ def test_a_short_demo_runs_end_to_end(tmp_path):
     for name in ('dynamic', 'static'):
         summary = data['summaries'][name]
         assert summary['requests'] >= 20
-        assert summary['answered'] + summary['dropped'] + summary['lost'] == \
-            summary['requests']
-        assert 0.0 <= summary['deadline_hit_rate'] <= 1.0
+        fractions = ('complete_in_budget', 'late', 'cut_at_deadline', 'dropped', 'failed')
+        assert sum(summary[k] for k in fractions) == pytest.approx(1.0)
+        assert 0.0 <= summary['complete_in_budget'] <= 1.0
     static = data['summaries']['static']
     assert static['points_used'] == ['big'] and static['switches'] == 0
     dynamic_run = next(r for r in data['runs'] if r['name'] == 'dynamic')

@@ -9,6 +9,7 @@ from rclpy.parameter import Parameter
 from ros_harness import MessageCollector, call_service, wait_until
 from translation_fixtures import SPM, write_tiny_model
 
+from dyn_dnn_ros.manager.policy import WORKER_BUDGET_MS_RANGE
 from dyn_dnn_ros.nodes.manager import ManagerNode
 from dyn_dnn_ros.nodes.translation import TranslationNode
 from dyn_dnn_ros.operating_points import OperatingPointLibrary
@@ -209,5 +210,123 @@ def test_a_restarted_worker_gets_the_choice_again(ros, probe, tiny_files):
         system.worker = system.start_worker()     # comes back with its defaults ('big')
         wait_until(lambda: system.worker.worker.setting.point == 'small', timeout=10,
                    message='choice re-applied')
+    finally:
+        system.stop()
+
+
+def force(probe, ns, name):
+    return call_service(probe, ForceOperatingPoint, f'{ns}/force_operating_point',
+                        ForceOperatingPoint.Request(target='translation', name=name))
+
+
+def current(probe, ns):
+    return call_service(probe, ListOperatingPoints, f'{ns}/list_operating_points',
+                        ListOperatingPoints.Request(target='translation')).current
+
+
+def test_releasing_without_a_budget_really_releases(ros, probe, tiny_files):
+    system = System(ros, probe, '/m7', tiny_files)
+    try:
+        system.publish_threads(2)
+        assert force(probe, '/m7', 'small').success
+        wait_until(lambda: system.worker.worker.setting.point == 'small')
+        assert current(probe, '/m7') == 'small'
+        # No budget: nothing constrains latency, so the release goes back to the
+        # best-quality point (what the worker starts with), and says so.
+        release = force(probe, '/m7', '')
+        assert release.success and release.operating_point == 'big', release.message
+        assert 'no budget' in release.message and 'big' in release.message
+        wait_until(lambda: system.worker.worker.setting.point == 'big', message='released')
+        assert current(probe, '/m7') == 'big'
+        assert system.manager.targets['translation'].controller.forced is None
+        # With a budget, the release answer names the automatic choice in force.
+        system.budget(7.0)
+        force(probe, '/m7', 'big')
+        release = force(probe, '/m7', '')
+        assert release.operating_point == 'small' and '7 ms' in release.message
+        wait_until(lambda: system.worker.worker.setting.point == 'small')
+    finally:
+        system.stop()
+
+
+def budget(system, budget_ms, min_quality=math.nan):
+    return call_service(system.probe, SetLatencyBudget, f'{system.ns}/set_latency_budget',
+                        SetLatencyBudget.Request(target='translation', budget_ms=budget_ms,
+                                                 min_quality=min_quality))
+
+
+def test_min_quality_is_a_floor_that_wins_over_the_budget(ros, probe, tiny_files):
+    system = System(ros, probe, '/m8', tiny_files, stale_after_s=60.0)
+    try:
+        system.publish_threads(2)
+        # 10 ms (limit 9): small (5.8 ms, quality 5) fits; big (14 ms, quality 10) not.
+        assert budget(system, 10.0).operating_point == 'small'
+        answer = budget(system, 10.0, min_quality=4.0)       # both met
+        assert answer.success and answer.operating_point == 'small'
+        assert not answer.message.startswith('WARNING')
+        # Only big reaches 8, and it does not fit: the minimum wins, and the
+        # answer says the budget is expected to be missed (it chose small before).
+        answer = budget(system, 10.0, min_quality=8.0)
+        assert answer.success and answer.operating_point == 'big', answer.message
+        assert answer.message.startswith('WARNING') and 'quality >= 8' in answer.message
+        assert answer.expected_latency_ms > 10.0
+        wait_until(lambda: system.worker.worker.setting.point == 'big')
+        # A minimum no point reaches is refused, not ignored; nothing changes.
+        answer = budget(system, 10.0, min_quality=11.0)
+        assert not answer.success and 'min_quality' in answer.message
+        assert 'big' in answer.message and answer.operating_point == ''
+        ctl = system.manager.targets['translation'].controller
+        assert ctl.current == 'big' and ctl.min_quality == 8.0
+        # NaN, 0 and negative mean no minimum.
+        for none in (math.nan, 0.0, -3.0):
+            assert budget(system, 10.0, min_quality=none).operating_point == 'small'
+    finally:
+        system.stop()
+
+
+def test_budgets_the_workers_cannot_take_are_refused(ros, probe, tiny_files):
+    system = System(ros, probe, '/m9', tiny_files)
+    try:
+        system.publish_threads(2)
+        # The manager refuses what the worker's budget_ms parameter would refuse
+        # (it once answered success for 1e300 ms, which never came into force).
+        limits = system.worker.describe_parameter('budget_ms').floating_point_range[0]
+        assert (limits.from_value, limits.to_value) == WORKER_BUDGET_MS_RANGE
+        for bad, words in [(1e300, 'at most'), (math.inf, 'positive'),
+                           (-math.inf, 'positive'), (1e-300, 'below'), (-0.0, 'positive')]:
+            answer = system.budget(bad)
+            assert not answer.success and 'budget_ms' in answer.message and \
+                words in answer.message, (bad, answer.message)
+        assert system.manager.targets['translation'].controller.current is None
+        answer = system.budget(WORKER_BUDGET_MS_RANGE[1])      # the largest is accepted
+        assert answer.success and answer.operating_point == 'big'
+        wait_until(lambda: system.worker.worker.setting.budget_ms == 1e6, message='in force')
+        # Below every point is a valid request, answered with a warning.
+        answer = system.budget(0.5)
+        assert answer.success and answer.message.startswith('WARNING')
+        wait_until(lambda: system.worker.worker.setting.budget_ms == 0.5, message='in force')
+    finally:
+        system.stop()
+
+
+def test_diagnostics_warn_when_no_point_fits(ros, probe, tiny_files):
+    system = System(ros, probe, '/m10', tiny_files, stale_after_s=60.0)
+    try:
+        system.publish_threads(2)
+        collector = MessageCollector(probe, DiagnosticArray, '/diagnostics')
+        answer = system.budget(2.0)                    # small needs 5.8 ms
+        assert answer.message.startswith('WARNING')
+
+        def translation(array):
+            return [s for s in array.status if s.name == 'dnn_manager: translation' and
+                    s.hardware_id == 'manager' and '2 ms' in s.message]
+
+        array = collector.wait_for(lambda a: any(translation(a)), timeout=10)[0]
+        status = translation(array)[0]
+        values = {kv.key: kv.value for kv in status.values}
+        assert level_value(status.level) == 1, status.message
+        assert 'no point fits' in status.message and 'no point fits' in values['why']
+        assert values['meets_budget'] == 'no'
+        assert all(isinstance(kv.value, str) for kv in status.values)
     finally:
         system.stop()

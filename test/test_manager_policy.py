@@ -3,7 +3,14 @@ import math
 import pytest
 
 from dyn_dnn_ros.manager.controller import ControllerConfig, TargetController
-from dyn_dnn_ros.manager.policy import LatencyModel, PolicyConfig
+from dyn_dnn_ros.manager.policy import (
+    BUDGET_MS_MAX,
+    BUDGET_MS_MIN,
+    WORKER_BUDGET_MS_RANGE,
+    LatencyModel,
+    PolicyConfig,
+    check_budget,
+)
 from dyn_dnn_ros.operating_points import OperatingPoint, OperatingPointLibrary
 
 
@@ -240,3 +247,107 @@ def test_a_result_stopped_at_the_deadline_is_learnt_at_the_budget_or_beyond():
     assert fresh.model.ratio('large', 2) > 100.0 / 110
     with pytest.raises(ValueError, match='censored_factor'):
         PolicyConfig(censored_factor=0.5)
+
+
+# -- min_quality: the best point meeting both the budget and the minimum ------------
+
+
+def test_min_quality_chooses_the_best_point_meeting_both():
+    model = LatencyModel(library(), PolicyConfig(safety_margin=0.9, **MEAN_ONLY))
+    # 70 ms (limit 63): medium (60 ms, 28) fits, large (110 ms, 30) does not.
+    assert model.choose(70.0, max_threads=2).point == 'medium'
+    both = model.choose(70.0, max_threads=2, min_quality=26.0)
+    assert both.point == 'medium' and both.fits
+    assert model.choose(200.0, max_threads=2, min_quality=29.0).point == 'large'
+
+
+def test_when_no_point_meets_both_the_minimum_quality_wins():
+    model = LatencyModel(library(), PolicyConfig(safety_margin=0.9, **MEAN_ONLY))
+    # Only large reaches 29; it does not fit 70 ms. Asking for more quality must
+    # never give less (the old fallback took the fastest point of all: small, 25).
+    choice = model.choose(70.0, max_threads=2, min_quality=29.0)
+    assert (choice.point, choice.threads) == ('large', 2) and not choice.fits
+    assert 'quality >= 29' in choice.reason and '70 ms' in choice.reason
+    assert 'medium' in choice.reason          # says what would have fitted the budget
+    # Among points meeting the minimum, the fastest one when none fits.
+    choice = model.choose(50.0, max_threads=2, min_quality=27.0)
+    assert choice.point == 'medium' and not choice.fits
+    # Nothing at all fits: the plain message, still within the minimum.
+    choice = model.choose(10.0, max_threads=2, min_quality=27.0)
+    assert choice.point == 'medium' and 'no point' in choice.reason
+
+
+@pytest.mark.parametrize('minimum', [30.5, math.inf])
+def test_an_unreachable_minimum_quality_is_refused_not_ignored(minimum):
+    model = LatencyModel(library(), PolicyConfig(**MEAN_ONLY))
+    assert model.check_min_quality(30.0) is None
+    problem = model.check_min_quality(minimum)
+    assert problem.startswith('min_quality') and 'large' in problem and '30' in problem
+    with pytest.raises(ValueError, match='min_quality'):
+        model.choose(100.0, max_threads=2, min_quality=minimum)
+    ctl = controller()
+    ctl.set_budget(500.0, now=1.0)
+    with pytest.raises(ValueError, match='min_quality'):
+        ctl.set_budget(30.0, now=2.0, min_quality=minimum)
+    assert ctl.budget_ms == 500.0 and ctl.current == 'large'   # nothing changed
+
+
+def test_step_downs_keep_to_the_minimum_quality():
+    ctl = controller()
+    decision = ctl.set_budget(130.0, now=1.0, min_quality=27.0)   # large fits 117
+    assert decision.point == 'large' and decision.fits
+    # A slow result makes large miss; medium (28) still meets the minimum.
+    assert ctl.on_result('large', 200.0, threads=2, now=1.1).point == 'medium'
+    # Slow on two threads: medium on one thread still fits (100 ms <= 117).
+    decision = ctl.on_result('medium', 300.0, threads=2, now=1.2)
+    assert (decision.point, decision.threads) == ('medium', 1) and decision.fits
+    # Slow on one thread too: nothing meeting the minimum fits any more, and
+    # small (25), which would, is below it: the fastest setting of medium it is.
+    decision = ctl.on_result('medium', 300.0, threads=1, now=1.3)
+    assert decision.point == 'medium' and not decision.fits and not ctl.fits
+    assert 'min_quality wins' in decision.reason and 'small' in decision.reason
+
+
+# -- budgets the workers cannot take -------------------------------------------------
+
+
+@pytest.mark.parametrize('budget, words', [
+    (1e300, 'at most'), (BUDGET_MS_MAX * 1.0001, 'at most'), (1e-300, 'below'),
+    (1e-4, 'below'), (-math.inf, 'positive'),
+])
+def test_budgets_outside_what_workers_accept_are_refused(budget, words):
+    with pytest.raises(ValueError, match=f'budget_ms: .*{words}'):
+        controller().set_budget(budget, now=1.0)
+    assert check_budget(budget).startswith('budget_ms')
+
+
+def test_the_budget_range_is_the_workers_parameter_range():
+    assert WORKER_BUDGET_MS_RANGE == (0.0, BUDGET_MS_MAX)
+    assert check_budget(BUDGET_MS_MAX) is None and check_budget(BUDGET_MS_MIN) is None
+    # A budget below every operating point is still a valid request (answered
+    # with a warning): load and threads change what fits.
+    decision = controller().set_budget(0.5, now=1.0)
+    assert not decision.fits and decision.point == 'small'
+
+
+# -- releasing and diagnostics' view of a decision ---------------------------------
+
+
+def test_release_without_a_budget_returns_to_the_best_quality_point():
+    ctl = controller()
+    assert ctl.force('small', now=1.0).point == 'small'
+    decision = ctl.release(now=1.1)
+    assert decision is not None and decision.point == 'large' and decision.threads == 2
+    assert ctl.current == 'large' and ctl.forced is None
+    assert 'no budget' in decision.reason
+
+
+def test_the_controller_remembers_whether_the_choice_fits():
+    ctl = controller()
+    assert ctl.set_budget(5.0, now=1.0).fits is False and ctl.fits is False
+    assert ctl.set_budget(500.0, now=1.1).fits is True and ctl.fits is True
+    # A forced point that does not fit the budget is reported as not fitting.
+    ctl.set_budget(30.0, now=1.2)
+    forced = ctl.force('large', now=1.3)
+    assert forced.point == 'large' and not forced.fits and not ctl.fits
+    assert 'forced' in forced.reason

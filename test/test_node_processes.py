@@ -66,6 +66,18 @@ def test_each_node_in_its_own_process_reports_diagnostics_and_stops_cleanly(prob
         translation = reported()['translation_node: translation']
         assert level_value(translation.level) == 0, translation.message
 
+        # The monitor counts the workers' processes as its own, not as other load.
+        pids = {node.name: node.proc.pid for node in nodes}
+        expected = (f'/perception_node (pid {pids["perception_node"]}), '
+                    f'/translation_node (pid {pids["translation_node"]})')
+
+        def workers_known():
+            status = reported()['resource_monitor: availability']
+            return {kv.key: kv.value for kv in status.values}.get('worker_processes')
+
+        wait_until(lambda: workers_known() == expected, timeout=10,
+                   message=f'worker_processes {expected}')
+
         # Ctrl-C to the translation node with requests queued: each request is
         # answered once (translated, or dropped because the node shuts down).
         wait_until(lambda: publisher.get_subscription_count() > 0, timeout=30)

@@ -97,3 +97,18 @@ def test_libraries_timed_with_another_workload_are_refused_naming_the_file():
     assert len(load_timed_libraries([shipped, shipped], workload)) == 2
     with pytest.raises(ValueError, match='operating_points_cpu.yaml: measured with workload'):
         load_timed_libraries([shipped], 'ref-k1-seed9')
+
+
+@pytest.mark.parametrize('policy, field', [
+    # Unused in fixed mode, but kept by the worker: a later switch to dynamic
+    # mode would put them in force, so the policy is checked as a whole.
+    (dict(mode='fixed', width=3, bw_min=6, bw_max=5), 'bw_min'),
+    (dict(mode='fixed', width=3, sigma_min=3.0, sigma_max=2.0), 'sigma_min'),
+    (dict(mode='fixed', width=3, sigma_min=2.0, sigma_max=2.0), 'sigma_min'),
+    (dict(mode='fixed', width=3, metric='range'), 'metric'),
+])
+def test_a_fixed_policy_is_validated_as_a_whole(policy, field):
+    with pytest.raises(ValueError, match=f'beam.{field}'):
+        BeamPolicy(**policy)
+    assert BeamPolicy(mode='fixed', width=3, bw_min=2, bw_max=7).to_dict() == \
+        {'mode': 'fixed', 'width': 3}

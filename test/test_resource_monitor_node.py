@@ -140,3 +140,26 @@ def test_bad_scenario_at_startup_exits_with_one_line_naming_file_and_field(tmp_p
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert 'negative.yaml' in lines[0] and 'cpus' in lines[0]
+
+
+def test_a_file_that_is_no_scenario_is_named_not_echoed(ros, probe, tmp_path):
+    # Like a scenario set to the system's password file: the refusal names the
+    # file and the first problem, with a short excerpt, not the file's contents.
+    secret = tmp_path / 'passwd'
+    secret.write_text(''.join(f'user{i}:x:{1000 + i}:{1000 + i}::/home/user{i}:/bin/sh\n'
+                              for i in range(200)))
+    node = start_monitor(ros, '/secret', rate_hz=5.0)
+    try:
+        for value, expected in [
+            (str(secret), f'{secret}: top level: must be a mapping'),
+            ('/' + 'a' * 5000, 'File name too long'),      # once an uncaught OSError
+        ]:
+            result = set_parameters(probe, 'secret/resource_monitor', {'scenario': value})[0]
+            assert not result.successful and expected in result.reason, result.reason
+            assert len(result.reason) < 400 and 'user199' not in result.reason
+        assert node.params.value('scenario') == ''
+        collector = MessageCollector(probe, HardwareAvailability,
+                                     '/secret/hardware_availability')
+        collector.wait_for(count=1, timeout=5.0)
+    finally:
+        ros.remove(node)

@@ -147,6 +147,29 @@ def test_burning_a_core_shows_as_our_load_and_machine_load():
         assert busy.cpu_utilization_total > idle.cpu_utilization_total
 
 
+def test_a_worker_in_another_process_counts_as_ours_once_its_pid_is_known():
+    # As the monitor does when a worker's heartbeat names its process.
+    burner = subprocess.Popen(
+        [sys.executable, '-c', 'import time\nend = time.monotonic() + 3.0\n'
+         'while time.monotonic() < end: pass'])
+    try:
+        with ResourceSampler(SamplerConfig(disabled=OFF_HOST)) as sampler:
+            time.sleep(0.5)
+            unknown = sampler.sample()          # the burner is another program's load
+            sampler.set_worker_pids([burner.pid, os.getpid()])
+            assert sampler.own_pids == ('self', str(burner.pid))   # this one not twice
+            time.sleep(0.8)
+            known = sampler.sample()
+            sampler.set_worker_pids([])
+            assert sampler.own_pids == ('self',)
+    finally:
+        burner.kill()
+        burner.wait(timeout=10)
+    assert unknown.process_cpus < 0.2
+    assert known.process_cpus > 0.4            # its whole share, from the first sample
+    assert known.usable_cpus > unknown.usable_cpus + 0.3
+
+
 # --- fake trees: parsing --------------------------------------------------------------------
 
 STAT_BEFORE = """cpu  100 0 100 800 0 0 0 0 0 0

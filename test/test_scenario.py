@@ -165,3 +165,49 @@ def test_monitor_command_rejects_bad_input(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(['monitor', '--period', '0'])
     assert 'must be a positive number of seconds' in capsys.readouterr().err
+
+
+def test_a_file_that_is_no_scenario_is_named_not_echoed(tmp_path):
+    # A password file read as YAML is one long string; the reason once held all of it.
+    lines = [f'user{i}:x:{1000 + i}:{1000 + i}:User {i}:/home/user{i}:/bin/sh'
+             for i in range(200)]
+    path = scenario_file(tmp_path, '\n'.join(lines) + '\n', 'passwd')
+    with pytest.raises(ValueError) as error:
+        Scenario.load(path)
+    message = str(error.value)
+    assert message.startswith(f'{path}: top level: must be a mapping')
+    assert 'user0:x' in message             # a short excerpt helps to recognise the file
+    assert 'user199' not in message and len(message) < len(str(path)) + 200
+
+
+@pytest.mark.parametrize('text, field', [
+    ('steps: "' + 'x' * 5000 + '"\n', 'steps: must be a non-empty list'),
+    ('name: [' + ', '.join(['1'] * 3000) + ']\nsteps: []\n', 'name: must be a non-empty string'),
+    ('steps:\n  - at: 1\n    set:\n      ? ' + 'k' * 5000 + '\n      : 1\n', 'unknown field'),
+    ('steps:\n  - at: 1\n    set: {power_mode: [' + ', '.join(['5'] * 3000) + ']}\n',
+     'power_mode: must be a non-empty string'),
+])
+def test_long_values_are_cut_to_an_excerpt(tmp_path, text, field):
+    path = scenario_file(tmp_path, text)
+    with pytest.raises(ValueError, match=field) as error:
+        Scenario.load(path)
+    assert len(str(error.value)) < len(str(path)) + 250
+
+
+def test_what_is_not_a_regular_small_file_is_refused_unread(tmp_path):
+    with pytest.raises(ValueError, match='not a regular file'):
+        Scenario.load(tmp_path)                       # a directory
+    with pytest.raises(ValueError, match='not a regular file'):
+        Scenario.load(os.devnull)                     # a device: never read
+    big = tmp_path / 'big.yaml'
+    big.write_text('# ' + 'x' * (2 << 20) + '\n')
+    with pytest.raises(ValueError, match='big.yaml: too large'):
+        Scenario.load(big)
+
+
+def test_unusable_file_names_are_refused_with_a_reason(tmp_path):
+    with pytest.raises(ValueError, match=r'a\\x00b: not a usable file name'):
+        Scenario.load(tmp_path / 'a\0b')
+    with pytest.raises(ValueError, match='File name too long') as error:
+        Scenario.load('/' + 'a' * 5000)
+    assert len(str(error.value)) < 300

@@ -153,9 +153,12 @@ def test_with_a_budget_decoding_stops_at_the_deadline(ros, probe, tiny_files):
         late.header.stamp = (probe.get_clock().now() - Duration(seconds=0.05)).to_msg()
         publisher.publish(late)
         result = results.wait_for(lambda m: m.id == 'late', timeout=30)[0]
-        assert result.status == TranslationResult.STATUS_OK and result.stopped_at_deadline
+        # A cut answer is not an on-time answer: its own status, and it says so.
+        assert result.status == TranslationResult.STATUS_PARTIAL and result.stopped_at_deadline
         assert result.text == ''            # nothing could be decoded in time
-        assert node.deadline_stops == 1
+        assert result.status_message == ('stopped at the 5 ms deadline: nothing translated '
+                                          'yet, the text is empty')
+        assert node.deadline_stops == 1 and node.window.misses() == 1
         # Switched off, the same request is decoded in full.
         answer = set_parameters(probe, '/tr5/translation_node', {'stop_at_deadline': False})
         assert answer[0].successful
@@ -170,5 +173,79 @@ def test_with_a_budget_decoding_stops_at_the_deadline(ros, probe, tiny_files):
         publisher.publish(broken)
         result = results.wait_for(lambda m: m.id == 'bad-stamp', timeout=30)[0]
         assert result.status == TranslationResult.STATUS_OK
+    finally:
+        ros.remove(node)
+
+
+def test_the_beam_policy_is_checked_as_a_whole_in_every_mode(ros, probe, tiny_files):
+    node = start(ros, '/tr6', tiny_files)           # fixed 5, dynamic values 1..5, 0.5..2
+    target = 'tr6/translation_node'
+    try:
+        # Fixed mode does not use these, but keeps them: switching to dynamic
+        # mode later would put a broken policy in force.
+        for values, expected in [
+            ({'bw_min': 6}, 'bw_min: 6 must not exceed bw_max 5'),
+            ({'sigma_min': 3.0}, 'sigma_min: 3 must be below sigma_max 2'),
+            ({'beam_width': 'five'}, "beam_width: must be an integer, got a string 'five'"),
+        ]:
+            for atomically in (True, False):
+                result = set_parameters(probe, target, values, atomically=atomically)[0]
+                assert not result.successful and expected in result.reason, result.reason
+        # rclpy's plain set_parameters would set these one at a time: beam_mode,
+        # then bw_min 4 (fits under bw_max 5), then refuse bw_max 2, leaving a
+        # dynamic 4..5 policy nobody asked for. Here the request is refused whole.
+        results = set_parameters(probe, target, {'beam_mode': 'dynamic', 'bw_min': 4,
+                                                 'bw_max': 2})
+        assert [r.successful for r in results] == [False, False, False]
+        assert all('bw_min: 4 must not exceed bw_max 2' in r.reason for r in results)
+        values = node.params.values()
+        assert (values['beam_mode'], values['bw_min'], values['bw_max']) == ('fixed', 1, 5)
+        assert node.worker.setting.beam.mode == 'fixed'
+        # A valid policy whose parameters, one at a time, would pass through an
+        # invalid one (bw_min 7 > bw_max 5) is set whole, through either service.
+        results = set_parameters(probe, target, {'beam_mode': 'dynamic', 'bw_min': 7,
+                                                 'bw_max': 9})
+        assert all(r.successful for r in results), [r.reason for r in results]
+        wait_until(lambda: node.worker.setting.beam.mode == 'dynamic')
+        beam = node.worker.setting.beam
+        assert (beam.bw_min, beam.bw_max) == (7, 9)
+    finally:
+        ros.remove(node)
+
+
+def test_a_starting_worker_announces_itself_and_serves_once_set(ros, probe, tiny_files):
+    # A restarted worker must not translate with its defaults while the
+    # manager's setting is on its way: it subscribes once a set arrived.
+    import os
+
+    from dyn_dnn_ros.ros.worker_presence import HEARTBEAT_QOS
+    from dyn_dnn_ros_interfaces.msg import WorkerHeartbeat
+    beats = MessageCollector(probe, WorkerHeartbeat, '/tr_gate/worker_heartbeat',
+                             qos=HEARTBEAT_QOS)
+    node = start(ros, '/tr_gate', tiny_files, wait_for_setting_s=60.0)
+    try:
+        first = beats.wait_for(timeout=10)[0]
+        assert first.node == '/tr_gate/translation_node' and first.pid == os.getpid()
+        assert first.target == 'translation' and not first.serving
+        assert first.operating_point == 'big' and math.isnan(first.budget_ms)
+        publisher = probe.create_publisher(TranslationRequest, '/tr_gate/translation_requests',
+                                           10)
+        with pytest.raises(TimeoutError):
+            wait_until(lambda: publisher.get_subscription_count() > 0, timeout=1.0)
+        assert set_parameters(probe, '/tr_gate/translation_node',
+                              {'operating_point': 'small', 'budget_ms': 80.0},
+                              atomically=True)[0].successful
+        serving = beats.wait_for(lambda m: m.serving, timeout=10)[0]
+        assert (serving.operating_point, serving.budget_ms) == ('small', 80.0)
+        assert serving.instance_id == first.instance_id
+        wait_until(lambda: publisher.get_subscription_count() > 0, timeout=10)
+    finally:
+        ros.remove(node)
+    # Without any set, a worker serves on its own after the wait.
+    node = start(ros, '/tr_gate2', tiny_files, wait_for_setting_s=0.5)
+    try:
+        connect(probe, '/tr_gate2')
+        assert node.presence.serving
+        assert node.presence.instance_id != first.instance_id
     finally:
         ros.remove(node)

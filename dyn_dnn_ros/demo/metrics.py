@@ -5,6 +5,8 @@ import math
 
 import numpy as np
 
+# Complete answers: translated in full (a long source may have been cut to the
+# model's limit). A 'partial' answer was stopped at its deadline: not complete.
 ANSWERED = ('ok', 'truncated')
 
 
@@ -13,7 +15,7 @@ class ResultRecord:
     id: str
     sent_s: float          # seconds since the run started
     received_s: float
-    status: str            # ok, truncated, empty, dropped, error, lost (never answered)
+    status: str            # ok, truncated, partial, empty, dropped, error, lost (no answer)
     point: str
     latency_ms: float      # inference time measured by the worker
     queue_ms: float
@@ -26,6 +28,11 @@ class ResultRecord:
     @property
     def response_ms(self):
         return (self.received_s - self.sent_s) * 1000.0
+
+    @property
+    def complete_in_budget(self):
+        """A complete answer that arrived within the budget, counted from the request's stamp."""
+        return self.status in ANSWERED and self.response_ms <= self.budget_ms
 
 
 @dataclass
@@ -55,7 +62,7 @@ def adaptation_results(run, event_times, settled=3):
         phase = [r for r in ordered if start <= r.sent_s < end]
         if not phase:
             continue
-        on_time = [r.status in ANSWERED and r.response_ms <= r.budget_ms for r in phase]
+        on_time = [r.complete_in_budget for r in phase]
         need = min(settled, len(phase))
         counts.append(next((i + 1 for i in range(len(phase) - need + 1)
                             if all(on_time[i:i + need])), None))
@@ -83,21 +90,51 @@ def switch_delays_ms(run):
     return delays
 
 
-def summarize(run, burn_window=None):
-    """The run's figures: deadline hits, quality, switches, latencies, adaptation."""
+def _bleu(records):
     import sacrebleu
+    if not records:
+        return math.nan
+    return sacrebleu.corpus_bleu([r.hypothesis for r in records],
+                                 [[r.reference for r in records]]).score
+
+
+def outcome_fractions(results):
+    """What happened to the requests sent, as fractions of them (they add up to 1).
+
+    ``complete_in_budget``: complete and within the budget end to end;
+    ``late``: complete but over it; ``cut_at_deadline``: stopped at the
+    deadline (partial); ``dropped``: not translated (queue full, shutting
+    down) or never answered; ``failed``: empty requests and errors.
+    """
+    sent = len(results)
+    if not sent:
+        return {key: math.nan for key in ('complete_in_budget', 'late', 'cut_at_deadline',
+                                          'dropped', 'failed')}
+    complete = [r for r in results if r.status in ANSWERED]
+    in_budget = sum(r.complete_in_budget for r in complete)
+    cut = sum(r.status == 'partial' for r in results)
+    dropped = sum(r.status in ('dropped', 'lost') for r in results)
+    return {'complete_in_budget': in_budget / sent, 'late': (len(complete) - in_budget) / sent,
+            'cut_at_deadline': cut / sent, 'dropped': dropped / sent,
+            'failed': (sent - len(complete) - cut - dropped) / sent}
+
+
+def summarize(run, burn_window=None):
+    """The run's figures: outcomes of the requests sent, quality, switches, latencies."""
     results = run.results
     answered = [r for r in results if r.status in ANSWERED]
-    hits = [r for r in answered if r.response_ms <= r.budget_ms]
+    with_text = [r for r in results if r.status in ANSWERED + ('partial',)]
     summary = {
         'requests': len(results),
-        'answered': len(answered),
-        'dropped': sum(r.status == 'dropped' for r in results),
-        'lost': sum(r.status == 'lost' for r in results),
-        'deadline_hit_rate': len(hits) / len(results) if results else math.nan,
-        'bleu': sacrebleu.corpus_bleu([r.hypothesis for r in answered],
-                                      [[r.reference for r in answered]]).score
-        if answered else math.nan,
+        **outcome_fractions(results),
+        'complete': len(answered),
+        'cut_count': sum(r.status == 'partial' for r in results),
+        'dropped_count': sum(r.status == 'dropped' for r in results),
+        'lost_count': sum(r.status == 'lost' for r in results),
+        # BLEU of what a user got: the complete answers alone, and every answer
+        # with text (cut ones included).
+        'bleu_complete': _bleu(answered),
+        'bleu_all': _bleu(with_text),
         'switches': sum(1 for a, b in zip(answered, answered[1:], strict=False)
                         if a.point != b.point),
         'mean_latency_ms': float(np.mean([r.latency_ms for r in answered]))
@@ -111,14 +148,12 @@ def summarize(run, burn_window=None):
         'transport_p50_ms': _percentile(
             [r.response_ms - r.latency_ms - r.queue_ms for r in answered], 50),
         'points_used': sorted({r.point for r in answered}),
-        'stopped_at_deadline': sum(r.stopped_at_deadline for r in answered),
     }
     if burn_window is not None:
         start, end = burn_window
         during = [r for r in results if start <= r.sent_s < end]
-        summary['deadline_hit_rate_under_load'] = (
-            sum(r.status in ANSWERED and r.response_ms <= r.budget_ms for r in during)
-            / len(during) if during else math.nan)
+        summary['complete_in_budget_under_load'] = outcome_fractions(during)[
+            'complete_in_budget']
     delays = switch_delays_ms(run)
     summary['switch_to_result_ms_max'] = max(delays) if delays else math.nan
     summary['switch_to_result_ms_p50'] = _percentile(delays, 50)

@@ -28,6 +28,11 @@ def plot_timeline(path, runs, plan, library):
         answered = [r for r in run.results if r.status in ANSWERED]
         ax_lat.scatter([r.sent_s for r in answered], [r.response_ms for r in answered],
                        s=10, color=colour, alpha=0.7, label=f'{run.name}: response time')
+        cut = [r for r in run.results if r.status == 'partial']
+        if cut:   # answered in time, but incomplete: marked apart from complete answers
+            ax_lat.scatter([r.sent_s for r in cut], [r.response_ms for r in cut], s=16,
+                           marker='v', facecolors='none', edgecolors=colour,
+                           label=f'{run.name}: cut at the deadline')
         dropped = [r for r in run.results if r.status in ('dropped', 'lost')]
         if dropped:
             top = max([r.response_ms for r in answered] + budget_v) * 1.05

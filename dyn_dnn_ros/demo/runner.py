@@ -16,7 +16,7 @@ import time
 from dyn_dnn_ros.demo.burner import CpuBurner
 from dyn_dnn_ros.demo.metrics import ResultRecord, RunRecord
 
-STATUS_NAMES = {0: 'ok', 1: 'truncated', 2: 'empty', 3: 'dropped', 4: 'error'}
+STATUS_NAMES = {0: 'ok', 1: 'truncated', 2: 'empty', 3: 'dropped', 4: 'error', 5: 'partial'}
 
 
 @dataclass(frozen=True)

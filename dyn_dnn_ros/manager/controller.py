@@ -15,7 +15,11 @@ Rules (the manager node feeds events in and applies the decisions):
   current setting, so a noisy measurement cannot make the worker oscillate;
 - resource information older than ``stale_after_s`` falls back to the
   conservative assumption of a single thread;
-- a forced point (experiments) overrides all of this until released.
+- a forced point (experiments) overrides all of this until released;
+  releasing returns to the automatic choice for the budget, or, with no
+  budget set, to the best-quality point (nothing limits latency then);
+- ``min_quality`` is a floor: points below it are never chosen, even when
+  none above it fits the budget (the choice then does not fit, and says so).
 """
 
 from dataclasses import dataclass
@@ -69,6 +73,7 @@ class TargetController:
         self.current = None          # the point in force
         self.threads = None          # the thread count in force
         self.forced = None
+        self.fits = True             # whether the setting in force is expected to fit
         self.on_time = 0
         self.misses_in_row = 0
         self.switches = 0
@@ -85,7 +90,8 @@ class TargetController:
 
     # -- events ---------------------------------------------------------------
     def set_budget(self, budget_ms, now, min_quality=None) -> Decision:
-        problem = check_budget(budget_ms)
+        """A new budget (and floor); ValueError leaves everything as it was."""
+        problem = check_budget(budget_ms) or self.model.check_min_quality(min_quality)
         if problem:
             raise ValueError(problem)
         self.budget_ms = float(budget_ms)
@@ -106,7 +112,7 @@ class TargetController:
         changed = threads != self.available_threads
         self.available_threads = threads
         self.last_availability = now
-        if math.isnan(self.budget_ms) or not (changed or was_stale):
+        if self.current is None or not (changed or was_stale):
             return None
         choice = self._choose(now)
         if self._better(choice) and not changed:
@@ -154,7 +160,7 @@ class TargetController:
 
     def on_stale(self, now) -> Decision | None:
         """Called periodically; falls back once when resource data goes stale."""
-        if math.isnan(self.budget_ms) or not self.is_stale(now):
+        if self.current is None or not self.is_stale(now):
             return None
         choice = self._choose(now)
         if self._same(choice):
@@ -166,11 +172,10 @@ class TargetController:
         self.forced = name
         return self._switch(self._choose(now), now)
 
-    def release(self, now) -> Decision | None:
+    def release(self, now) -> Decision:
+        """Back to automatic selection; with no budget, to the best-quality point."""
         self.forced = None
-        if math.isnan(self.budget_ms):
-            return None
-        return self._switch(self._choose(now), now)
+        return self._switch(self._choose(now), now, why='released')
 
     # -- internals --------------------------------------------------------------
     def _choose(self, now) -> Choice:
@@ -178,13 +183,22 @@ class TargetController:
         model = self.model
         if self.forced is not None:
             threads = model.best_threads(self.forced, max_threads)
-            return Choice(self.forced, threads, model.expected_ms(self.forced, threads), True,
-                          'forced')
+            expected = model.expected_ms(self.forced, threads)
+            if math.isnan(self.budget_ms):
+                return Choice(self.forced, threads, expected, True, 'forced')
+            limit = model.config.safety_margin * self.budget_ms
+            fits = expected <= limit
+            return Choice(self.forced, threads, expected, fits,
+                          f'forced: expected {expected:.1f} ms on {threads} thread(s), '
+                          f'{"within" if fits else "beyond"} {model.config.safety_margin:.0%} '
+                          f'of {self.budget_ms:g} ms')
         if math.isnan(self.budget_ms):
-            settings = [(model.expected_ms(p.name, t), p.name, t) for p in model.library.points
-                        for t in [model.best_threads(p.name, max_threads)]]
-            expected, name, threads = min(settings)
-            return Choice(name, threads, expected, True, 'no budget: fastest point')
+            # Nothing limits latency: the best quality, as a worker starts by itself.
+            best = model.library.by_quality()[0]
+            threads = model.best_threads(best.name, max_threads)
+            return Choice(best.name, threads, model.expected_ms(best.name, threads), True,
+                          f'no budget: best-quality point ({best.quality:g}) on {threads} '
+                          f'thread(s)')
         return model.choose(self.budget_ms, max_threads, self.min_quality)
 
     def _same(self, choice):
@@ -208,6 +222,7 @@ class TargetController:
             self.on_time = 0
             self.misses_in_row = 0
         self.current, self.threads = choice.point, choice.threads
+        self.fits = choice.fits
         self.last_reason = f'{why}: {choice.reason}' if why else choice.reason
         return Decision(choice.point, choice.threads, choice.expected_ms, self.last_reason,
                         choice.fits)

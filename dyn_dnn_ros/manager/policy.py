@@ -73,12 +73,31 @@ class Choice:
     reason: str
 
 
+# The largest budget: the upper end of the ``budget_ms`` parameter the
+# workers declare (``WORKER_BUDGET_MS_RANGE``, 0 = no budget). The manager
+# refuses what a worker would refuse, so an accepted budget can come into force.
+BUDGET_MS_MAX = 1e6
+WORKER_BUDGET_MS_RANGE = (0.0, BUDGET_MS_MAX)
+# The smallest budget: 1 us. No answer carried over ROS can take less (a
+# message alone takes longer on one host), so a smaller number is a mistake
+# (1e-300, a unit conversion gone wrong), not a request. Budgets between this
+# and the fastest operating point are valid: they are answered with a
+# warning, because load and threads change what fits.
+BUDGET_MS_MIN = 1e-3
+
+
 def check_budget(budget_ms):
     """Why a budget is unusable, or None."""
     if isinstance(budget_ms, bool) or not isinstance(budget_ms, (int, float)):
         return f'budget_ms: must be a number of milliseconds, got {budget_ms!r}'
     if not math.isfinite(budget_ms) or budget_ms <= 0:
         return f'budget_ms: must be a positive finite number of milliseconds, got {budget_ms}'
+    if budget_ms < BUDGET_MS_MIN:
+        return (f'budget_ms: {budget_ms:g} ms is below {BUDGET_MS_MIN:g} ms (1 us), less than '
+                f'any answer over ROS can take: refused as a mistake')
+    if budget_ms > BUDGET_MS_MAX:
+        return (f'budget_ms: must be at most {BUDGET_MS_MAX:g} ms (what the workers accept), '
+                f'got {budget_ms:g}')
     return None
 
 
@@ -157,6 +176,22 @@ class LatencyModel:
             if count == threads and other != name:
                 stats.pull_toward(overall, relax)
 
+    def check_min_quality(self, min_quality):
+        """Why ``min_quality`` (None: no minimum) cannot be met by any point, or None.
+
+        Quality is a property of the point and does not change with load, so
+        a minimum above every point is a mistake (for example a percentage
+        for an accuracy measured as a fraction), never a request to wait for.
+        """
+        if min_quality is None:
+            return None
+        best = self.library.by_quality()[0]
+        if not min_quality <= best.quality:   # NaN lands here too
+            return (f'min_quality: {min_quality:g} is above every {self.library.target} '
+                    f'operating point (best: {best.name}, {self.library.quality_metric} '
+                    f'{best.quality:g})')
+        return None
+
     def best_threads(self, name, max_threads):
         """The thread count in 1..max_threads with the lowest tail estimate (fewer on ties)."""
         return min(range(1, max(1, int(max_threads)) + 1),
@@ -165,10 +200,14 @@ class LatencyModel:
     def choose(self, budget_ms, max_threads, min_quality=None, faster_than=None) -> Choice:
         """Best-quality point whose tail estimate fits ``margin x budget``.
 
+        ``min_quality`` (None: no minimum) is a floor: only points of at least
+        that quality are chosen. When none of them fits the budget, the floor
+        wins: the fastest of them is chosen and the choice does not fit (a
+        point below the floor that would fit is named in the reason).
         ``faster_than`` (a point name and thread count) restricts the choice
         to settings expected to be faster than that one.
         """
-        problem = check_budget(budget_ms)
+        problem = check_budget(budget_ms) or self.check_min_quality(min_quality)
         if problem:
             raise ValueError(problem)
         limit = self.config.safety_margin * budget_ms
@@ -176,13 +215,12 @@ class LatencyModel:
         for point in self.library.points:
             threads = self.best_threads(point.name, max_threads)
             setting[point.name] = (threads, self.expected_ms(point.name, threads))
-        candidates = self.library.by_quality()
+        ranked = self.library.by_quality()
+        floor = [p for p in ranked if min_quality is None or p.quality >= min_quality]
+        candidates = floor
         if faster_than is not None:
             ceiling = self.expected_ms(*faster_than)
-            candidates = [p for p in candidates if setting[p.name][1] < ceiling]
-        if min_quality is not None and math.isfinite(min_quality):
-            good_enough = [p for p in candidates if p.quality >= min_quality]
-            candidates = good_enough or candidates
+            candidates = [p for p in floor if setting[p.name][1] < ceiling]
         for point in candidates:
             threads, expected = setting[point.name]
             if expected <= limit:
@@ -190,8 +228,16 @@ class LatencyModel:
                               f'best quality ({point.quality:g}) expected within '
                               f'{self.config.safety_margin:.0%} of {budget_ms:g} ms: '
                               f'{expected:.1f} ms on {threads} of {max_threads} thread(s)')
-        fastest = min(self.library.points, key=lambda p: setting[p.name][1])
+        fastest = min(candidates or floor, key=lambda p: setting[p.name][1])
         threads, expected = setting[fastest.name]
+        below = [p for p in ranked if p not in floor and setting[p.name][1] <= limit]
+        if below:
+            return Choice(fastest.name, threads, expected, False,
+                          f'no point of quality >= {min_quality:g} fits {budget_ms:g} ms with '
+                          f'up to {max_threads} thread(s) ({below[0].name}, quality '
+                          f'{below[0].quality:g}, would); min_quality wins: {fastest.name} '
+                          f'expected {expected:.1f} ms on {threads}')
         return Choice(fastest.name, threads, expected, False,
                       f'no point fits {budget_ms:g} ms with up to {max_threads} thread(s); '
-                      f'fastest expected {expected:.1f} ms on {threads}')
+                      f'fastest expected {expected:.1f} ms on {threads}' +
+                      (f' (quality >= {min_quality:g})' if min_quality is not None else ''))

@@ -9,8 +9,17 @@ stale resource data) and applies a decision by setting the worker's
 parameters atomically through its parameter service, checking the answer.
 A worker that rejects a set is reported, not retried until the decision
 changes; a worker that restarts gets the current decision again.
+
+Service answers (docs/manager_services.md has the user's view): ``success``
+is true when the request was valid and its decision is being put in force
+(the worker's acceptance follows asynchronously and shows on diagnostics);
+a budget or minimum quality no worker could take is refused with
+``success`` false and changes nothing. ``message`` says what is in force,
+prefixed with ``WARNING:`` when the choice is not expected to meet the
+budget.
 """
 
+import dataclasses
 from dataclasses import dataclass
 import math
 import sys
@@ -271,20 +280,27 @@ class ManagerNode(Node):
             response.success, response.message = False, problem
             return response
         min_quality = request.min_quality
-        if not math.isfinite(min_quality) or min_quality <= 0:
-            min_quality = None
+        if math.isnan(min_quality) or min_quality <= 0:
+            min_quality = None   # NaN or <= 0: no minimum (see the .srv)
         try:
             decision = target.controller.set_budget(request.budget_ms, time.monotonic(),
                                                     min_quality)
         except ValueError as error:
-            response.success, response.message = False, str(error)
+            response.success, response.message = False, f'{error}; nothing changed'
             return response
         self._put_in_force(target, decision)
         response.success = True
         response.operating_point = decision.point
         response.expected_latency_ms = float(decision.expected_ms)
-        response.message = decision.reason if decision.fits else f'WARNING: {decision.reason}'
+        response.message = self._answer(target, decision)
         return response
+
+    def _answer(self, target, decision):
+        """What is in force, for a service answer: a warning first when it will not fit."""
+        message = decision.reason if decision.fits else f'WARNING: {decision.reason}'
+        if not target.client.service_is_ready():
+            message += f' (worker {target.worker} not reachable: applied when it appears)'
+        return message
 
     def _list_points(self, request, response):
         target, problem = self._target(request.target)
@@ -293,6 +309,9 @@ class ManagerNode(Node):
             return response
         response.success = True
         response.current = target.controller.current or ''
+        response.message = ('no decision yet: the worker runs its own default'
+                            if target.controller.current is None else
+                            target.controller.last_reason)
         response.points = [point_message(p, target.library) for p in target.library.points]
         return response
 
@@ -302,21 +321,37 @@ class ManagerNode(Node):
             response.success, response.message = False, problem
             return response
         now = time.monotonic()
+        ctl = target.controller
         if not request.name:
-            decision = target.controller.release(now)
-            response.success, response.message = True, 'released: automatic selection'
-            if decision is not None:
-                self._put_in_force(target, decision)
-                response.operating_point = decision.point
-            return response
-        try:
-            decision = target.controller.force(request.name, now)
-        except KeyError as error:
-            response.success, response.message = False, str(error.args[0])
-            return response
+            # Back to automatic selection for the budget; with none, to the
+            # best-quality point (what a worker runs when nothing limits latency).
+            decision = ctl.release(now)
+            if math.isfinite(ctl.budget_ms):
+                decision_text = (f'released: automatic selection for {ctl.budget_ms:g} ms put '
+                                 f'{decision.point} in force; '
+                                 f'{decision.reason.removeprefix("released: ")}')
+            else:
+                quality = target.library.get(decision.point).quality
+                decision_text = (f'released: no budget is set, so the best-quality point '
+                                 f'{decision.point} ({quality:g}) is in force on '
+                                 f'{decision.threads} thread(s); set a budget for automatic '
+                                 f'selection')
+        else:
+            try:
+                decision = ctl.force(request.name, now)
+            except KeyError as error:
+                response.success, response.message = False, str(error.args[0])
+                return response
+            if math.isfinite(ctl.budget_ms):
+                decision_text = (f'forced {decision.point} until released: '
+                                 f'{decision.reason.removeprefix("forced: ")}')
+            else:
+                decision_text = (f'forced {decision.point} on {decision.threads} thread(s) '
+                                 f'until released (no budget set)')
         self._put_in_force(target, decision)
         response.success, response.operating_point = True, decision.point
-        response.message = f'forced {decision.point}'
+        response.message = self._answer(
+            target, dataclasses.replace(decision, reason=decision_text))
         return response
 
     # -- applying decisions ---------------------------------------------------------------
@@ -407,9 +442,18 @@ class ManagerNode(Node):
             stat.summary(WARN, f'{ctl.current}: resource data stale, conservative choice')
         elif ctl.current is None:
             stat.summary(OK, 'no budget set')
+        elif not ctl.fits:   # its own `why` says the budget is not expected to be met
+            stat.summary(WARN, f'{ctl.current} for {ctl.budget_ms:g} ms: {ctl.last_reason}')
+        elif not math.isfinite(ctl.budget_ms):
+            stat.summary(OK, f'{ctl.current}: no budget set' +
+                         (' (forced)' if ctl.forced else ''))
         else:
-            stat.summary(OK, f'{ctl.current} for {ctl.budget_ms:g} ms')
+            stat.summary(OK, f'{ctl.current} for {ctl.budget_ms:g} ms' +
+                         (' (forced)' if ctl.forced else ''))
         stat.add('budget_ms', text(ctl.budget_ms))
+        stat.add('min_quality', text(ctl.min_quality) if ctl.min_quality is not None
+                 else '(none)')
+        stat.add('meets_budget', text(ctl.fits) if math.isfinite(ctl.budget_ms) else '(no budget)')
         stat.add('operating_point', ctl.current or '(none)')
         stat.add('forced', ctl.forced or '(no)')
         stat.add('threads', text(ctl.threads if ctl.threads is not None else '(none)'))

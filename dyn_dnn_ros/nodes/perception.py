@@ -16,6 +16,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 import torch
 
+from dyn_dnn_ros.manager.policy import WORKER_BUDGET_MS_RANGE
 from dyn_dnn_ros.operating_points import OperatingPointLibrary
 from dyn_dnn_ros.perception.preprocess import to_model_input
 from dyn_dnn_ros.perception.wenet import GroupConfig, load_model
@@ -23,6 +24,7 @@ from dyn_dnn_ros.ros.diagnostics import ERROR, OK, WARN, Updater, guarded, text
 from dyn_dnn_ros.ros.params import ParameterSpec, ValidatedParameters
 from dyn_dnn_ros.ros.qos import QOS_CHOICES, qos_profile
 from dyn_dnn_ros.ros.spin import publish_while_running, run_node
+from dyn_dnn_ros.ros.worker_presence import WAIT_FOR_SETTING, WorkerPresence
 from dyn_dnn_ros.runtime.device import resolve_device
 from dyn_dnn_ros.runtime.latency_window import LatencyWindow
 from dyn_dnn_ros.runtime.rate_window import RateWindow
@@ -78,7 +80,9 @@ class PerceptionNode(Node):
                           choices=QOS_CHOICES, read_only=True),
             ParameterSpec('top_k', 3, 'labels reported per image', integer_range=(1, 100)),
             ParameterSpec('budget_ms', 0.0, 'latency budget in force, reported with each '
-                          'result and on diagnostics (0 = none)', float_range=(0.0, 1e6)),
+                          'result and on diagnostics (0 = none)',
+                          float_range=WORKER_BUDGET_MS_RANGE),
+            WAIT_FOR_SETTING,
         ], apply=self._apply)
         if library is None:
             path = self.params.value('library_path') or \
@@ -117,11 +121,19 @@ class PerceptionNode(Node):
             raise
         self.publisher = self.create_publisher(ClassificationResult,
                                                'classification_results', 10)
-        self.create_subscription(Image, 'image', self._on_image,
-                                 qos_profile(self.params.value('qos')))
         self.updater = Updater(self)
         self.updater.setHardwareID(str(self.device))
         self.updater.add('perception', guarded(self._diagnose))
+        self.presence = WorkerPresence(self, 'perception', self._in_force, self._subscribe,
+                                       wait_s=self.params.value('wait_for_setting_s'))
+
+    def _subscribe(self):
+        self.create_subscription(Image, 'image', self._on_image,
+                                 qos_profile(self.params.value('qos')))
+
+    def _in_force(self):
+        setting = self.worker.setting
+        return setting['point'], setting['threads'], setting['budget_ms']
 
     # -- parameters -------------------------------------------------------------
     def _check_point(self, name):
@@ -140,6 +152,7 @@ class PerceptionNode(Node):
 
     def _apply(self, changed):
         self.worker.set_setting(self._setting())
+        self.presence.setting_changed()
 
     # -- images -------------------------------------------------------------------
     def _result(self, header, setting):

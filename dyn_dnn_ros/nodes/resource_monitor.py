@@ -5,6 +5,11 @@ Publishes ``dyn_dnn_ros_interfaces/HardwareAvailability`` on
 ``dyn_dnn_ros.resources``, optionally with a scenario's timed overrides on top
 (``scenario`` parameter: a YAML path, or a name under config/scenarios).
 Missing readers are reported once in the log and as WARN on /diagnostics.
+
+The workers' own CPU use is not load from other programs: the monitor
+subscribes ``worker_heartbeat`` and counts the processes of the workers on
+this host as its own, so availability is the same whether the nodes run in
+one process or each in its own.
 """
 
 from pathlib import Path
@@ -18,16 +23,23 @@ from dyn_dnn_ros.resources.scenario import Scenario
 from dyn_dnn_ros.ros.diagnostics import ERROR, OK, WARN, Updater, guarded, text
 from dyn_dnn_ros.ros.params import ParameterSpec, ValidatedParameters
 from dyn_dnn_ros.ros.spin import run_node
+from dyn_dnn_ros.ros.worker_presence import HEARTBEAT_QOS, HEARTBEAT_TOPIC
 from dyn_dnn_ros.share import config_path
-from dyn_dnn_ros_interfaces.msg import HardwareAvailability
+from dyn_dnn_ros_interfaces.msg import HardwareAvailability, WorkerHeartbeat
 
 NODE_NAME = 'resource_monitor'
+# A worker silent for this many of its announcement periods has ended.
+WORKER_GONE_PERIODS = 5.0
 
 
 def resolve_scenario(value):
     """A scenario path, or a bare name of a file shipped in config/scenarios."""
     path = Path(value).expanduser()
-    if path.is_file() or path.is_absolute() or path.suffix in ('.yaml', '.yml'):
+    try:
+        is_file = path.is_file()
+    except OSError:      # e.g. a name too long: the loader says so, naming it
+        is_file = True
+    if is_file or path.is_absolute() or path.suffix in ('.yaml', '.yml'):
         return path
     return config_path('scenarios', f'{value}.yaml')
 
@@ -58,6 +70,9 @@ class ResourceMonitorNode(Node):
         self.published = 0
         self.last_snapshot = None
         self.last_error = ''
+        self.workers = {}   # node name -> (pid, monotonic time it is forgotten)
+        self.create_subscription(WorkerHeartbeat, HEARTBEAT_TOPIC, self._on_heartbeat,
+                                 HEARTBEAT_QOS)
 
         self.updater = Updater(self)
         self.updater.setHardwareID(self.sampler.hostname)
@@ -72,9 +87,11 @@ class ResourceMonitorNode(Node):
 
     # -- parameters ---------------------------------------------------------
     def _check_scenario(self, value):
+        # The reason names the file and its first problem, quoting at most a
+        # short excerpt of it (never its contents: think of the password file).
         try:
             self._pending_scenario = load_scenario(value)
-        except ValueError as error:
+        except (ValueError, OSError) as error:
             return str(error)
         return None
 
@@ -92,9 +109,23 @@ class ResourceMonitorNode(Node):
             self.destroy_timer(self.timer)
             self.timer = self.create_timer(1.0 / changed['rate_hz'], self._publish)
 
+    # -- workers --------------------------------------------------------------
+    def _on_heartbeat(self, msg):
+        if msg.header.frame_id != self.sampler.hostname or msg.pid <= 0:
+            return  # a worker on another host loads that host, not this one
+        period = msg.period_s if 0 < msg.period_s < 60 else 1.0
+        # Taken up by the next sample: only the timer's thread touches the sampler.
+        self.workers[msg.node] = (msg.pid, time.monotonic() + WORKER_GONE_PERIODS * period)
+
+    def _update_worker_pids(self):
+        now = time.monotonic()
+        self.workers = {node: seen for node, seen in self.workers.items() if seen[1] > now}
+        self.sampler.set_worker_pids(pid for pid, _ in self.workers.values())
+
     # -- publishing ---------------------------------------------------------
     def _publish(self):
         try:
+            self._update_worker_pids()
             snapshot = self.sampler.sample()
             msg = HardwareAvailability(**snapshot.message_fields())
         except Exception as error:  # keep publishing on the next tick
@@ -136,6 +167,8 @@ class ResourceMonitorNode(Node):
                              f'availability {snapshot.availability:.2f}')
         stat.add('published', text(self.published))
         stat.add('rate_hz', text(self.params.value('rate_hz')))
+        stat.add('worker_processes', ', '.join(f'{node} (pid {pid})' for node, (pid, _)
+                                               in sorted(self.workers.items())) or '(none)')
         stat.add('scenario', self.params.value('scenario') or '(none)')
         if snapshot is not None:
             stat.add('usable_cpus', text(snapshot.usable_cpus))

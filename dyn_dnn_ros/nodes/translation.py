@@ -20,10 +20,12 @@ from rclpy.time import Time
 from std_msgs.msg import String
 import torch
 
+from dyn_dnn_ros.manager.policy import WORKER_BUDGET_MS_RANGE
 from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPointLibrary
 from dyn_dnn_ros.ros.diagnostics import ERROR, OK, WARN, Updater, guarded, text
 from dyn_dnn_ros.ros.params import ParameterSpec, ValidatedParameters
 from dyn_dnn_ros.ros.spin import publish_while_running, run_node
+from dyn_dnn_ros.ros.worker_presence import WAIT_FOR_SETTING, WorkerPresence
 from dyn_dnn_ros.runtime.device import resolve_device
 from dyn_dnn_ros.runtime.latency_window import LatencyWindow
 from dyn_dnn_ros.runtime.worker import SHUTTING_DOWN, InferenceWorker
@@ -66,12 +68,26 @@ class Request:
     origin: float  # time.monotonic() when the request was sent (its stamp) or received
 
 
+# BeamPolicy fields whose parameter has another name.
+BEAM_FIELD_PARAMETERS = {'mode': 'beam_mode', 'width': 'beam_width', 'metric': 'beam_metric'}
+
+
 def beam_from(values):
-    """The BeamPolicy the beam parameters describe (ValueError names the bad one)."""
-    return BeamPolicy(mode=values['beam_mode'], width=values['beam_width'],
-                      bw_min=values['bw_min'], bw_max=values['bw_max'],
-                      sigma_min=float(values['sigma_min']), sigma_max=float(values['sigma_max']),
-                      metric=values['beam_metric'])
+    """The BeamPolicy the beam parameters describe (ValueError names the bad parameter).
+
+    The policy is checked as a whole in every mode: a fixed-width policy keeps
+    the dynamic parameters, and switching ``beam_mode`` alone would use them.
+    """
+    try:
+        return BeamPolicy(mode=values['beam_mode'], width=values['beam_width'],
+                          bw_min=values['bw_min'], bw_max=values['bw_max'],
+                          sigma_min=float(values['sigma_min']),
+                          sigma_max=float(values['sigma_max']), metric=values['beam_metric'])
+    except ValueError as error:
+        # BeamPolicy names its fields ("beam.width"); name the node's parameters.
+        field, _, rest = str(error).partition(': ')
+        field = field.removeprefix('beam.')
+        raise ValueError(f'{BEAM_FIELD_PARAMETERS.get(field, field)}: {rest}') from None
 
 
 class TranslationNode(Node):
@@ -110,10 +126,12 @@ class TranslationNode(Node):
                           'deep enough that a burst is queued by DDS, not lost',
                           integer_range=(1, 100000), read_only=True),
             ParameterSpec('budget_ms', 0.0, 'latency budget in force, reported with each '
-                          'result and on diagnostics (0 = none)', float_range=(0.0, 1e6)),
+                          'result and on diagnostics (0 = none)',
+                          float_range=WORKER_BUDGET_MS_RANGE),
             ParameterSpec('stop_at_deadline', True, 'with a budget, stop decoding in time to '
                           'answer within it (counted from the request stamp) and return the '
                           'best hypothesis found by then'),
+            WAIT_FOR_SETTING,
             ParameterSpec('deadline_margin_ms', 6.0, 'time kept back from the budget for '
                           'publishing the result and its transport', float_range=(0.0, 1000.0)),
         ], apply=self._apply, check_together=self._check_together)
@@ -146,14 +164,23 @@ class TranslationNode(Node):
             self.worker.stop()
             raise ValueError(f'max_source_tokens: the model has {longest} source positions, '
                              f'got {values["max_source_tokens"]}')
-        depth = self.params.value('qos_depth')
-        self.publisher = self.create_publisher(TranslationResult, 'translation_results', depth)
-        self.create_subscription(TranslationRequest, 'translation_requests',
-                                 self._on_request, depth)
-        self.create_subscription(String, 'translation_requests_text', self._on_text, depth)
+        self.publisher = self.create_publisher(TranslationResult, 'translation_results',
+                                               self.params.value('qos_depth'))
         self.updater = Updater(self)
         self.updater.setHardwareID(self.params.value('device'))
         self.updater.add('translation', guarded(self._diagnose))
+        self.presence = WorkerPresence(self, 'translation', self._in_force, self._subscribe,
+                                       wait_s=values['wait_for_setting_s'])
+
+    def _subscribe(self):
+        depth = self.params.value('qos_depth')
+        self.create_subscription(TranslationRequest, 'translation_requests',
+                                 self._on_request, depth)
+        self.create_subscription(String, 'translation_requests_text', self._on_text, depth)
+
+    def _in_force(self):
+        setting = self.worker.setting
+        return setting.point, setting.threads, setting.budget_ms
 
     # -- parameters -------------------------------------------------------------
     def _load_library(self):
@@ -203,6 +230,7 @@ class TranslationNode(Node):
         # One new Setting from all current values: a point and its beam policy
         # set together in one atomic parameter set switch together.
         self.worker.set_setting(self._setting(self.params.values()))
+        self.presence.setting_changed()
 
     # -- requests -----------------------------------------------------------------
     def _on_request(self, msg):
@@ -265,13 +293,21 @@ class TranslationNode(Node):
             result.status_message = {
                 'ok': '', 'empty': 'the request held no text',
                 'truncated': f'source cut to {outcome.source_tokens} tokens'}[outcome.status]
+            if outcome.cut:
+                # An answer stopped at its deadline is incomplete: never OK.
+                result.status = TranslationResult.STATUS_PARTIAL
+                result.status_message = (
+                    f'stopped at the {finished.setting.budget_ms:g} ms deadline: '
+                    + ('incomplete translation' if outcome.text
+                       else 'nothing translated yet, the text is empty')
+                    + (f'; {result.status_message}' if result.status_message else ''))
             result.average_beam_width = float(outcome.avg_width)
             result.stopped_at_deadline = outcome.cut
             if outcome.cut:
                 self.deadline_stops += 1
             result.latency_ms = latency_ms
             if outcome.status != 'empty':
-                self.window.add(latency_ms, finished.setting.budget_ms)
+                self.window.add(latency_ms, finished.setting.budget_ms, cut=outcome.cut)
         self._publish(result)
 
     def _publish_dropped(self, request, reason):
@@ -297,7 +333,7 @@ class TranslationNode(Node):
             stat.summary(ERROR, f'last request failed: {self.last_error}')
         elif misses:
             stat.summary(WARN, f'{misses} of the last {len(self.window.samples)} results '
-                               f'over the {setting.budget_ms:g} ms budget')
+                               f'over the {setting.budget_ms:g} ms budget or cut at it')
         else:
             stat.summary(OK, f'{setting.point}: p95 {p95:.1f} ms' if self.window.samples
                          else f'{setting.point}: waiting for requests')

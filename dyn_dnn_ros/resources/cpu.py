@@ -61,8 +61,26 @@ class CpuUsageReader(Reader):
     def __init__(self, procfs_root: Path, pids: tuple = ('self',)):
         super().__init__()
         self.procfs_root = Path(procfs_root)
-        self.pids = tuple(str(p) for p in pids)
+        self.base_pids = tuple(str(p) for p in pids)
+        self.pids = self.base_pids
         self._previous = None  # ({cpu line name: (busy, total)}, {pid: ticks})
+
+    def set_worker_pids(self, pids):
+        """Count these processes as ours too (workers in other processes), from now on.
+
+        The ticks of a new one are read at once, so the next sample already
+        knows its share; this process itself is never counted twice.
+        """
+        this = {'self', str(os.getpid())} if 'self' in self.base_pids else set()
+        extra = sorted({str(p) for p in pids} - set(self.base_pids) - this)
+        new = [pid for pid in extra if pid not in self.pids]
+        self.pids = self.base_pids + tuple(extra)
+        if self._previous is not None:
+            for pid in new:
+                try:
+                    self._previous[1][pid] = _process_ticks(self.procfs_root / pid / 'stat')
+                except (OSError, IndexError, ValueError):
+                    pass
 
     def probe(self):
         path = self.procfs_root / 'stat'

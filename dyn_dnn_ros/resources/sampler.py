@@ -103,6 +103,17 @@ class ResourceSampler:
         overrides = self.scenario.overrides_at(now - self.start) if self.scenario else {}
         return apply_overrides(snapshot, overrides, self.config.capacity)
 
+    def set_worker_pids(self, pids) -> None:
+        """Count these processes' CPU use as ours too, not other programs' load."""
+        for reader in self.readers:
+            if isinstance(reader, CpuUsageReader):
+                reader.set_worker_pids(pids)
+
+    @property
+    def own_pids(self) -> tuple:
+        """The processes whose CPU use counts as ours ('self' is this one)."""
+        return next((r.pids for r in self.readers if isinstance(r, CpuUsageReader)), ())
+
     def reader_status(self) -> dict[str, tuple[bool, str]]:
         """Reader name -> (readable now, why not: probe reason or last error)."""
         return {r.name: (r.available() and not r.error, r.reason or r.error)

@@ -17,6 +17,7 @@ all steps with ``at <= t``.
 from dataclasses import dataclass
 import math
 from pathlib import Path
+import stat
 
 from dyn_dnn_ros.resources.capacity import CapacityConfig, estimate
 from dyn_dnn_ros.resources.snapshot import ResourceSnapshot
@@ -26,15 +27,47 @@ class _Invalid(Exception):
     """A bad value; the loader adds the file and field to the message."""
 
 
+# A refusal names the file and the first problem; what it quotes of the file
+# is cut to this many characters (a scenario parameter pointed at the wrong
+# file, say the system's password file, must not echo it back to whoever set it).
+EXCERPT_CHARS = 40
+# Scenario files are a few lines; larger ones (or devices, pipes) are refused unread.
+MAX_FILE_BYTES = 1 << 20
+
+
+def excerpt(value, limit=EXCERPT_CHARS) -> str:
+    """``repr(value)`` on one line, cut to about ``limit`` characters."""
+    return _cut(repr(value), limit)
+
+
+def _key(key, limit=EXCERPT_CHARS) -> str:
+    """A mapping key as written in a field path (``steps[0].set.cores``), cut like a value."""
+    return _cut(str(key), limit)
+
+
+def shown_path(path, limit=200) -> str:
+    """A file name for a message: control characters escaped, cut when absurdly long."""
+    text = str(path)
+    if not text.isprintable():
+        text = repr(text)[1:-1]
+    return _cut(text, limit)
+
+
+def _cut(text, limit):
+    if len(text) > limit:
+        text = text[:limit] + f'... ({len(text)} characters)'
+    return text
+
+
 def _number(value) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise _Invalid(f'must be a number, got {value!r}')
+        raise _Invalid(f'must be a number, got {excerpt(value)}')
     return float(value)
 
 
 def _positive_int(value):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _Invalid(f'must be a positive integer, got {value!r}')
+        raise _Invalid(f'must be a positive integer, got {excerpt(value)}')
     return value
 
 
@@ -55,13 +88,13 @@ def _scale(value):
 def _mode_name(value):
     # nvpmodel modes have names ("MAXN", "15W") and ids; YAML reads an id as int.
     if isinstance(value, bool) or not isinstance(value, str | int) or str(value).strip() == '':
-        raise _Invalid(f'must be a non-empty string, got {value!r}')
+        raise _Invalid(f'must be a non-empty string, got {excerpt(value)}')
     return str(value).strip()
 
 
 def _flag(value):
     if not isinstance(value, bool):
-        raise _Invalid(f'must be true or false, got {value!r}')
+        raise _Invalid(f'must be true or false, got {excerpt(value)}')
     return value
 
 
@@ -102,20 +135,36 @@ class Scenario:
         import yaml  # only scenario users need PyYAML
 
         path = Path(path)
+        name = shown_path(path)
+        raw = None
         try:
-            text = path.read_text()
+            if stat.S_ISREG(path.stat().st_mode):   # never read a device or a pipe
+                with path.open('rb') as stream:
+                    raw = stream.read(MAX_FILE_BYTES + 1)
         except FileNotFoundError:
-            raise ValueError(f'{path}: scenario file not found') from None
+            raise ValueError(f'{name}: scenario file not found') from None
         except OSError as exc:
-            raise ValueError(f'{path}: cannot read scenario file: {exc.strerror}') from None
+            raise ValueError(f'{name}: cannot read scenario file: {exc.strerror}') from None
+        except ValueError as exc:   # e.g. an embedded null byte
+            raise ValueError(f'{name}: not a usable file name ({exc})') from None
+        if raw is None:
+            raise ValueError(f'{name}: not a regular file')
+        if len(raw) > MAX_FILE_BYTES:
+            raise ValueError(f'{name}: too large for a scenario file (over {MAX_FILE_BYTES} '
+                             f'bytes)')
+        try:
+            text = raw.decode('utf-8')
+        except UnicodeDecodeError as exc:
+            raise ValueError(f'{name}: not a text file (byte {exc.start} is not UTF-8)') \
+                from None
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, 'problem_mark', None)
             where = f' at line {mark.line + 1}' if mark is not None else ''
             problem = getattr(exc, 'problem', None) or type(exc).__name__
-            raise ValueError(f'{path}: malformed YAML: {problem}{where}') from None
-        return cls.from_dict(data, source=str(path), default_name=path.stem)
+            raise ValueError(f'{name}: malformed YAML: {problem}{where}') from None
+        return cls.from_dict(data, source=name, default_name=path.stem)
 
     @classmethod
     def from_dict(cls, data, source='<scenario>', default_name='scenario') -> 'Scenario':
@@ -123,31 +172,34 @@ class Scenario:
             raise ValueError(f'{source}: {where}: {message}')
 
         if not isinstance(data, dict):
-            fail('top level', f'must be a mapping with "name" and "steps", got {data!r}')
+            fail('top level',
+                 f'must be a mapping with "name" and "steps", got {excerpt(data)}')
         unknown = sorted(set(data) - {'name', 'description', 'steps'})
         if unknown:
-            fail(unknown[0], 'unknown key; expected name, description, steps')
+            fail(_key(unknown[0]), 'unknown key; expected name, description, steps')
         name = data.get('name', default_name)
         if not isinstance(name, str) or not name:
-            fail('name', f'must be a non-empty string, got {name!r}')
+            fail('name', f'must be a non-empty string, got {excerpt(name)}')
         raw_steps = data.get('steps')
         if not isinstance(raw_steps, list) or not raw_steps:
-            fail('steps', f'must be a non-empty list, got {raw_steps!r}')
+            fail('steps', f'must be a non-empty list, got {excerpt(raw_steps)}')
 
         steps = []
         for i, raw in enumerate(raw_steps):
             where = f'steps[{i}]'
             if not isinstance(raw, dict):
-                fail(where, f'must be a mapping with "at" and "set"/"clear", got {raw!r}')
+                fail(where,
+                     f'must be a mapping with "at" and "set"/"clear", got {excerpt(raw)}')
             unknown = sorted(set(raw) - {'at', 'set', 'clear'})
             if unknown:
-                fail(f'{where}.{unknown[0]}', 'unknown key; expected at, set, clear')
+                fail(f'{where}.{_key(unknown[0])}', 'unknown key; expected at, set, clear')
             if 'at' not in raw:
                 fail(f'{where}.at', 'missing')
             at = raw['at']
             if isinstance(at, bool) or not isinstance(at, int | float) or not (
                     0 <= at < math.inf):
-                fail(f'{where}.at', f'must be a finite number of seconds >= 0, got {at!r}')
+                fail(f'{where}.at',
+                     f'must be a finite number of seconds >= 0, got {excerpt(at)}')
             if steps and at < steps[-1].at:
                 fail(f'{where}.at', f'steps must be in time order, {at:g} s comes after '
                                     f'{steps[-1].at:g} s')
@@ -155,22 +207,24 @@ class Scenario:
                 fail(where, 'needs "set" and/or "clear"')
             values = raw.get('set', {})
             if not isinstance(values, dict):
-                fail(f'{where}.set', f'must be a mapping of field: value, got {values!r}')
+                fail(f'{where}.set',
+                     f'must be a mapping of field: value, got {excerpt(values)}')
             checked = {}
             for key, value in values.items():
                 if key not in FIELDS:
-                    fail(f'{where}.set.{key}', f'unknown field; known: {", ".join(FIELDS)}')
+                    fail(f'{where}.set.{_key(key)}',
+                         f'unknown field; known: {", ".join(FIELDS)}')
                 try:
                     checked[key] = FIELDS[key](value)
                 except _Invalid as exc:
                     fail(f'{where}.set.{key}', str(exc))
             clear = raw.get('clear', [])
             if not isinstance(clear, list):
-                fail(f'{where}.clear', f'must be a list of field names, got {clear!r}')
+                fail(f'{where}.clear', f'must be a list of field names, got {excerpt(clear)}')
             for j, key in enumerate(clear):
                 if key not in FIELDS:
                     fail(f'{where}.clear[{j}]',
-                         f'unknown field {key!r}; known: {", ".join(FIELDS)}')
+                         f'unknown field {excerpt(key)}; known: {", ".join(FIELDS)}')
             steps.append(Step(float(at), checked, tuple(clear)))
         return cls(name, tuple(steps), source)
 

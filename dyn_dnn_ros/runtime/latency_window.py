@@ -9,19 +9,21 @@ from dyn_dnn_ros.formatting import text
 class LatencyWindow:
 
     def __init__(self, size=100):
-        self.samples = deque(maxlen=size)   # (latency_ms, budget_ms); budget 0 = none
+        self.samples = deque(maxlen=size)   # (latency_ms, budget_ms, cut); budget 0 = none
 
-    def add(self, latency_ms, budget_ms):
-        self.samples.append((latency_ms, budget_ms))
+    def add(self, latency_ms, budget_ms, cut=False):
+        """One result; ``cut``: stopped at its deadline, a miss whatever its latency."""
+        self.samples.append((latency_ms, budget_ms, cut))
 
     def percentile(self, q):
-        values = sorted(latency for latency, _ in self.samples)
+        values = sorted(latency for latency, _, _ in self.samples)
         if not values:
             return math.nan
         return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
     def misses(self):
-        return sum(1 for latency, budget in self.samples if budget > 0 and latency > budget)
+        return sum(1 for latency, budget, cut in self.samples
+                   if cut or (budget > 0 and latency > budget))
 
     def report(self, stat):
         """Add the window's figures to a diagnostic status (anything with ``add``)."""
