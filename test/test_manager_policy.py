@@ -157,7 +157,9 @@ def test_losing_a_core_jumps_to_the_point_for_one_thread():
     ctl = controller()
     ctl.set_budget(125.0, now=1.0)
     assert ctl.current == 'large'
-    decision = ctl.on_availability(1, now=1.5)
+    # A drop counts once every report for drop_after_s (0.3 s) has shown it.
+    assert ctl.on_availability(1, now=1.5) is None
+    decision = ctl.on_availability(1, now=1.8)
     assert decision.point == 'medium' and decision.threads == 1  # 100 ms <= 112.5
     assert ctl.on_availability(1, now=2.0) is None  # nothing changed
     # The core must stay free for rise_after_s (1 s) before it is planned with.
@@ -170,7 +172,8 @@ def test_losing_a_core_jumps_to_the_point_for_one_thread():
 def test_a_core_free_for_one_sample_at_a_time_is_not_planned_with():
     ctl = controller(rise_after_s=1.0)
     ctl.set_budget(125.0, now=1.0)
-    assert ctl.on_availability(1, now=1.25).threads == 1   # a drop counts at once
+    assert ctl.on_availability(1, now=1.0) is None
+    assert ctl.on_availability(1, now=1.3).threads == 1    # a drop lasting 0.3 s counts
     for k in range(8):  # free, busy, free, busy, ... every 0.25 s
         now = 1.5 + 0.25 * k
         assert ctl.on_availability(2 if k % 2 == 0 else 1, now=now) is None
@@ -242,11 +245,34 @@ def test_a_result_stopped_at_the_deadline_is_learnt_at_the_budget_or_beyond():
     fresh = controller()
     fresh.set_budget(125.0, now=1.0)
     assert fresh.on_result('large', 100.0, threads=2, now=1.1) is None
-    # With the default factor 1 a cut is learnt at the budget and is no miss.
-    assert fresh.on_result('large', 120.0, threads=2, now=1.2, cut=True) is None
-    assert fresh.model.ratio('large', 2) > 100.0 / 110
+    # A cut answer is incomplete: a miss whatever the factor, even 1 (learnt
+    # at the budget), and whatever its latency.
+    assert PolicyConfig().censored_factor > 1
+    lenient = controller(policy=dict(safety_margin=0.9, censored_factor=1.0, **MEAN_ONLY))
+    lenient.set_budget(125.0, now=1.0)
+    decision = lenient.on_result('large', 30.0, threads=2, now=1.1, cut=True)
+    assert decision is not None and decision.point == 'medium'
+    assert 'cut at the 125 ms deadline' in decision.reason
+    assert lenient.misses_in_row == 0 and lenient.switches == 1
     with pytest.raises(ValueError, match='censored_factor'):
         PolicyConfig(censored_factor=0.5)
+
+
+def test_one_noisy_sample_does_not_switch_threads_but_a_real_loss_does_quickly():
+    ctl = controller(drop_after_s=0.3)
+    ctl.set_budget(125.0, now=1.0)
+    assert ctl.on_availability(2, now=1.0) is None
+    # 8 Hz samples: one at 1 thread amid 2s is noise.
+    for k, threads in enumerate([2, 1, 2, 2, 1, 2, 2]):
+        assert ctl.on_availability(threads, now=1.0 + 0.125 * (k + 1)) is None
+    assert ctl.threads == 2 and ctl.switches == 0
+    # A core taken for good: acted on at the 4th sample, 0.375 s after the first.
+    start = 2.0
+    decisions = [ctl.on_availability(1, now=start + 0.125 * k) for k in range(5)]
+    assert decisions[:3] == [None, None, None] and decisions[3].threads == 1
+    assert '1 usable thread' in decisions[3].reason
+    with pytest.raises(ValueError, match='drop_after_s'):
+        ControllerConfig(drop_after_s=-1.0)
 
 
 # -- min_quality: the best point meeting both the budget and the minimum ------------

@@ -149,3 +149,57 @@ def test_ctrl_c_while_the_model_loads_exits_cleanly(probe):
     finally:
         node.kill()
     assert code == 0 and is_clean(node.output), node.output
+
+
+@pytest.mark.ros
+def test_a_killed_and_restarted_worker_is_noticed_at_once(probe):
+    import time
+
+    from dyn_dnn_ros.ros.worker_presence import HEARTBEAT_QOS
+    from dyn_dnn_ros_interfaces.msg import WorkerHeartbeat
+    namespace = ['-r', '__ns:=/restart']
+    beats = MessageCollector(probe, WorkerHeartbeat, '/restart/worker_heartbeat',
+                             qos=HEARTBEAT_QOS)
+    diagnostics = MessageCollector(probe, DiagnosticArray, '/diagnostics', qos=100)
+    results = MessageCollector(probe, TranslationResult, '/restart/translation_results',
+                               qos=100)
+    manager = start_nodes(['dnn_manager'], extra=namespace + ['-p', 'targets:=translation'])[0]
+    worker = start_nodes(['translation_node'], extra=namespace)[0]
+    try:
+        budget = probe.create_client(SetLatencyBudget, '/restart/set_latency_budget')
+        assert budget.wait_for_service(timeout_sec=30)
+        first = beats.wait_for(timeout=30)[0]
+        future = budget.call_async(SetLatencyBudget.Request(
+            target='translation', budget_ms=70.0, min_quality=float('nan')))
+        wait_until(future.done, timeout=10)
+        chosen = future.result().operating_point
+        assert future.result().success and chosen
+        beats.wait_for(lambda m: m.instance_id == first.instance_id and m.serving and
+                       m.operating_point == chosen and m.budget_ms == 70.0, timeout=10)
+
+        # kill -9: the manager reports the worker lost within 3 s.
+        worker.proc.kill()
+        killed = time.monotonic()
+        worker.wait(timeout=10)
+
+        def lost(array):
+            return any(s.name == 'dnn_manager: translation' and level_value(s.level) == 1
+                       and 'lost' in s.message for s in array.status)
+
+        diagnostics.wait_for(lost, timeout=5)
+        assert time.monotonic() - killed <= 3.5
+
+        # A new instance gets the manager's setting before it serves requests.
+        worker = start_nodes(['translation_node'], extra=namespace)[0]
+        serving = beats.wait_for(lambda m: m.instance_id != first.instance_id and m.serving,
+                                 timeout=30)[0]
+        assert (serving.operating_point, serving.budget_ms) == (chosen, 70.0)
+        publisher = probe.create_publisher(TranslationRequest, '/restart/translation_requests',
+                                           10)
+        wait_until(lambda: publisher.get_subscription_count() > 0, timeout=10)
+        send_requests(probe, publisher, 'after-restart', 1)
+        result = results.wait_for(lambda m: m.id == 'after-restart-0', timeout=30)[0]
+        assert (result.operating_point, result.budget_ms) == (chosen, 70.0)
+    finally:
+        manager.kill()
+        worker.kill()

@@ -1,13 +1,14 @@
 """Per-target adaptation: when to switch operating points and thread counts.
 
 Rules (the manager node feeds events in and applies the decisions):
-- a new budget or a drop in usable threads re-chooses at once and jumps
-  straight to the chosen setting, not one step at a time; a rise in usable
-  threads counts once it has been reported for ``rise_after_s`` (a core that
-  is free for one sample and busy the next would otherwise make the worker
-  switch thread counts, and pay a cold first inference, twice a second);
-- every result is folded into the latency model (one the worker stopped at
-  its deadline as a miss of ``censored_factor`` x budget); a miss that pushes the
+- a new budget re-chooses at once and jumps straight to the chosen setting,
+  not one step at a time; so does a change in usable threads, once it has
+  been reported for ``drop_after_s`` (fewer) or ``rise_after_s`` (more): a
+  core that looks busy or free for one sample would otherwise make the worker
+  switch thread counts, and pay a cold first inference, twice a second;
+- every result is folded into the latency model; one the worker stopped at
+  its deadline is a miss, learnt as ``censored_factor`` x budget: a cut
+  answer is incomplete, never on time; a miss that pushes the
   setting in force out of the budget switches at once, and
   ``step_down_after`` consecutive misses step down even if the model still
   believes the setting fits (a slow-down the statistics have not caught);
@@ -34,6 +35,7 @@ class ControllerConfig:
     step_down_after: int = 1
     stale_after_s: float = 3.0
     rise_after_s: float = 1.0
+    drop_after_s: float = 0.3
     conservative_threads: int = 1
 
     def __post_init__(self):
@@ -45,6 +47,8 @@ class ControllerConfig:
             raise ValueError(f'stale_after_s: must be positive, got {self.stale_after_s}')
         if not (math.isfinite(self.rise_after_s) and self.rise_after_s >= 0):
             raise ValueError(f'rise_after_s: must be >= 0, got {self.rise_after_s}')
+        if not (math.isfinite(self.drop_after_s) and self.drop_after_s >= 0):
+            raise ValueError(f'drop_after_s: must be >= 0, got {self.drop_after_s}')
         if self.conservative_threads < 1:
             raise ValueError(f'conservative_threads: must be >= 1, got '
                              f'{self.conservative_threads}')
@@ -69,7 +73,7 @@ class TargetController:
         self.min_quality = None
         self.available_threads = max(1, int(initial_threads))
         self.last_availability = -math.inf
-        self.rise_since = None       # when more threads than planned for were first reported
+        self.change_since = None     # when a thread count other than planned was first seen
         self.current = None          # the point in force
         self.threads = None          # the thread count in force
         self.forced = None
@@ -103,12 +107,15 @@ class TargetController:
         reported = max(1, int(usable_threads))
         threads = reported
         first_report = self.last_availability == -math.inf
-        if reported > self.available_threads and not first_report:
-            self.rise_since = now if self.rise_since is None else self.rise_since
-            if now - self.rise_since < self.config.rise_after_s:
-                threads = self.available_threads  # not yet: keep planning with fewer
+        if reported != self.available_threads and not first_report:
+            # A change counts once every report for long enough has shown it.
+            self.change_since = now if self.change_since is None else self.change_since
+            wait = (self.config.rise_after_s if reported > self.available_threads
+                    else self.config.drop_after_s)
+            if now - self.change_since < wait:
+                threads = self.available_threads  # not yet: keep planning as before
         if threads == reported:
-            self.rise_since = None
+            self.change_since = None
         changed = threads != self.available_threads
         self.available_threads = threads
         self.last_availability = now
@@ -131,12 +138,13 @@ class TargetController:
         self.model.observe(point, latency_ms, threads)
         if math.isnan(self.budget_ms) or point != self.current or threads != self.threads:
             return None  # a result produced before the last switch says nothing new
-        if latency_ms > self.budget_ms:
+        if cut or latency_ms > self.budget_ms:
             self.on_time = 0
             self.misses_in_row += 1
             if self.forced is not None:
                 return None
-            why = f'result {latency_ms:.1f} ms missed {self.budget_ms:g} ms'
+            why = (f'result cut at the {self.budget_ms:g} ms deadline' if cut else
+                   f'result {latency_ms:.1f} ms missed {self.budget_ms:g} ms')
             choice = self._choose(now)
             if self._same(choice) and self.misses_in_row >= self.config.step_down_after \
                     and self._has_faster(now):

@@ -36,11 +36,10 @@ class PolicyConfig:
     prior_spread: float = 0.1     # spread of the ratio assumed before any result
     ratio_bounds: tuple = (0.25, 4.0)  # one outlier cannot teach an absurd ratio
     # A result the worker cut at its deadline says only "longer than allowed":
-    # it is learnt as this multiple of the budget. 1 (the default) takes the
-    # worker's anytime decoding as part of the point: a cut answer of a large
-    # point scored more BLEU in the demo than finished answers of small ones.
-    # Above 1 the cut counts as a miss, steering toward finished answers.
-    censored_factor: float = 1.0
+    # it is learnt as this multiple of the budget, so the statistics steer
+    # toward points whose complete answers fit. The cut is the worker's safety
+    # net, not a way to meet a budget; 1 would learn a cut answer as on time.
+    censored_factor: float = 1.5
     # Per observation, how far the other points' statistics at the same thread
     # count move toward what all points see at that count.
     relax: float = 0.05

@@ -36,12 +36,14 @@ from dyn_dnn_ros.operating_points import OperatingPointLibrary
 from dyn_dnn_ros.ros.diagnostics import ERROR, OK, STALE, WARN, Updater, guarded, text
 from dyn_dnn_ros.ros.params import ParameterSpec, ValidatedParameters
 from dyn_dnn_ros.ros.spin import run_node
+from dyn_dnn_ros.ros.worker_presence import HEARTBEAT_QOS, HEARTBEAT_TOPIC
 from dyn_dnn_ros.share import config_path
 from dyn_dnn_ros_interfaces.msg import BeamPolicy as BeamPolicyMsg
 from dyn_dnn_ros_interfaces.msg import (
     ClassificationResult,
     HardwareAvailability,
     TranslationResult,
+    WorkerHeartbeat,
 )
 from dyn_dnn_ros_interfaces.msg import OperatingPoint as OperatingPointMsg
 from dyn_dnn_ros_interfaces.srv import ForceOperatingPoint, ListOperatingPoints, SetLatencyBudget
@@ -62,7 +64,8 @@ class TargetSpec:
 TARGETS = {
     'translation': TargetSpec('translation', 'operating_points_cpu.yaml', 'translation_node',
                               'translation_results', TranslationResult,
-                              (TranslationResult.STATUS_OK, TranslationResult.STATUS_TRUNCATED)),
+                              (TranslationResult.STATUS_OK, TranslationResult.STATUS_TRUNCATED,
+                               TranslationResult.STATUS_PARTIAL)),
     'perception': TargetSpec('perception', 'operating_points_perception_cpu.yaml',
                              'perception_node', 'classification_results', ClassificationResult,
                              (ClassificationResult.STATUS_OK,)),
@@ -122,6 +125,14 @@ class Target:
         self.deadline_stops = 0  # results the worker stopped at the deadline
         self.set_failures = 0
         self.foreign_results = 0   # consecutive results from a point we did not apply
+        self.call = 0              # number of the parameter call whose answer counts
+        self.instance = None       # the worker's last announcement (WorkerHeartbeat)
+        self.heard = -math.inf     # monotonic time of that announcement
+        self.restarts = 0          # new worker instances seen after the first
+
+    def lost(self, now, timeout_s):
+        """Whether the worker announced itself once and then fell silent."""
+        return self.instance is not None and now - self.heard > timeout_s
 
 
 class ManagerNode(Node):
@@ -145,9 +156,9 @@ class ManagerNode(Node):
                           'ratio', float_range=(0.01, 1.0)),
             ParameterSpec('tail_z', 1.65, 'standard deviations of the latency ratio above its '
                           'mean that a result should stay under', float_range=(0.0, 5.0)),
-            ParameterSpec('censored_factor', 1.0, 'a result the worker stopped at its deadline '
-                          'is learnt as this multiple of the budget (> 1: counts as a miss)',
-                          float_range=(1.0, 10.0)),
+            ParameterSpec('censored_factor', PolicyConfig.censored_factor, 'a result the '
+                          'worker stopped at its deadline (a miss) is learnt as this multiple '
+                          'of the budget', float_range=(1.0, 10.0)),
             ParameterSpec('step_up_after', 5, 'on-time results before stepping up',
                           integer_range=(1, 1000)),
             ParameterSpec('step_down_after', 1, 'misses in a row that step down even when the '
@@ -155,7 +166,12 @@ class ManagerNode(Node):
             ParameterSpec('stale_after_s', 3.0, 'resource information older than this is '
                           'stale', float_range=(0.1, 3600.0)),
             ParameterSpec('rise_after_s', 1.0, 'more usable threads are planned with once '
-                          'reported this long (fewer count at once)', float_range=(0.0, 3600.0)),
+                          'reported this long', float_range=(0.0, 3600.0)),
+            ParameterSpec('drop_after_s', 0.3, 'fewer usable threads are planned with once '
+                          'reported this long (one noisy sample does not switch)',
+                          float_range=(0.0, 60.0)),
+            ParameterSpec('worker_timeout_s', 1.5, 'a worker whose announcements stop for '
+                          'this long is reported lost', float_range=(0.1, 3600.0)),
             ParameterSpec('control_period_s', 0.25, 'seconds between staleness and worker '
                           'checks', float_range=(0.01, 60.0), read_only=True),
         ], apply=self._apply_tuning)
@@ -186,6 +202,8 @@ class ManagerNode(Node):
 
         self.availability = None
         self.availability_time = math.nan
+        self.create_subscription(WorkerHeartbeat, HEARTBEAT_TOPIC, self._on_heartbeat,
+                                 HEARTBEAT_QOS)
         self.create_subscription(HardwareAvailability, 'hardware_availability',
                                  self._on_availability, 10)
         self.create_service(SetLatencyBudget, 'set_latency_budget', self._set_budget)
@@ -215,7 +233,8 @@ class ManagerNode(Node):
         control = ControllerConfig(step_up_after=values['step_up_after'],
                                    step_down_after=values['step_down_after'],
                                    stale_after_s=values['stale_after_s'],
-                                   rise_after_s=values['rise_after_s'])
+                                   rise_after_s=values['rise_after_s'],
+                                   drop_after_s=values['drop_after_s'])
         return policy, control
 
     def _controller(self, library):
@@ -244,13 +263,40 @@ class ManagerNode(Node):
             if decision is not None:
                 self._put_in_force(target, decision)
 
+    def _worker_name(self, target):
+        if target.worker.startswith('/'):
+            return target.worker
+        return f'{self.get_namespace().rstrip("/")}/{target.worker}'
+
+    def _on_heartbeat(self, msg):
+        target = next((t for t in self.targets.values()
+                       if self._worker_name(t) == msg.node), None)
+        if target is None:
+            return
+        known = target.instance
+        target.instance, target.heard = msg, time.monotonic()
+        if known is not None and known.instance_id == msg.instance_id:
+            return
+        if known is not None:
+            target.restarts += 1
+            self.get_logger().warning(f'{msg.node} restarted (pid {msg.pid}): putting the '
+                                      'decision in force again')
+        # A new instance runs its own defaults: whatever was applied, or asked
+        # of the old one, is void; send the decision at once.
+        target.applied, target.rejected, target.in_flight = None, '', False
+        target.call += 1
+        self._send(target)
+
     def _on_result(self, target, msg):
         if msg.status not in target.spec.ok_statuses or not math.isfinite(msg.latency_ms):
             return
         target.results += 1
         ctl = target.controller
-        if math.isfinite(ctl.budget_ms) and msg.latency_ms > ctl.budget_ms:
-            target.misses += 1  # a result stopped at the deadline is counted apart
+        cut = msg.status == TranslationResult.STATUS_PARTIAL if \
+            target.spec.result_type is TranslationResult else False
+        cut = cut or bool(getattr(msg, 'stopped_at_deadline', False))
+        if math.isfinite(ctl.budget_ms) and (cut or msg.latency_ms > ctl.budget_ms):
+            target.misses += 1  # a cut answer is incomplete: a miss however fast
         if msg.operating_point not in target.library.names:
             return
         if target.applied is not None and not target.in_flight and \
@@ -265,7 +311,6 @@ class ManagerNode(Node):
             target.foreign_results = 0
         # Workers report the threads each result ran with; 0 is an older worker.
         threads = int(msg.threads) or ctl.threads or ctl.available_threads
-        cut = bool(getattr(msg, 'stopped_at_deadline', False))
         if cut:
             target.deadline_stops += 1
         decision = ctl.on_result(msg.operating_point, msg.latency_ms, threads, time.monotonic(),
@@ -372,11 +417,14 @@ class ManagerNode(Node):
         request.parameters = [Parameter(k, value=v).to_parameter_msg()
                               for k, v in target.wanted.items()]
         target.in_flight = True
-        sent = dict(target.wanted)
+        target.call += 1
+        sent, call = dict(target.wanted), target.call
         future = target.client.call_async(request)
-        future.add_done_callback(lambda f: self._sent(target, sent, f))
+        future.add_done_callback(lambda f: self._sent(target, sent, call, f))
 
-    def _sent(self, target, sent, future):
+    def _sent(self, target, sent, call, future):
+        if call != target.call:
+            return  # asked of a worker instance that has since been replaced
         target.in_flight = False
         try:
             result = future.result().result
@@ -434,8 +482,12 @@ class ManagerNode(Node):
         target = self.targets[name]
         ctl = target.controller
         now = time.monotonic()
+        lost = target.lost(now, self.params.value('worker_timeout_s'))
         if target.rejected:
             stat.summary(ERROR, f'{target.worker} refused the last set: {target.rejected}')
+        elif lost:
+            stat.summary(WARN, f'worker {target.worker} lost: no announcement for '
+                               f'{now - target.heard:.1f} s; requests are not answered')
         elif not target.worker_ready:
             stat.summary(WARN, f'worker {target.worker} not reachable')
         elif ctl.is_stale(now) and math.isfinite(ctl.budget_ms):
@@ -467,8 +519,27 @@ class ManagerNode(Node):
         stat.add('deadline_misses', text(target.misses))
         stat.add('stopped_at_deadline', text(target.deadline_stops))
         stat.add('set_failures', text(target.set_failures))
-        stat.add('in_force', 'yes' if target.applied == target.wanted else 'pending')
+        stat.add('in_force', self._in_force(target, lost))
+        stat.add('worker_restarts', text(target.restarts))
+        if target.instance is not None:
+            stat.add('worker_last_heard_s', text(now - target.heard))
+            stat.add('worker_pid', text(target.instance.pid))
         return stat
+
+    @staticmethod
+    def _in_force(target, lost):
+        """'yes' only when the worker accepted the decision and announces it."""
+        if target.wanted is None:
+            return '(no decision)'
+        if lost:
+            return 'no: worker lost'
+        if target.applied != target.wanted:
+            return 'pending'
+        beat = target.instance
+        if beat is not None and (beat.operating_point, beat.threads) != (
+                target.wanted['operating_point'], target.wanted['threads']):
+            return 'pending'   # accepted; the worker's announcement has not caught up
+        return 'yes'
 
 
 def main(args=None):
