@@ -6,21 +6,35 @@ type-checked (ROS_PYTHON_CHECK_FIELDS=1).
 """
 
 import os
+from pathlib import Path
 import signal
 import subprocess
 import sys
 
 from diagnostic_msgs.msg import DiagnosticArray
-from node_processes import EXECUTABLES, ROOT, STRICT_ENV, start_nodes
 import pytest
 from ros_harness import MessageCollector, wait_until
 
+from dyn_dnn_ros.demo.processes import EXECUTABLES, NodeProcess, node_command
 from dyn_dnn_ros.ros.diagnostics import level_value
 from dyn_dnn_ros_interfaces.msg import TranslationRequest, TranslationResult
 from dyn_dnn_ros_interfaces.srv import SetLatencyBudget
 
+ROOT = Path(__file__).resolve().parents[1]
+# Message field types checked at construction, as a strict ROS host may run them.
+STRICT_ENV = {'ROS_PYTHON_CHECK_FIELDS': '1'}
 SENTENCE = ('The robot is moving to the kitchen, and when the battery is low it returns '
             'to the charging station by itself.')
+
+
+def start_nodes(names, logs, extra=()):
+    """Each node in its own process, as the launch file starts it; output in ``logs``."""
+    return [NodeProcess(name, node_command(name, extra=extra), logs / f'{name}-{i}.log',
+                        STRICT_ENV) for i, name in enumerate(names)]
+
+
+def output(node):
+    return node.output_tail(chars=20000)
 
 
 def is_clean(output):
@@ -37,11 +51,11 @@ def send_requests(probe, publisher, prefix, count):
 
 
 @pytest.mark.ros
-def test_each_node_in_its_own_process_reports_diagnostics_and_stops_cleanly(probe):
+def test_each_node_in_its_own_process_reports_diagnostics_and_stops_cleanly(probe, tmp_path):
     diagnostics = MessageCollector(probe, DiagnosticArray, '/diagnostics', qos=100)
     results = MessageCollector(probe, TranslationResult, 'translation_results', qos=1000)
     publisher = probe.create_publisher(TranslationRequest, 'translation_requests', 1000)
-    nodes = start_nodes(EXECUTABLES, env=STRICT_ENV)
+    nodes = start_nodes(EXECUTABLES, tmp_path)
     try:
         # Every task of every node publishes a status, none of them a failed task
         # (a non-string value or an exception in a task would be one).
@@ -89,10 +103,10 @@ def test_each_node_in_its_own_process_reports_diagnostics_and_stops_cleanly(prob
         answers = results.wait_for(lambda m: m.id in ids, count=len(ids), timeout=10)
     finally:
         for node in nodes:
-            node.kill()
+            node.kill9()
     for node in nodes:
-        assert codes[node.name] == 0, f'{node.name} exited {codes[node.name]}:\n{node.output}'
-        assert is_clean(node.output), f'{node.name}:\n{node.output}'
+        assert codes[node.name] == 0, f'{node.name} exited {codes[node.name]}:\n{output(node)}'
+        assert is_clean(output(node)), f'{node.name}:\n{output(node)}'
     assert sorted(m.id for m in answers) == sorted(ids)
     statuses = {m.id: m.status for m in answers}
     assert set(statuses.values()) <= {TranslationResult.STATUS_OK,
@@ -138,8 +152,8 @@ def test_bringup_stops_cleanly_on_ctrl_c(probe, queued):
 
 
 @pytest.mark.ros
-def test_ctrl_c_while_the_model_loads_exits_cleanly(probe):
-    node = start_nodes(['translation_node'], extra=['-r', '__ns:=/loading'])[0]
+def test_ctrl_c_while_the_model_loads_exits_cleanly(probe, tmp_path):
+    node = start_nodes(['translation_node'], tmp_path, extra=['-r', '__ns:=/loading'])[0]
     try:
         # The node joins the graph before its worker thread loads the model.
         wait_until(lambda: ('translation_node', '/loading') in
@@ -147,12 +161,12 @@ def test_ctrl_c_while_the_model_loads_exits_cleanly(probe):
         node.interrupt()
         code = node.wait(timeout=60)
     finally:
-        node.kill()
-    assert code == 0 and is_clean(node.output), node.output
+        node.kill9()
+    assert code == 0 and is_clean(output(node)), output(node)
 
 
 @pytest.mark.ros
-def test_a_killed_and_restarted_worker_is_noticed_at_once(probe):
+def test_a_killed_and_restarted_worker_is_noticed_at_once(probe, tmp_path):
     import time
 
     from dyn_dnn_ros.ros.worker_presence import HEARTBEAT_QOS
@@ -163,8 +177,8 @@ def test_a_killed_and_restarted_worker_is_noticed_at_once(probe):
     diagnostics = MessageCollector(probe, DiagnosticArray, '/diagnostics', qos=100)
     results = MessageCollector(probe, TranslationResult, '/restart/translation_results',
                                qos=100)
-    manager = start_nodes(['dnn_manager'], extra=namespace + ['-p', 'targets:=translation'])[0]
-    worker = start_nodes(['translation_node'], extra=namespace)[0]
+    manager = start_nodes(['dnn_manager'], tmp_path, extra=namespace + ['-p', 'targets:=translation'])[0]
+    worker = start_nodes(['translation_node'], tmp_path / 'first', extra=namespace)[0]
     try:
         budget = probe.create_client(SetLatencyBudget, '/restart/set_latency_budget')
         assert budget.wait_for_service(timeout_sec=30)
@@ -178,7 +192,7 @@ def test_a_killed_and_restarted_worker_is_noticed_at_once(probe):
                        m.operating_point == chosen and m.budget_ms == 70.0, timeout=10)
 
         # kill -9: the manager reports the worker lost within 3 s.
-        worker.proc.kill()
+        worker.kill9()
         killed = time.monotonic()
         worker.wait(timeout=10)
 
@@ -190,7 +204,7 @@ def test_a_killed_and_restarted_worker_is_noticed_at_once(probe):
         assert time.monotonic() - killed <= 3.5
 
         # A new instance gets the manager's setting before it serves requests.
-        worker = start_nodes(['translation_node'], extra=namespace)[0]
+        worker = start_nodes(['translation_node'], tmp_path / 'second', extra=namespace)[0]
         serving = beats.wait_for(lambda m: m.instance_id != first.instance_id and m.serving,
                                  timeout=30)[0]
         assert (serving.operating_point, serving.budget_ms) == (chosen, 70.0)
@@ -201,5 +215,5 @@ def test_a_killed_and_restarted_worker_is_noticed_at_once(probe):
         result = results.wait_for(lambda m: m.id == 'after-restart-0', timeout=30)[0]
         assert (result.operating_point, result.budget_ms) == (chosen, 70.0)
     finally:
-        manager.kill()
-        worker.kill()
+        manager.kill9()
+        worker.kill9()
