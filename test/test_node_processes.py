@@ -177,7 +177,8 @@ def test_a_killed_and_restarted_worker_is_noticed_at_once(probe, tmp_path):
     diagnostics = MessageCollector(probe, DiagnosticArray, '/diagnostics', qos=100)
     results = MessageCollector(probe, TranslationResult, '/restart/translation_results',
                                qos=100)
-    manager = start_nodes(['dnn_manager'], tmp_path, extra=namespace + ['-p', 'targets:=translation'])[0]
+    manager = start_nodes(['dnn_manager'], tmp_path,
+                          extra=namespace + ['-p', 'targets:=translation'])[0]
     worker = start_nodes(['translation_node'], tmp_path / 'first', extra=namespace)[0]
     try:
         budget = probe.create_client(SetLatencyBudget, '/restart/set_latency_budget')
