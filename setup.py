@@ -24,8 +24,8 @@ setup(
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),
-        *share_files('launch/*.py', 'config/**/*.yaml', 'models/**/*', 'data/corpus/valid.*',
-                    'data/corpus/test.*'),
+        *share_files('launch/*.py', 'config/**/*.yaml', 'config/**/*.xml', 'models/**/*',
+                    'data/corpus/valid.*', 'data/corpus/test.*'),
     ],
     install_requires=['setuptools'],
     zip_safe=True,

@@ -26,6 +26,11 @@ def add_arguments(parser):
     parser.add_argument('--scenario', help='resource scenario for the monitor')
     parser.add_argument('--seconds', type=float, default=0.0,
                         help='stop after this long (0 = until Ctrl-C)')
+    parser.add_argument('--fastdds-profile', default=None, metavar='XML',
+                        help='Fast DDS profile to load (FASTDDS_DEFAULT_PROFILES_FILE); default: '
+                             'config/fastdds/large_images.xml unless the environment sets '
+                             "FASTDDS_DEFAULT_PROFILES_FILE or FASTDDS_BUILTIN_TRANSPORTS; '' = "
+                             'leave the environment as it is')
 
 
 def create_nodes(names, context=None, namespace='', overrides=None):
@@ -54,7 +59,27 @@ def create_nodes(names, context=None, namespace='', overrides=None):
     return nodes, failures
 
 
+def apply_transport_profile(profile=None, environ=None):
+    """Point Fast DDS at a transport profile; must run before the first ROS context starts.
+
+    ``profile`` None: the shipped large-image transports, unless ``environ``
+    already sets FASTDDS_DEFAULT_PROFILES_FILE or FASTDDS_BUILTIN_TRANSPORTS
+    (the user's setting wins); '': nothing; a path: that file. Returns the
+    variables set.
+    """
+    from dyn_dnn_ros.ros.qos import describe_transports, transport_environment
+    environ = os.environ if environ is None else environ
+    added = transport_environment(environ, profile)
+    environ.update(added)
+    for path in added.values():
+        if not os.path.isfile(path):
+            print(f'bringup: Fast DDS profile not found: {path}', file=sys.stderr)
+    print(f'bringup: Fast DDS transports: {describe_transports(environ)}', flush=True)
+    return added
+
+
 def run(args):
+    apply_transport_profile(getattr(args, 'fastdds_profile', None))
     from dyn_dnn_ros.share import config_path
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     import rclpy
