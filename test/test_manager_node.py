@@ -32,7 +32,8 @@ class System:
         self.ros, self.probe, self.ns = ros, probe, namespace
         self.model_path, self.library_path = tiny_files
         self.worker = self.start_worker()
-        values = dict(targets='translation', stale_after_s=1.0,
+        # The arithmetic of these tests: a prior spread of 0.1 (tail 1 + 1.65 x 0.1).
+        values = dict(targets='translation', stale_after_s=1.0, prior_spread=0.1,
                       translation_library=str(manager_library or self.library_path))
         values.update(manager)
         self.manager = ros.add(ManagerNode(

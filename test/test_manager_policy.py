@@ -25,7 +25,7 @@ def library():
 
 
 # Without a tail term the arithmetic of the choice is easy to follow.
-MEAN_ONLY = dict(tail_z=0.0, prior_spread=0.0)
+MEAN_ONLY = dict(tail_z=0.0, prior_spread=0.0, tail_quantile=0.0)
 
 
 def controller(policy=None, **config):
@@ -377,3 +377,28 @@ def test_the_controller_remembers_whether_the_choice_fits():
     forced = ctl.force('large', now=1.3)
     assert forced.point == 'large' and not forced.fits and not ctl.fits
     assert 'forced' in forced.reason
+
+
+def test_the_tail_is_the_promised_quantile_of_recent_results_once_enough_are_in():
+    # Long sentences take longer with every point: one result in ten at 2x the
+    # usual latency. A normal approximation of that spread promises too much.
+    config = PolicyConfig(safety_margin=1.0, ewma_alpha=0.05, tail_quantile=0.95,
+                          min_tail_samples=20, prior_spread=0.0)
+    model = LatencyModel(library(), config)
+    assert model.tail_factor('small', 2) == 1.0           # no results: the prior
+    for i in range(19):
+        model.observe('small', 50.0 if i % 10 == 0 else 25.0, threads=2)
+    assert model.tail_factor('small', 2) < 1.5             # 19 results: still the normal one
+    for i in range(19, 100):
+        model.observe('small', 50.0 if i % 10 == 0 else 25.0, threads=2)
+    factor = model.tail_factor('small', 2)
+    assert 1.7 < factor < 2.0                               # 2x, relative to a mean a bit above 1
+    # Pooled over points: the medium point, never run, gets the same spread.
+    assert model.tail_factor('medium', 2) == factor
+    assert model.expected_ms('medium', 2) == pytest.approx(model.mean_ms('medium', 2) * factor)
+    # 95 % of small's results fit about 50 ms, not the 25 ms of most of them.
+    assert model.expected_ms('small', 2) > 45.0
+    with pytest.raises(ValueError, match='tail_quantile'):
+        PolicyConfig(tail_quantile=1.0)
+    with pytest.raises(ValueError, match='min_tail_samples'):
+        PolicyConfig(tail_window=10, min_tail_samples=20)

@@ -4,13 +4,18 @@ A budget is met per result, so the mean latency of a point is the wrong
 thing to compare with it: sentences differ in length and a busy machine adds
 jitter. The expected latency of a point here is a *tail* estimate:
 
-    library latency at t threads x (mean ratio + tail_z x spread of the ratio)
+    library latency at t threads x mean ratio x tail factor at t
 
 where the ratio is measured / library latency, learnt online from the
-worker's results as an exponentially weighted mean and variance per
-(point, thread count). Points not in use drift toward what all points see at
-that thread count, so a point abandoned after a slow spell is not judged by
-that spell forever, and a point never tried starts from current conditions.
+worker's results as an exponentially weighted mean (and variance) per
+(point, thread count). The tail factor is the ``tail_quantile`` of recent
+results' latency relative to their own point's mean at that thread count,
+pooled over points: latency grows with the sentence, so its spread is heavy
+tailed and alike for every point. Until ``min_tail_samples`` results are in,
+a normal approximation stands in (mean + ``tail_z`` standard deviations).
+Points not in use drift toward what all points see at that thread count, so
+a point abandoned after a slow spell is not judged by that spell forever,
+and a point never tried starts from current conditions.
 
 The thread count is part of the choice: with ``max_threads`` usable, every
 count 1..max_threads is considered and the fastest expected one is used for
@@ -22,6 +27,7 @@ The seed papers choose open loop from the library alone; the correction
 closes the loop.
 """
 
+from collections import deque
 from dataclasses import dataclass
 import math
 
@@ -33,7 +39,14 @@ class PolicyConfig:
     safety_margin: float = 0.9    # a point fits when its tail estimate <= margin x budget
     ewma_alpha: float = 0.2       # weight of the newest measured/library ratio
     tail_z: float = 1.65          # standard deviations above the mean (one-sided ~95 %)
-    prior_spread: float = 0.1     # spread of the ratio assumed before any result
+    # The share of complete answers promised within the budget: the quantile of
+    # recent latency relative to its point's mean (0: the normal approximation only).
+    tail_quantile: float = 0.95
+    tail_window: int = 200        # recent results the quantile is taken over
+    min_tail_samples: int = 20
+    # Spread of the ratio assumed before any result: sentence length alone makes
+    # the slowest answers of a point about twice its mean, so start wide.
+    prior_spread: float = 0.3
     ratio_bounds: tuple = (0.25, 4.0)  # one outlier cannot teach an absurd ratio
     # A result the worker cut at its deadline says only "longer than allowed":
     # it is learnt as this multiple of the budget, so the statistics steer
@@ -51,6 +64,11 @@ class PolicyConfig:
             raise ValueError(f'ewma_alpha: must be in (0, 1], got {self.ewma_alpha}')
         if not (math.isfinite(self.tail_z) and 0 <= self.tail_z <= 5):
             raise ValueError(f'tail_z: must be in [0, 5], got {self.tail_z}')
+        if not 0 <= self.tail_quantile < 1:
+            raise ValueError(f'tail_quantile: must be in [0, 1), got {self.tail_quantile}')
+        if self.tail_window < 1 or not 1 <= self.min_tail_samples <= self.tail_window:
+            raise ValueError(f'min_tail_samples: must be in [1, tail_window '
+                             f'{self.tail_window}], got {self.min_tail_samples}')
         if not (math.isfinite(self.prior_spread) and 0 <= self.prior_spread <= 1):
             raise ValueError(f'prior_spread: must be in [0, 1], got {self.prior_spread}')
         if not (math.isfinite(self.censored_factor) and self.censored_factor >= 1):
@@ -131,6 +149,7 @@ class LatencyModel:
         self.config = config
         self._stats = {}     # (point, threads) -> RatioStats
         self._overall = {}   # threads -> RatioStats over every point
+        self._relative = {}  # threads -> recent ratios / their point's mean ratio
 
     def _prior(self):
         return RatioStats(1.0, self.config.prior_spread ** 2)
@@ -154,10 +173,20 @@ class LatencyModel:
     def mean_ms(self, name, threads):
         return self.library.get(name).latency_at(threads) * self.ratio(name, threads)
 
+    def tail_factor(self, name, threads):
+        """How far above its mean a point's latency goes at the promised quantile."""
+        recent = self._relative.get(threads, ())
+        config = self.config
+        if config.tail_quantile > 0 and len(recent) >= config.min_tail_samples:
+            ordered = sorted(recent)
+            return max(1.0, ordered[min(len(ordered) - 1,
+                                        int(config.tail_quantile * len(ordered)))])
+        stats = self.stats(name, threads)
+        return stats.tail(config.tail_z) / stats.mean
+
     def expected_ms(self, name, threads):
         """Tail estimate: the latency a result should stay under."""
-        stats = self.stats(name, threads)
-        return self.library.get(name).latency_at(threads) * stats.tail(self.config.tail_z)
+        return self.mean_ms(name, threads) * self.tail_factor(name, threads)
 
     def observe(self, name, measured_ms, threads):
         """Fold one measured latency into the statistics of (point, threads)."""
@@ -168,7 +197,10 @@ class LatencyModel:
         low, high = self.config.ratio_bounds
         sample = min(max(sample, low), high)
         alpha, relax = self.config.ewma_alpha, self.config.relax
-        self.stats(name, threads).add(sample, alpha)
+        stats = self.stats(name, threads)
+        recent = self._relative.setdefault(threads, deque(maxlen=self.config.tail_window))
+        recent.append(sample / stats.mean)
+        stats.add(sample, alpha)
         overall = self.overall(threads)
         overall.add(sample, alpha)
         for (other, count), stats in self._stats.items():

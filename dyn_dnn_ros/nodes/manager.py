@@ -154,8 +154,16 @@ class ManagerNode(Node):
                           'is at most this fraction of the budget', float_range=(0.05, 1.0)),
             ParameterSpec('ewma_alpha', 0.2, 'weight of the newest measured/library latency '
                           'ratio', float_range=(0.01, 1.0)),
+            ParameterSpec('prior_spread', PolicyConfig.prior_spread, 'spread of the '
+                          'measured/library latency ratio assumed before results come in',
+                          float_range=(0.0, 1.0)),
+            ParameterSpec('tail_quantile', PolicyConfig.tail_quantile, 'share of complete '
+                          'answers a chosen point should deliver within the budget: the '
+                          'quantile of recent latency spread planned with (0 = use tail_z)',
+                          float_range=(0.0, 0.999)),
             ParameterSpec('tail_z', 1.65, 'standard deviations of the latency ratio above its '
-                          'mean that a result should stay under', float_range=(0.0, 5.0)),
+                          'mean planned with until enough results are in',
+                          float_range=(0.0, 5.0)),
             ParameterSpec('censored_factor', PolicyConfig.censored_factor, 'a result the '
                           'worker stopped at its deadline (a miss) is learnt as this multiple '
                           'of the budget', float_range=(1.0, 10.0)),
@@ -229,6 +237,8 @@ class ManagerNode(Node):
         values = self.params.values()
         policy = PolicyConfig(safety_margin=values['safety_margin'],
                               ewma_alpha=values['ewma_alpha'], tail_z=values['tail_z'],
+                              tail_quantile=values['tail_quantile'],
+                              prior_spread=values['prior_spread'],
                               censored_factor=values['censored_factor'])
         control = ControllerConfig(step_up_after=values['step_up_after'],
                                    step_down_after=values['step_down_after'],

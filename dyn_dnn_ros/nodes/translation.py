@@ -36,6 +36,7 @@ from dyn_dnn_ros_interfaces.msg import TranslationRequest, TranslationResult
 NODE_NAME = 'translation_node'
 STATUS = {'ok': TranslationResult.STATUS_OK, 'truncated': TranslationResult.STATUS_TRUNCATED,
           'empty': TranslationResult.STATUS_EMPTY}
+WARM_UP_TEXT = 'The robot is ready.'
 BEAM_PARAMETERS = ('beam_mode', 'beam_width', 'bw_min', 'bw_max', 'sigma_min', 'sigma_max',
                    'beam_metric')
 
@@ -140,14 +141,20 @@ class TranslationNode(Node):
         if problems:
             raise ValueError('; '.join(problems))
         values = self.params.values()
-        if translator is None:
-            def load():
+        setting = self._setting(values)
+
+        def load():
+            loaded = translator
+            if loaded is None:
                 from dyn_dnn_ros.translation.translator import Translator
-                return Translator.load(values['model_path'] or None, values['spm_path'] or None,
-                                       device=resolve_device(values['device']))
-        else:
-            def load():
-                return translator
+                loaded = Translator.load(values['model_path'] or None, values['spm_path'] or None,
+                                         device=resolve_device(values['device']))
+            # The first inference on a thread count pays for building its thread
+            # pool and caches: do it now, not with the first request's budget.
+            for threads in sorted({1, setting.threads}):
+                torch.set_num_threads(threads)
+                loaded.translate([WARM_UP_TEXT], subnet=setting.subnet, beam=setting.beam)
+            return loaded
         self.window = LatencyWindow()
         self.received = 0
         self.published = 0
@@ -156,8 +163,7 @@ class TranslationNode(Node):
         # The worker thread loads the model: inference is fastest on that thread.
         self.worker = InferenceWorker(self._translate, self._publish_finished,
                                       self._publish_dropped, values['queue_depth'],
-                                      setting=self._setting(values), name='translation',
-                                      setup=load)
+                                      setting=setting, name='translation', setup=load)
         self.translator = self.worker.setup_result
         longest = self.translator.model.space.max_positions - 1
         if values['max_source_tokens'] > longest:
