@@ -41,12 +41,13 @@ class PolicyConfig:
     tail_z: float = 1.65          # standard deviations above the mean (one-sided ~95 %)
     # The share of complete answers promised within the budget: the quantile of
     # recent latency relative to its point's mean (0: the normal approximation only).
-    tail_quantile: float = 0.95
+    tail_quantile: float = 0.98
     tail_window: int = 200        # recent results the quantile is taken over
     min_tail_samples: int = 20
     # Spread of the ratio assumed before any result: sentence length alone makes
-    # the slowest answers of a point about twice its mean, so start wide.
-    prior_spread: float = 0.3
+    # the slowest answers of a point about twice its mean: start that wide (a
+    # tail of 1 + 1.65 x 0.6 = 2x) and step up as results show the real spread.
+    prior_spread: float = 0.6
     ratio_bounds: tuple = (0.25, 4.0)  # one outlier cannot teach an absurd ratio
     # A result the worker cut at its deadline says only "longer than allowed":
     # it is learnt as this multiple of the budget, so the statistics steer
