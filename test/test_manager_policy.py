@@ -131,9 +131,12 @@ def test_a_small_miss_waits_for_a_second_one():
     ctl = controller(step_down_after=2)
     ctl.set_budget(130.0, now=1.0)     # large: 110 ms <= 117
     assert ctl.current == 'large'
-    # With a slow-moving mean, a result just over the budget leaves the
-    # estimate (112 ms) under 0.9 x 130: one such miss keeps the point.
+    # With a slow-moving mean, well past its first results, a result just over
+    # the budget leaves the estimate (112 ms) under 0.9 x 130: one such miss
+    # keeps the point.
     ctl.model.config = PolicyConfig(safety_margin=0.9, ewma_alpha=0.1, **MEAN_ONLY)
+    for k in range(10):
+        assert ctl.on_result('large', 110.0, threads=2, now=1.0 + 0.001 * k) is None
     assert ctl.on_result('large', 131.0, threads=2, now=1.1) is None   # 112 ms expected
     decision = ctl.on_result('large', 131.0, threads=2, now=1.2)
     assert decision.point == 'medium' and '2 results in a row' in decision.reason
@@ -402,3 +405,24 @@ def test_the_tail_is_the_promised_quantile_of_recent_results_once_enough_are_in(
         PolicyConfig(tail_quantile=1.0)
     with pytest.raises(ValueError, match='min_tail_samples'):
         PolicyConfig(tail_window=10, min_tail_samples=20)
+
+
+def test_a_cut_result_teaches_the_tail_only_that_it_took_the_whole_budget():
+    ctl = controller(policy=dict(safety_margin=0.9, ewma_alpha=0.5, tail_quantile=0.95,
+                                 min_tail_samples=1, prior_spread=0.0))
+    ctl.set_budget(125.0, now=1.0)
+    ctl.on_result('large', 120.0, threads=2, now=1.1, cut=True)
+    # The mean learns the penalty (1.5 x 125 ms); the spread keeps 125 ms / 110 ms.
+    assert ctl.model.mean_ms('large', 2) == pytest.approx(110.0 * (1 + 0.5 * (187.5 / 110 - 1)))
+    assert ctl.model.tail_factor('large', 2) == pytest.approx(125.0 / 110.0)
+
+
+def test_the_first_results_correct_a_library_made_elsewhere_quickly():
+    model = LatencyModel(library(), PolicyConfig(ewma_alpha=0.2, **MEAN_ONLY))
+    for _ in range(3):              # this machine is 1.5x slower than the library's
+        model.observe('large', 165.0, threads=2)
+    # Weights 1/2, 1/3, 1/4 (a running mean with the prior as one sample): 1.375.
+    assert model.ratio('large', 2) == pytest.approx(1.375)
+    for _ in range(20):             # then alpha: the prior's weight has worn off
+        model.observe('large', 165.0, threads=2)
+    assert model.ratio('large', 2) == pytest.approx(1.5, abs=0.01)

@@ -133,9 +133,11 @@ class TargetController:
         ``cut``: the worker stopped this result at its deadline, so its true
         latency is unknown but longer than the budget allowed.
         """
+        spread_ms = latency_ms
         if cut and math.isfinite(self.budget_ms):
-            latency_ms = max(latency_ms, self.budget_ms) * self.model.config.censored_factor
-        self.model.observe(point, latency_ms, threads)
+            spread_ms = max(latency_ms, self.budget_ms)
+            latency_ms = spread_ms * self.model.config.censored_factor
+        self.model.observe(point, latency_ms, threads, spread_ms=spread_ms)
         if math.isnan(self.budget_ms) or point != self.current or threads != self.threads:
             return None  # a result produced before the last switch says nothing new
         if cut or latency_ms > self.budget_ms:

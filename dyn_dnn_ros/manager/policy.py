@@ -9,9 +9,11 @@ jitter. The expected latency of a point here is a *tail* estimate:
 where the ratio is measured / library latency, learnt online from the
 worker's results as an exponentially weighted mean (and variance) per
 (point, thread count). The tail factor is the ``tail_quantile`` of recent
-results' latency relative to their own point's mean at that thread count,
-pooled over points: latency grows with the sentence, so its spread is heavy
-tailed and alike for every point. Until ``min_tail_samples`` results are in,
+results' latency relative to their own point's mean at their thread count,
+pooled over points and thread counts: latency grows with the sentence, so
+its spread is heavy tailed and alike for every setting (a spread kept per
+thread count would let a count with few results look better than one
+measured well). Until ``min_tail_samples`` results are in,
 a normal approximation stands in (mean + ``tail_z`` standard deviations).
 Points not in use drift toward what all points see at that thread count, so
 a point abandoned after a slow spell is not judged by that spell forever,
@@ -42,7 +44,7 @@ class PolicyConfig:
     # The share of complete answers promised within the budget: the quantile of
     # recent latency relative to its point's mean (0: the normal approximation only).
     tail_quantile: float = 0.98
-    tail_window: int = 200        # recent results the quantile is taken over
+    tail_window: int = 100        # recent results the quantile is taken over
     min_tail_samples: int = 20
     # Spread of the ratio assumed before any result: sentence length alone makes
     # the slowest answers of a point about twice its mean: start that wide (a
@@ -128,10 +130,12 @@ class RatioStats:
         self.mean, self.var, self.count = mean, var, count
 
     def add(self, sample, alpha):
+        # The mean starts as a running mean with the prior as one sample (weights
+        # 1/2, 1/3, ...) until that falls to alpha: a library measured on another
+        # machine is corrected within a few results, not after dozens.
         diff = sample - self.mean
-        step = alpha * diff
-        self.mean += step
-        self.var = (1 - alpha) * (self.var + diff * step)
+        self.mean += max(alpha, 1.0 / (self.count + 2)) * diff
+        self.var = (1 - alpha) * (self.var + alpha * diff * diff)
         self.count += 1
 
     def pull_toward(self, other, weight):
@@ -150,7 +154,7 @@ class LatencyModel:
         self.config = config
         self._stats = {}     # (point, threads) -> RatioStats
         self._overall = {}   # threads -> RatioStats over every point
-        self._relative = {}  # threads -> recent ratios / their point's mean ratio
+        self._relative = deque(maxlen=config.tail_window)  # ratios / their setting's mean
 
     def _prior(self):
         return RatioStats(1.0, self.config.prior_spread ** 2)
@@ -176,7 +180,7 @@ class LatencyModel:
 
     def tail_factor(self, name, threads):
         """How far above its mean a point's latency goes at the promised quantile."""
-        recent = self._relative.get(threads, ())
+        recent = self._relative
         config = self.config
         if config.tail_quantile > 0 and len(recent) >= config.min_tail_samples:
             ordered = sorted(recent)
@@ -189,8 +193,13 @@ class LatencyModel:
         """Tail estimate: the latency a result should stay under."""
         return self.mean_ms(name, threads) * self.tail_factor(name, threads)
 
-    def observe(self, name, measured_ms, threads):
-        """Fold one measured latency into the statistics of (point, threads)."""
+    def observe(self, name, measured_ms, threads, spread_ms=None):
+        """Fold one measured latency into the statistics of (point, threads).
+
+        ``spread_ms`` (default ``measured_ms``) is what the tail window keeps:
+        for a result cut at its deadline the mean learns a penalty, while the
+        spread learns only what is known, that it took the whole budget.
+        """
         if name not in self.library.names or not math.isfinite(measured_ms) or \
                 measured_ms <= 0 or not isinstance(threads, int) or threads < 1:
             return
@@ -199,8 +208,9 @@ class LatencyModel:
         sample = min(max(sample, low), high)
         alpha, relax = self.config.ewma_alpha, self.config.relax
         stats = self.stats(name, threads)
-        recent = self._relative.setdefault(threads, deque(maxlen=self.config.tail_window))
-        recent.append(sample / stats.mean)
+        spread = sample if spread_ms is None else min(max(
+            spread_ms / self.library.get(name).latency_at(threads), low), high)
+        self._relative.append(spread / stats.mean)
         stats.add(sample, alpha)
         overall = self.overall(threads)
         overall.add(sample, alpha)
