@@ -325,16 +325,19 @@ def test_step_downs_keep_to_the_minimum_quality():
     ctl = controller()
     decision = ctl.set_budget(130.0, now=1.0, min_quality=27.0)   # large fits 117
     assert decision.point == 'large' and decision.fits
-    # A slow result makes large miss; medium (28) still meets the minimum.
-    assert ctl.on_result('large', 200.0, threads=2, now=1.1).point == 'medium'
-    # Slow on two threads: medium on one thread still fits (100 ms <= 117).
-    decision = ctl.on_result('medium', 300.0, threads=2, now=1.2)
+    # A slow result on two threads: points never run there start from what two
+    # threads show now, so medium (28, still meeting the minimum) on one thread.
+    decision = ctl.on_result('large', 300.0, threads=2, now=1.1)
     assert (decision.point, decision.threads) == ('medium', 1) and decision.fits
-    # Slow on one thread too: nothing meeting the minimum fits any more, and
-    # small (25), which would, is below it: the fastest setting of medium it is.
-    decision = ctl.on_result('medium', 300.0, threads=1, now=1.3)
-    assert decision.point == 'medium' and not decision.fits and not ctl.fits
-    assert 'min_quality wins' in decision.reason and 'small' in decision.reason
+    # Slow on one thread too: medium on two threads still fits (112 ms <= 117).
+    decision = ctl.on_result('medium', 300.0, threads=1, now=1.2)
+    assert (decision.point, decision.threads) == ('medium', 2) and decision.fits
+    # And slow there: nothing meeting the minimum fits any more, and small
+    # (25), which would, is below it: the fastest setting of medium, the one
+    # in force, stays, now known not to fit.
+    assert ctl.on_result('medium', 300.0, threads=2, now=1.3) is None
+    assert (ctl.current, ctl.threads) == ('medium', 2) and not ctl.fits
+    assert 'min_quality wins' in ctl.last_reason and 'small' in ctl.last_reason
 
 
 # -- budgets the workers cannot take -------------------------------------------------

@@ -156,6 +156,9 @@ class TargetController:
                                            faster_than=(self.current, self.threads))
                 why = f'{self.misses_in_row} results in a row missed {self.budget_ms:g} ms'
             if self._same(choice):
+                # Nothing better to switch to; what is in force may no longer fit.
+                self.fits = choice.fits
+                self.last_reason = f'{why}: {choice.reason}'
                 return None
             return self._switch(choice, now, why=why)
         self.misses_in_row = 0

@@ -214,9 +214,17 @@ class LatencyModel:
         stats.add(sample, alpha)
         overall = self.overall(threads)
         overall.add(sample, alpha)
-        for (other, count), stats in self._stats.items():
-            if count == threads and other != name:
-                stats.pull_toward(overall, relax)
+        # Points never run at this thread count start from current conditions;
+        # the others drift toward them slowly, so one slow spell is not held
+        # against a point forever. Other thread counts keep what they learnt
+        # (or the library's word): if this count turns out slow, another is tried.
+        for (point, count), other in self._stats.items():
+            if count != threads or point == name:
+                continue
+            if other.count == 0:
+                other.mean, other.var = overall.mean, overall.var
+            else:
+                other.pull_toward(overall, relax)
 
     def check_min_quality(self, min_quality):
         """Why ``min_quality`` (None: no minimum) cannot be met by any point, or None.

@@ -285,12 +285,14 @@ class ManagerNode(Node):
             return
         known = target.instance
         target.instance, target.heard = msg, time.monotonic()
-        if known is not None and known.instance_id == msg.instance_id:
+        if known is None:
+            self._send(target)   # the first word from it: it may be waiting for its setting
             return
-        if known is not None:
-            target.restarts += 1
-            self.get_logger().warning(f'{msg.node} restarted (pid {msg.pid}): putting the '
-                                      'decision in force again')
+        if known.instance_id == msg.instance_id:
+            return
+        target.restarts += 1
+        self.get_logger().warning(f'{msg.node} restarted (pid {msg.pid}): putting the '
+                                  'decision in force again')
         # A new instance runs its own defaults: whatever was applied, or asked
         # of the old one, is void; send the decision at once.
         target.applied, target.rejected, target.in_flight = None, '', False
