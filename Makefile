@@ -25,10 +25,9 @@ test: $(STAMPS)/package
 # The sweep times no random cloud (--random 0): design-cpu-check compares its
 # candidates with 1,000 random sub-networks timed in the same rounds, then times
 # the comparisons within 5 % of a verdict again, to 30 samples, and those still
-# within 2.9 % to 100 (about 100 min on session 19's VM, 44 min on session 21's).
-# The sweep's timed candidates are kept beside the library (SWEEP_CANDIDATES) so
-# the check, longer than what is left of a session after the pipeline, can run
-# in a later one on a machine where runs/ is gone. Without that file (a library
+# within 2.9 % to 100 (docs/results.md gives its time). The sweep's timed
+# candidates are kept beside the library (SWEEP_CANDIDATES) so the check, which
+# takes longer than the pipeline, can run later on a machine where runs/ is gone. Without that file (a library
 # from before it existed) the check compares the library's own points only.
 DESIGN_RUN := runs/design
 SWEEP_CANDIDATES := config/sweep_candidates_cpu.csv

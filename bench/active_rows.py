@@ -1,10 +1,10 @@
 """Batched dynamic beam search: decoding only the active beams vs the whole grid.
 
 In a batch, each sentence's dynamic width differs. The search keeps scores in
-a ``[sentence, slot]`` grid cut to the widest sentence; since session 7 the
-decoder runs only on the rows of the slots that hold a beam
-(``DecoderState.active``). Before, it ran on every slot of the cut grid. This
-runs both, side by side, on the same chunks of test sentences:
+a ``[sentence, slot]`` grid cut to the widest sentence; the decoder runs only
+on the rows of the slots that hold a beam (``DecoderState.active``) rather
+than on every slot of the cut grid. This runs both, side by side, on the same
+chunks of test sentences:
 
 - ``active``: the search as shipped;
 - ``grid``: the same search with the active-slot mask dropped before each
@@ -12,7 +12,7 @@ runs both, side by side, on the same chunks of test sentences:
   score ``-inf`` and are never chosen, so the translations are the same).
 
 Chunks take turns, and within a chunk the (setting, layout) runs go in a
-shuffled order, so the VM's drift falls on both layouts alike. Reported per
+shuffled order, so the machine's drift falls on both layouts alike. Reported per
 setting: total seconds of each layout, their ratio, and the median of the
 per-chunk ratios; plus how many translations differ between the layouts.
 

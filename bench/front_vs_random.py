@@ -1,7 +1,7 @@
 """Operating-point libraries' sub-networks against random ones, timed in the same rounds.
 
-Issue #4's check "the searched front dominates 1,000 random sub-networks
-measured the same way", run on existing libraries without redoing the sweep:
+The check "the searched front dominates 1,000 random sub-networks measured
+the same way", run on existing libraries without redoing the sweep:
 the distinct sub-networks of one or more libraries (at the deployment beam)
 and ``--random`` uniformly drawn ones (the sweep's seed and sampling) are
 timed in the same rounds (``time_with_random``), so both share every round

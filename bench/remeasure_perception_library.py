@@ -37,7 +37,7 @@ def main(argv=None):
     library.points = [replace(p, latency_ms={t: round(measured[t][i], 4) for t in threads})
                       for i, p in enumerate(library.points)]
     library.meta['latency_remeasured'] = {
-        'command': ' '.join([sys.executable, *sys.argv]),
+        'command': ' '.join(['python', *sys.argv]),   # no interpreter path of this machine
         'when': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'load_average': os.getloadavg()[0]}
     library.save(args.library)

@@ -11,7 +11,7 @@ One run measures, side by side:
     thread and at all threads, on the super model after ``set_subnet`` (the
     run-time path). The timed runs are taken in ``--rounds`` interleaved
     rounds: each round visits every (sub-network, thread count) once, in a
-    shuffled order, so the VM's drift over minutes falls on all of them alike
+    shuffled order, so the machine's drift over minutes falls on all of them alike
     instead of on whichever was timed during a slow spell; the largest /
     smallest ratio is also given per round.
 (b) Switching: ``set_subnet`` times over random switches (p50, p99), the first

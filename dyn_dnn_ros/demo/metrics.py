@@ -141,8 +141,8 @@ def summarize(run, burn_window=None):
         if answered else math.nan,
         'mean_response_ms': float(np.mean([r.response_ms for r in answered]))
         if answered else math.nan,
-        # The definition: request published to result received, minus
-        # inference; waiting behind an earlier request counts. Without the
+        # Request published to result received, minus inference; waiting
+        # behind an earlier request counts. Without the
         # queue it is the transport and executor cost alone.
         'dds_overhead_p50_ms': _percentile([r.response_ms - r.latency_ms for r in answered], 50),
         'transport_p50_ms': _percentile(

@@ -12,7 +12,7 @@ predictor can learn. Letting each sub-network stop at its own EOS
 (``eos``) makes the latency follow output lengths that no architecture
 feature predicts; the paper's fixed 30 steps (``fixed``) is also offered.
 
-Protocol, built for a machine whose speed drifts (a shared VM): a *sample* is
+Protocol, built for a machine whose speed drifts (a shared virtual machine): a *sample* is
 the mean time per sentence of one pass over the K sentences, after a warm-up
 translation (every sample follows a sub-network switch, as at run time).
 Samples are taken in R rounds; each round visits every (config, thread count)
@@ -38,13 +38,12 @@ CSV already has.
 """
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 import json
 import math
 import os
 from pathlib import Path
-import platform
 import random
 import statistics
 import time
@@ -55,6 +54,7 @@ from tqdm import tqdm
 import yaml
 
 from dyn_dnn_ros.operating_points import BeamPolicy
+from dyn_dnn_ros.resources.hardware import hardware_description
 from dyn_dnn_ros.translation.batching import encode_sources
 from dyn_dnn_ros.translation.beam_search import BeamSearchConfig, beam_search, top_candidates
 from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
@@ -366,7 +366,7 @@ class LatencyRow:
     n: int
     decoder_steps: float
     torch_version: str = str(torch.__version__)
-    host: str = platform.node()
+    host: str = field(default_factory=hardware_description)
     timestamp: str = ''
 
     @property

@@ -41,7 +41,6 @@ from datetime import datetime, timezone
 import json
 import math
 from pathlib import Path
-import platform
 import random
 
 import numpy as np
@@ -60,6 +59,7 @@ from dyn_dnn_ros.design.latency_dataset import (
 )
 from dyn_dnn_ros.design.pareto import dominated, near_front, pareto_front, predicted_front
 from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPoint, OperatingPointLibrary
+from dyn_dnn_ros.resources.hardware import hardware_description
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 
 # HAT's population and iteration counts cost up to ~3,000 fitness evaluations per
@@ -607,7 +607,8 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
                                                            for r in timed[c.key].values()])))
                       if c.beam == deployment and c.key in timed else c for c in candidates]
     meta = {
-        **(meta or {}), 'host': platform.node(), 'torch_version': str(torch.__version__),
+        **(meta or {}), 'host': hardware_description(device),
+        'torch_version': str(torch.__version__),
         'created': datetime.now(timezone.utc).isoformat(timespec='seconds'),
         'source': 'dyn-dnn-ros sweep', 'workload': protocol.workload,
         'deployment_beam': deployment.to_dict(), 'rank_threads': rank,

@@ -18,7 +18,6 @@ switches its statistics too.
 from dataclasses import dataclass, field
 import math
 from pathlib import Path
-import platform
 import time
 
 import torch
@@ -35,6 +34,7 @@ from dyn_dnn_ros.perception.profiling import (
 )
 from dyn_dnn_ros.perception.training import calibrate, evaluate
 from dyn_dnn_ros.perception.wenet import load_model, save_calibrations
+from dyn_dnn_ros.resources.hardware import hardware_description
 
 UNIFORM_GROUPS = (1, 2, 4, 8, 16)
 
@@ -246,7 +246,7 @@ def explore(model, val, test, config, calibration=None, progress=True):
     pareto = pareto_front(result.visited)
     switching = measure_switching_us(model)
     meta = {'source': 'dyn-dnn-ros wenet-dse (WeNet Algorithm 2)',
-            'host': platform.node(), 'torch_version': str(torch.__version__),
+            'host': hardware_description(), 'torch_version': str(torch.__version__),
             'created': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
             'threshold': config.threshold, 'search_threads': config.search_threads,
             'latency': {'batch': 1, 'warmup': config.latency.warmup,

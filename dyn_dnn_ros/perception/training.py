@@ -15,7 +15,6 @@ one configuration from training images; the model switches them in with it.
 from dataclasses import asdict, dataclass, field
 import os
 from pathlib import Path
-import platform
 import random
 import time
 
@@ -26,6 +25,7 @@ import yaml
 
 from dyn_dnn_ros.perception.datasets import load_dataset, random_shift
 from dyn_dnn_ros.perception.wenet import SavedModel, WeNet, save_model
+from dyn_dnn_ros.resources.hardware import hardware_description
 
 
 @dataclass(frozen=True)
@@ -284,7 +284,7 @@ def train_and_save(model_config, data_config, train_config, out, checkpoint=None
         summary['test_accuracy'][n]['calibrated_bn'] = evaluate(model, subnet, dataset.test)
     meta = {'data': asdict(data_config), 'train': train_config.to_dict(), 'summary': summary,
             'history': result.history, 'torch_version': str(torch.__version__),
-            'host': platform.node(), 'created': time.strftime('%Y-%m-%dT%H:%M:%S%z')}
+            'host': hardware_description(), 'created': time.strftime('%Y-%m-%dT%H:%M:%S%z')}
     saved = SavedModel(model, dataset.preprocess, dataset.classes, meta)
     save_model(out, saved)
     return saved, summary

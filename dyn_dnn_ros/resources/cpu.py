@@ -35,7 +35,7 @@ class CpuCountReader(Reader):
 def _cpu_times(line: str) -> tuple[int, int]:
     """(busy, total) jiffies of one /proc/stat ``cpu`` line."""
     # user nice system idle iowait irq softirq steal; guest time is already
-    # inside user/nice. Steal counts as busy: another VM had the core.
+    # inside user/nice. Steal counts as busy: another virtual machine had the core.
     values = [int(v) for v in line.split()[1:9]]
     idle = values[3] + (values[4] if len(values) > 4 else 0)
     total = sum(values)

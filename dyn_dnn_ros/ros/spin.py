@@ -22,8 +22,8 @@ from rclpy.signals import SignalHandlerOptions
 # rclpy's MultiThreadedExecutor (ros2/rclpy#1452, fixed upstream after the Kilted
 # release pinned here) yields a task again while it waits in the thread pool
 # unstarted, so spin_once returns at once and the spinning thread can keep the GIL
-# from the workers: on a 2-core machine a 20 Hz timer beside a subscription fired
-# about 2 times a second. Sleeping this long after each turn lets a worker start it.
+# from the workers, and timers fire far below their rate (docs/results.md,
+# "Executor pause"). Sleeping this long after each turn lets a worker start it.
 WORKER_TURN_S = 0.0005
 # How often the spin loop looks at the stop request: the longest a signal waits.
 STOP_POLL_S = 0.1

@@ -9,8 +9,8 @@ exactly which setting produced it, and a switch never lands mid-job.
 
 The model should be loaded by ``setup`` on the worker thread itself: with
 PyTorch's OpenMP backend, two-thread inference on a thread other than the one
-that loaded the model ran 2.5x slower on a 2-core machine than on the loading
-thread (``bench/worker_thread.py`` measures it).
+that loaded the model runs much slower than on the loading thread
+(``bench/worker_thread.py`` measures it; docs/results.md has the figure).
 """
 
 from collections import deque
