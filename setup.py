@@ -37,10 +37,10 @@ setup(
     entry_points={
         'console_scripts': [
             'dyn-dnn-ros = dyn_dnn_ros.cli:main',
-            'resource_monitor = dyn_dnn_ros.nodes.resource_monitor:main',
-            'translation_node = dyn_dnn_ros.nodes.translation:main',
-            'perception_node = dyn_dnn_ros.nodes.perception:main',
-            'dnn_manager = dyn_dnn_ros.nodes.manager:main',
+            'resource_monitor = dyn_dnn_ros.ros.nodes.resource_monitor:main',
+            'translation_node = dyn_dnn_ros.ros.nodes.translation:main',
+            'perception_node = dyn_dnn_ros.ros.nodes.perception:main',
+            'dnn_manager = dyn_dnn_ros.ros.nodes.manager:main',
         ],
     },
 )

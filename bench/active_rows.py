@@ -28,9 +28,9 @@ import time
 
 import torch
 
-from dyn_dnn_ros.operating_points import BeamPolicy
 from dyn_dnn_ros.share import share_dir
 from dyn_dnn_ros.translation import beam_search
+from dyn_dnn_ros.translation.beam_policy import BeamPolicy
 from dyn_dnn_ros.translation.translator import Translator, read_split
 
 LAYOUTS = ('active', 'grid')

@@ -43,8 +43,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from dyn_dnn_ros.operating_points import BeamPolicy
-from dyn_dnn_ros.translation.beam_policy import percentile_thresholds
+from dyn_dnn_ros.translation.beam_policy import BeamPolicy, percentile_thresholds
 from dyn_dnn_ros.translation.translator import (
     TranslationOutcome,
     Translator,

@@ -94,7 +94,7 @@ def node_executable():
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return [str(candidate)]
     found = shutil.which('perception_node')
-    return [found] if found else [sys.executable, '-m', 'dyn_dnn_ros.nodes.perception']
+    return [found] if found else [sys.executable, '-m', 'dyn_dnn_ros.ros.nodes.perception']
 
 
 def node_command(extra=()):

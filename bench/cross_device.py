@@ -21,7 +21,8 @@ from pathlib import Path
 import sys
 import time
 
-from dyn_dnn_ros.design.latency_dataset import (
+from dyn_dnn_ros.operating_points import load_timed_libraries
+from dyn_dnn_ros.translation.design.latency_dataset import (
     LatencyProtocol,
     check_device,
     default_threads,
@@ -29,8 +30,7 @@ from dyn_dnn_ros.design.latency_dataset import (
     load_workload,
     measure_pairs,
 )
-from dyn_dnn_ros.design.pareto import dominated, pareto_front
-from dyn_dnn_ros.operating_points import load_timed_libraries
+from dyn_dnn_ros.translation.design.pareto import dominated, pareto_front
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +75,7 @@ def plot(path, libraries, entries, device, threads):
     matplotlib.use('Agg')  # files only, never a window
     import matplotlib.pyplot as plt
 
-    from dyn_dnn_ros.design.plots import save_figure
+    from dyn_dnn_ros.translation.design.plots import save_figure
     fig, axis = plt.subplots(figsize=(7.5, 5), constrained_layout=True)
     for index, library in enumerate(libraries):
         colour = COLOURS[index % len(COLOURS)]

@@ -47,8 +47,10 @@ import time
 
 from tqdm import tqdm
 
-from dyn_dnn_ros.design.fitness import make_fitness
-from dyn_dnn_ros.design.latency_dataset import (
+from dyn_dnn_ros.operating_points import load_timed_libraries
+from dyn_dnn_ros.translation.beam_policy import BeamPolicy
+from dyn_dnn_ros.translation.design.fitness import make_fitness
+from dyn_dnn_ros.translation.design.latency_dataset import (
     LatencyProtocol,
     load_model_and_tokenizer,
     load_workload,
@@ -56,14 +58,13 @@ from dyn_dnn_ros.design.latency_dataset import (
     read_latency_csv,
     samples_beside,
 )
-from dyn_dnn_ros.design.plots import loss_plot
-from dyn_dnn_ros.design.sweep import (
+from dyn_dnn_ros.translation.design.plots import loss_plot
+from dyn_dnn_ros.translation.design.sweep import (
     CloudComparison,
     dominated,
     random_subnets,
     time_with_random,
 )
-from dyn_dnn_ros.operating_points import BeamPolicy, load_timed_libraries
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 from dyn_dnn_ros.translation.translator import default_model_path
 

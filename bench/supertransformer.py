@@ -47,11 +47,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dyn_dnn_ros.design.latency_dataset import fixed_length_search, trimmed_stats, usable_cpus
-from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPointLibrary
+from dyn_dnn_ros.operating_points import OperatingPointLibrary
 from dyn_dnn_ros.translation.batching import encode_sources
+from dyn_dnn_ros.translation.beam_policy import BeamPolicy
 from dyn_dnn_ros.translation.beam_search import BeamSearchConfig, beam_search
 from dyn_dnn_ros.translation.checkpoint import load_model, save_model
+from dyn_dnn_ros.translation.design.latency_dataset import (
+    fixed_length_search,
+    trimmed_stats,
+    usable_cpus,
+)
 from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
 from dyn_dnn_ros.translation.design_space import ladder as core_ladder
 from dyn_dnn_ros.translation.supernet import SuperTransformer

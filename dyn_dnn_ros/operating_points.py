@@ -24,85 +24,20 @@ File layout::
 
 from dataclasses import dataclass, field
 import math
-import os
 from pathlib import Path
-import tempfile
 from typing import Any
 
 import yaml
 
+from dyn_dnn_ros.files import write_atomic
+from dyn_dnn_ros.translation.beam_policy import BeamPolicy
+
 TARGETS = ('translation', 'perception')
 DEVICES = ('cpu', 'cuda')
-BEAM_MODES = ('fixed', 'dynamic')
 
 
 def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-@dataclass(frozen=True)
-class BeamPolicy:
-    """How wide the decoder searches: a fixed width or the dynamic policy."""
-
-    mode: str = 'fixed'
-    width: int = 5
-    bw_min: int = 1
-    bw_max: int = 5
-    sigma_min: float = 0.0
-    sigma_max: float = 1.0
-    metric: str = 'std'
-
-    def __post_init__(self):
-        validate_beam_policy(self)
-
-    def to_dict(self):
-        if self.mode == 'fixed':
-            return {'mode': 'fixed', 'width': self.width}
-        return {'mode': 'dynamic', 'bw_min': self.bw_min, 'bw_max': self.bw_max,
-                'sigma_min': self.sigma_min, 'sigma_max': self.sigma_max,
-                'metric': self.metric}
-
-    @classmethod
-    def from_dict(cls, data):
-        if not isinstance(data, dict):
-            raise ValueError(f'beam: expected a mapping, got {data!r}')
-        unknown = set(data) - {'mode', 'width', 'bw_min', 'bw_max', 'sigma_min', 'sigma_max',
-                               'metric'}
-        if unknown:
-            raise ValueError(f'beam: unknown field(s) {sorted(unknown)}')
-        return cls(**data)
-
-    def describe(self):
-        if self.mode == 'fixed':
-            return f'fixed width {self.width}'
-        return (f'dynamic {self.metric} bw {self.bw_min}..{self.bw_max} '
-                f'sigma {self.sigma_min:g}..{self.sigma_max:g}')
-
-
-def validate_beam_policy(policy):
-    """Raise ValueError naming the parameter when a beam policy is unusable.
-
-    The whole policy is checked in every mode: a fixed policy does not use
-    the dynamic fields, but a worker keeps them, and switching its mode alone
-    would put them in force.
-    """
-    if policy.mode not in BEAM_MODES:
-        raise ValueError(f'beam.mode: must be one of {BEAM_MODES}, got {policy.mode!r}')
-    for name in ('width', 'bw_min', 'bw_max'):
-        value = getattr(policy, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f'beam.{name}: must be an integer >= 1, got {value!r}')
-    for name in ('sigma_min', 'sigma_max'):
-        value = getattr(policy, name)
-        if not _is_number(value) or not math.isfinite(value) or value < 0:
-            raise ValueError(f'beam.{name}: must be a finite number >= 0, got {value!r}')
-    if policy.bw_min > policy.bw_max:
-        raise ValueError(f'beam.bw_min: {policy.bw_min} must not exceed bw_max {policy.bw_max}')
-    if policy.sigma_min >= policy.sigma_max:
-        raise ValueError(f'beam.sigma_min: {policy.sigma_min:g} must be below '
-                         f'sigma_max {policy.sigma_max:g}')
-    if policy.metric not in ('std', 'gap'):
-        raise ValueError(f"beam.metric: must be 'std' or 'gap', got {policy.metric!r}")
 
 
 @dataclass(frozen=True)
@@ -294,13 +229,5 @@ def load_timed_libraries(paths, workload) -> list:
 
 
 def write_yaml_atomic(path, data: Any):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as stream:
-            yaml.safe_dump(data, stream, sort_keys=False, default_flow_style=None)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, yaml.safe_dump(data, sort_keys=False,
+                                      default_flow_style=None).encode('utf-8'))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from dyn_dnn_ros.operating_points import BeamPolicy
 from dyn_dnn_ros.translation.beam_policy import (
+    BeamPolicy,
     calibrate,
     candidate_metric,
     max_width,

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from dyn_dnn_ros.operating_points import BeamPolicy
 from dyn_dnn_ros.translation import beam_search as beam_search_module
 from dyn_dnn_ros.translation.batching import encode_sources
-from dyn_dnn_ros.translation.beam_policy import width_for
+from dyn_dnn_ros.translation.beam_policy import BeamPolicy, width_for
 from dyn_dnn_ros.translation.beam_search import (
     BeamSearchConfig,
     beam_search,

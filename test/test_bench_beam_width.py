@@ -13,7 +13,7 @@ import pytest
 import torch
 from translation_fixtures import write_tiny_model
 
-from dyn_dnn_ros.operating_points import BeamPolicy
+from dyn_dnn_ros.translation.beam_policy import BeamPolicy
 from dyn_dnn_ros.translation.translator import TranslationOutcome, Translator
 
 torch.set_num_threads(1)  # tiny models on a shared CPU

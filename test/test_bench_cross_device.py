@@ -3,7 +3,8 @@
 from bench_scripts import load_bench
 import pytest
 
-from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPoint
+from dyn_dnn_ros.operating_points import OperatingPoint
+from dyn_dnn_ros.translation.beam_policy import BeamPolicy
 
 bench = load_bench('cross_device')
 

@@ -9,7 +9,7 @@ import random
 import pytest
 import torch
 
-from dyn_dnn_ros.design.evolution import (
+from dyn_dnn_ros.translation.design.evolution import (
     EvolutionConfig,
     _Search,
     config_to_gene,
@@ -17,8 +17,8 @@ from dyn_dnn_ros.design.evolution import (
     gene_choices,
     gene_to_config,
 )
-from dyn_dnn_ros.design.fitness import CachedFitness, FitnessCache, ValidationLoss
-from dyn_dnn_ros.design.pareto import dominated
+from dyn_dnn_ros.translation.design.fitness import CachedFitness, FitnessCache, ValidationLoss
+from dyn_dnn_ros.translation.design.pareto import dominated
 from dyn_dnn_ros.translation.design_space import DesignSpace
 from dyn_dnn_ros.translation.supernet import SuperTransformer, count_parameters
 
@@ -269,10 +269,10 @@ def test_validation_loss_of_a_real_model_is_deterministic_and_cached():
 
 def test_search_command_writes_a_subnet_translate_can_use(tmp_path, capsys):
     from dyn_dnn_ros.cli import main
-    from dyn_dnn_ros.design.latency_dataset import LatencyRow, dataset_configs
-    from dyn_dnn_ros.design.predictor import PredictorConfig, fit_predictor
-    from dyn_dnn_ros.operating_points import BeamPolicy
+    from dyn_dnn_ros.translation.beam_policy import BeamPolicy
     from dyn_dnn_ros.translation.checkpoint import save_model
+    from dyn_dnn_ros.translation.design.latency_dataset import LatencyRow, dataset_configs
+    from dyn_dnn_ros.translation.design.predictor import PredictorConfig, fit_predictor
     from dyn_dnn_ros.translation.translator import subnet_from_spec
     space = DesignSpace(encoder_embed_dim=(32, 48), decoder_embed_dim=(32, 48), ffn_dim=(64, 96),
                         heads=(1, 2), encoder_layers=(2,), decoder_layers=(1, 2), ende=(1, 2),

@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from dyn_dnn_ros.cli import main
-from dyn_dnn_ros.design import latency_dataset as ld
-from dyn_dnn_ros.design.latency_dataset import (
+from dyn_dnn_ros.translation.batching import encode_sources
+from dyn_dnn_ros.translation.beam_policy import BeamPolicy
+from dyn_dnn_ros.translation.design import latency_dataset as ld
+from dyn_dnn_ros.translation.design.latency_dataset import (
     LatencyProtocol,
     LatencyRow,
     SampleLog,
@@ -28,8 +30,6 @@ from dyn_dnn_ros.design.latency_dataset import (
     sample_config,
     trimmed_stats,
 )
-from dyn_dnn_ros.operating_points import BeamPolicy
-from dyn_dnn_ros.translation.batching import encode_sources
 from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
 from dyn_dnn_ros.translation.supernet import SuperTransformer
 

@@ -22,8 +22,8 @@ import rclpy
 from rclpy.parameter import Parameter
 import yaml
 
-from dyn_dnn_ros.nodes import manager, perception, resource_monitor, translation
-from dyn_dnn_ros.nodes.resource_monitor import ResourceMonitorNode
+from dyn_dnn_ros.ros.nodes import manager, perception, resource_monitor, translation
+from dyn_dnn_ros.ros.nodes.resource_monitor import ResourceMonitorNode
 
 NODE_NAMES = [resource_monitor.NODE_NAME, translation.NODE_NAME, perception.NODE_NAME,
               manager.NODE_NAME]

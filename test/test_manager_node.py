@@ -9,11 +9,11 @@ from rclpy.parameter import Parameter
 from ros_harness import MessageCollector, call_service, wait_until
 from translation_fixtures import SPM, write_tiny_model
 
-from dyn_dnn_ros.manager.policy import WORKER_BUDGET_MS_RANGE
-from dyn_dnn_ros.nodes.manager import ManagerNode
-from dyn_dnn_ros.nodes.translation import TranslationNode
 from dyn_dnn_ros.operating_points import OperatingPointLibrary
 from dyn_dnn_ros.ros.diagnostics import level_value
+from dyn_dnn_ros.ros.nodes.manager import ManagerNode
+from dyn_dnn_ros.ros.nodes.translation import TranslationNode
+from dyn_dnn_ros.runtime.policy import WORKER_BUDGET_MS_RANGE
 from dyn_dnn_ros_interfaces.msg import HardwareAvailability, TranslationRequest, TranslationResult
 from dyn_dnn_ros_interfaces.srv import ForceOperatingPoint, ListOperatingPoints, SetLatencyBudget
 

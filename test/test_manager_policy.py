@@ -2,8 +2,9 @@ import math
 
 import pytest
 
-from dyn_dnn_ros.manager.controller import ControllerConfig, TargetController
-from dyn_dnn_ros.manager.policy import (
+from dyn_dnn_ros.operating_points import OperatingPoint, OperatingPointLibrary
+from dyn_dnn_ros.runtime.controller import ControllerConfig, TargetController
+from dyn_dnn_ros.runtime.policy import (
     BUDGET_MS_MAX,
     BUDGET_MS_MIN,
     WORKER_BUDGET_MS_RANGE,
@@ -11,7 +12,6 @@ from dyn_dnn_ros.manager.policy import (
     PolicyConfig,
     check_budget,
 )
-from dyn_dnn_ros.operating_points import OperatingPoint, OperatingPointLibrary
 
 
 def library():

@@ -10,10 +10,10 @@ from ros_harness import MessageCollector, set_parameters, wait_until
 from sensor_msgs.msg import Image
 from sklearn.datasets import load_digits
 
-from dyn_dnn_ros.nodes.perception import RATE_WINDOW_S, PerceptionNode
 from dyn_dnn_ros.operating_points import OperatingPoint, OperatingPointLibrary
 from dyn_dnn_ros.perception.wenet import load_model
 from dyn_dnn_ros.ros.diagnostics import DiagnosticStatusWrapper
+from dyn_dnn_ros.ros.nodes.perception import RATE_WINDOW_S, PerceptionNode
 from dyn_dnn_ros.share import model_path
 from dyn_dnn_ros_interfaces.msg import ClassificationResult
 
@@ -144,7 +144,7 @@ def test_operating_point_parameter_switches_and_rejects_unknown(ros, probe, save
 def test_the_manager_switches_the_perception_worker(ros, probe, saved, tmp_path):
     from ros_harness import call_service
 
-    from dyn_dnn_ros.nodes.manager import ManagerNode
+    from dyn_dnn_ros.ros.nodes.manager import ManagerNode
     from dyn_dnn_ros_interfaces.msg import HardwareAvailability
     from dyn_dnn_ros_interfaces.srv import SetLatencyBudget
 

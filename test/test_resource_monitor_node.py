@@ -12,8 +12,8 @@ import pytest
 from rclpy.parameter import Parameter
 from ros_harness import MessageCollector, set_parameters
 
-from dyn_dnn_ros.nodes.resource_monitor import ResourceMonitorNode
 from dyn_dnn_ros.ros.diagnostics import level_value
+from dyn_dnn_ros.ros.nodes.resource_monitor import ResourceMonitorNode
 from dyn_dnn_ros_interfaces.msg import HardwareAvailability
 
 pytestmark = pytest.mark.ros
@@ -134,7 +134,7 @@ def test_bad_scenario_at_startup_exits_with_one_line_naming_file_and_field(tmp_p
     bad = tmp_path / 'negative.yaml'
     bad.write_text('steps:\n  - at: 1.0\n    set: {cpus: -2}\n')
     result = subprocess.run(
-        [sys.executable, '-m', 'dyn_dnn_ros.nodes.resource_monitor', '--ros-args',
+        [sys.executable, '-m', 'dyn_dnn_ros.ros.nodes.resource_monitor', '--ros-args',
          '-p', f'scenario:={bad}'], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

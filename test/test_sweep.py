@@ -13,13 +13,19 @@ import yaml
 
 from dyn_dnn_ros.cli import main
 from dyn_dnn_ros.commands.latency import repo_relative
-from dyn_dnn_ros.design import latency_dataset as ld
-from dyn_dnn_ros.design.evolution import EvolutionConfig
-from dyn_dnn_ros.design.fitness import CachedFitness, FitnessCache, ValidationLoss
-from dyn_dnn_ros.design.latency_dataset import LatencyProtocol, dataset_configs, measure_configs
-from dyn_dnn_ros.design.predictor import PredictorConfig, fit_predictor
-from dyn_dnn_ros.design.report import choice_usage, format_usage, reduced_space
-from dyn_dnn_ros.design.sweep import (
+from dyn_dnn_ros.operating_points import OperatingPointLibrary
+from dyn_dnn_ros.translation.beam_policy import BeamPolicy
+from dyn_dnn_ros.translation.design import latency_dataset as ld
+from dyn_dnn_ros.translation.design.evolution import EvolutionConfig
+from dyn_dnn_ros.translation.design.fitness import CachedFitness, FitnessCache, ValidationLoss
+from dyn_dnn_ros.translation.design.latency_dataset import (
+    LatencyProtocol,
+    dataset_configs,
+    measure_configs,
+)
+from dyn_dnn_ros.translation.design.predictor import PredictorConfig, fit_predictor
+from dyn_dnn_ros.translation.design.report import choice_usage, format_usage, reduced_space
+from dyn_dnn_ros.translation.design.sweep import (
     Candidate,
     CloudComparison,
     SweepConfig,
@@ -36,7 +42,6 @@ from dyn_dnn_ros.design.sweep import (
     select_finalists,
     thin_front,
 )
-from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPointLibrary
 from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
 from dyn_dnn_ros.translation.supernet import SuperTransformer
 from dyn_dnn_ros.translation.translator import Translator
@@ -255,7 +260,7 @@ def test_library_holds_the_measured_front_named_fastest_first(tmp_path):
 
 
 def test_pareto_plot_is_written_without_a_random_cloud(tmp_path):
-    from dyn_dnn_ros.design.plots import pareto_plot
+    from dyn_dnn_ros.translation.design.plots import pareto_plot
     candidates = [_candidate(SPACE.largest(), FIVE, 40.0, 30.0),
                   _candidate(SPACE.smallest(), FIVE, 20.0, 18.0)]
     library = build_library(candidates, 'cpu', 2, {})

@@ -10,7 +10,7 @@ from ros_harness import MessageCollector, set_parameters, wait_until
 from std_msgs.msg import String
 from translation_fixtures import SPM, write_tiny_model
 
-from dyn_dnn_ros.nodes.translation import TranslationNode
+from dyn_dnn_ros.ros.nodes.translation import TranslationNode
 from dyn_dnn_ros_interfaces.msg import TranslationRequest, TranslationResult
 
 pytestmark = pytest.mark.ros

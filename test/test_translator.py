@@ -9,8 +9,9 @@ import torch
 import yaml
 
 from dyn_dnn_ros.cli import main
-from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPoint, OperatingPointLibrary
+from dyn_dnn_ros.operating_points import OperatingPoint, OperatingPointLibrary
 from dyn_dnn_ros.translation.batching import encode_sources
+from dyn_dnn_ros.translation.beam_policy import BeamPolicy
 from dyn_dnn_ros.translation.beam_search import BeamSearchConfig, beam_search
 from dyn_dnn_ros.translation.checkpoint import save_model
 from dyn_dnn_ros.translation.design_space import DesignSpace

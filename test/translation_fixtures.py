@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPoint, OperatingPointLibrary
+from dyn_dnn_ros.operating_points import OperatingPoint, OperatingPointLibrary
+from dyn_dnn_ros.translation.beam_policy import BeamPolicy
 from dyn_dnn_ros.translation.checkpoint import save_model
 from dyn_dnn_ros.translation.design_space import DesignSpace
 from dyn_dnn_ros.translation.supernet import SuperTransformer

@@ -35,13 +35,13 @@ def add_arguments(parser):
 
 def create_nodes(names, context=None, namespace='', overrides=None):
     """Instantiate the named nodes; a node that cannot start is reported, not fatal."""
-    from dyn_dnn_ros.nodes.manager import ManagerNode
-    from dyn_dnn_ros.nodes.resource_monitor import ResourceMonitorNode
-    from dyn_dnn_ros.nodes.translation import TranslationNode
+    from dyn_dnn_ros.ros.nodes.manager import ManagerNode
+    from dyn_dnn_ros.ros.nodes.resource_monitor import ResourceMonitorNode
+    from dyn_dnn_ros.ros.nodes.translation import TranslationNode
     factories = {'resource_monitor': ResourceMonitorNode, 'translation_node': TranslationNode,
                  'dnn_manager': ManagerNode}
     try:
-        from dyn_dnn_ros.nodes.perception import PerceptionNode
+        from dyn_dnn_ros.ros.nodes.perception import PerceptionNode
         factories['perception_node'] = PerceptionNode
     except ImportError:
         pass

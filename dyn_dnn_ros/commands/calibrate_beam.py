@@ -68,8 +68,7 @@ def add_arguments(parser):
 def run(args) -> int:
     import numpy as np
 
-    from dyn_dnn_ros.operating_points import BeamPolicy
-    from dyn_dnn_ros.translation.beam_policy import PAPER_PERCENTILES, calibrate
+    from dyn_dnn_ros.translation.beam_policy import PAPER_PERCENTILES, BeamPolicy, calibrate
     from dyn_dnn_ros.translation.translator import read_split
     try:
         options = CalibrationOptions(

@@ -20,13 +20,13 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from dyn_dnn_ros.design.report import (
+    from dyn_dnn_ros.operating_points import OperatingPointLibrary
+    from dyn_dnn_ros.translation.design.report import (
         choice_usage,
         format_usage,
         reduced_space,
         write_reduced_space,
     )
-    from dyn_dnn_ros.operating_points import OperatingPointLibrary
     from dyn_dnn_ros.translation.design_space import DesignSpace
     try:
         library = OperatingPointLibrary.load(args.library)

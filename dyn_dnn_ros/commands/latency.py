@@ -3,8 +3,10 @@
 from pathlib import Path
 import sys
 
+from dyn_dnn_ros.share import share_dir
+
 HELP = 'measure the latency dataset of random sub-networks'
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = share_dir()   # a source checkout: its root; installed: the share folder
 RUN_DIR = REPO_ROOT / 'runs' / 'design'
 DEFAULT_CORPUS_DIR = REPO_ROOT / 'data' / 'corpus'
 DEFAULT_SAMPLES = {'cpu': 300, 'cuda': 1000}
@@ -22,7 +24,7 @@ def repo_relative(path) -> Path:
 
 def add_protocol_arguments(parser):
     """The workload and timing options; ``sweep`` must time winners exactly like the dataset."""
-    from dyn_dnn_ros.design.latency_dataset import LatencyProtocol
+    from dyn_dnn_ros.translation.design.latency_dataset import LatencyProtocol
     d = LatencyProtocol()
     parser.add_argument('--beam', type=int, default=d.beam,
                         help='deployment beam width (default: %(default)s)')
@@ -50,7 +52,7 @@ def add_protocol_arguments(parser):
 
 
 def protocol_from_args(args):
-    from dyn_dnn_ros.design.latency_dataset import LatencyProtocol
+    from dyn_dnn_ros.translation.design.latency_dataset import LatencyProtocol
     fixed = args.fixed_length is not None
     return LatencyProtocol(beam=args.beam, sentences=args.sentences,
                            sentence_seed=args.sentence_seed, warmup=args.warmup,
@@ -89,7 +91,10 @@ def add_arguments(parser):
 def run(args) -> int:
     import time
 
-    from dyn_dnn_ros.design.latency_dataset import LatencyDatasetConfig, build_latency_dataset
+    from dyn_dnn_ros.translation.design.latency_dataset import (
+        LatencyDatasetConfig,
+        build_latency_dataset,
+    )
     began = time.perf_counter()
     try:
         config = LatencyDatasetConfig(

@@ -10,7 +10,7 @@ DEFAULT_SPACE = REPO_ROOT / 'config' / 'design_space.yaml'
 
 
 def add_arguments(parser):
-    from dyn_dnn_ros.design.predictor import KINDS, PredictorConfig
+    from dyn_dnn_ros.translation.design.predictor import KINDS, PredictorConfig
     d = PredictorConfig()
     parser.add_argument('--data', type=Path, default=RUN_DIR / 'latency_cpu.csv',
                         help='latency CSV (default: %(default)s)')
@@ -33,8 +33,8 @@ def add_arguments(parser):
 def run(args) -> int:
     import torch
 
-    from dyn_dnn_ros.design.latency_dataset import read_latency_csv
-    from dyn_dnn_ros.design.predictor import PredictorConfig, fit_predictor
+    from dyn_dnn_ros.translation.design.latency_dataset import read_latency_csv
+    from dyn_dnn_ros.translation.design.predictor import PredictorConfig, fit_predictor
     from dyn_dnn_ros.translation.design_space import DesignSpace
     out = args.out or args.data.with_suffix('.predictor.safetensors')
     try:

@@ -45,7 +45,7 @@ def add_evolution_arguments(parser, defaults):
 
 
 def evolution_from_args(args):
-    from dyn_dnn_ros.design.evolution import EvolutionConfig
+    from dyn_dnn_ros.translation.design.evolution import EvolutionConfig
     return EvolutionConfig(population=args.population, parents=args.parents,
                            mutations=args.mutations, crossovers=args.crossovers,
                            mutation_prob=args.mutation_prob, iterations=args.iterations,
@@ -54,9 +54,12 @@ def evolution_from_args(args):
 
 def load_search_inputs(args, run_dir):
     """``(model, tokenizer, predictor, fitness)`` from the shared options."""
-    from dyn_dnn_ros.design.fitness import make_fitness
-    from dyn_dnn_ros.design.latency_dataset import check_device, load_model_and_tokenizer
-    from dyn_dnn_ros.design.predictor import LatencyPredictor
+    from dyn_dnn_ros.translation.design.fitness import make_fitness
+    from dyn_dnn_ros.translation.design.latency_dataset import (
+        check_device,
+        load_model_and_tokenizer,
+    )
+    from dyn_dnn_ros.translation.design.predictor import LatencyPredictor
     from dyn_dnn_ros.translation.translator import default_model_path
     device = check_device(args.device)
     if args.predictor is None:
@@ -72,7 +75,7 @@ def load_search_inputs(args, run_dir):
 
 
 def add_arguments(parser):
-    from dyn_dnn_ros.design.evolution import EvolutionConfig
+    from dyn_dnn_ros.translation.design.evolution import EvolutionConfig
     parser.add_argument('--constraint', type=float, required=True, metavar='MS',
                         help='predicted latency limit in ms')
     parser.add_argument('--threads', type=int, default=None,
@@ -94,8 +97,8 @@ def run(args) -> int:
     import torch
     import yaml
 
-    from dyn_dnn_ros.design import write_atomic
-    from dyn_dnn_ros.design.evolution import evolve
+    from dyn_dnn_ros.files import write_atomic
+    from dyn_dnn_ros.translation.design.evolution import evolve
     tag = f'{args.constraint:g}ms'
     out = args.out or args.run_dir / f'search_{tag}.yaml'
     try:

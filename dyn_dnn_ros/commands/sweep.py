@@ -25,7 +25,7 @@ DOCS_DIR = REPO_ROOT / 'docs'
 
 def _dynamic_policy(text):
     """``BW_MIN:BW_MAX:SIGMA_MIN:SIGMA_MAX[:METRIC]`` -> a dynamic BeamPolicy."""
-    from dyn_dnn_ros.operating_points import BeamPolicy
+    from dyn_dnn_ros.translation.beam_policy import BeamPolicy
     parts = text.split(':')
     try:
         if len(parts) not in (4, 5):
@@ -39,7 +39,7 @@ def _dynamic_policy(text):
 
 
 def add_arguments(parser):
-    from dyn_dnn_ros.design.sweep import SWEEP_EVOLUTION, SweepConfig
+    from dyn_dnn_ros.translation.design.sweep import SWEEP_EVOLUTION, SweepConfig
     d = SweepConfig(run_dir=RUN_DIR, library_path=CONFIG_DIR)
     parser.add_argument('--run-dir', type=Path, default=None,
                         help='folder for searches, measurements and BLEU, for resuming '
@@ -128,9 +128,9 @@ def run(args) -> int:
 
     import torch
 
-    from dyn_dnn_ros.design.latency_dataset import load_workload
-    from dyn_dnn_ros.design.sweep import SweepConfig, run_sweep
-    from dyn_dnn_ros.operating_points import BeamPolicy
+    from dyn_dnn_ros.translation.beam_policy import BeamPolicy
+    from dyn_dnn_ros.translation.design.latency_dataset import load_workload
+    from dyn_dnn_ros.translation.design.sweep import SweepConfig, run_sweep
     began = time.perf_counter()
     args.run_dir = args.run_dir or RUN_DIR / f'sweep_{args.device}'
     try:

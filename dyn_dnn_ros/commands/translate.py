@@ -114,7 +114,7 @@ def operating_point(args):
 
 def subnet_and_beam(args):
     """``(subnet spec, BeamPolicy)`` from the options; explicit ones beat the operating point."""
-    from dyn_dnn_ros.operating_points import BeamPolicy
+    from dyn_dnn_ros.translation.beam_policy import BeamPolicy
     point = operating_point(args)
     subnet = args.subnet or (point.subnet if point is not None else 'largest')
     if args.beam_policy == 'dynamic':

@@ -4,9 +4,11 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
+from dyn_dnn_ros.share import share_dir
+
 HELP = 'greedy design-space exploration of WeNet'
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = share_dir()   # a source checkout: its root; installed: the share folder
 DEFAULT_CONFIG = REPO_ROOT / 'config' / 'wenet.yaml'
 DEFAULT_MODEL = REPO_ROOT / 'models' / 'perception' / 'wenet'
 DEFAULT_LIBRARY = REPO_ROOT / 'config' / 'operating_points_perception_cpu.yaml'

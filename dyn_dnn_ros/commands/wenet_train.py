@@ -3,9 +3,11 @@
 from dataclasses import replace
 from pathlib import Path
 
+from dyn_dnn_ros.share import share_dir
+
 HELP = 'train the WeNet CNN on handwritten digits'
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = share_dir()   # a source checkout: its root; installed: the share folder
 DEFAULT_CONFIG = REPO_ROOT / 'config' / 'wenet.yaml'
 DEFAULT_OUT = REPO_ROOT / 'models' / 'perception' / 'wenet'
 CHECKPOINT_DIR = REPO_ROOT / 'runs' / 'perception'

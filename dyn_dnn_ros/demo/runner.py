@@ -90,10 +90,10 @@ def run_once(mode, config, progress=None):
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
-    from dyn_dnn_ros.nodes.manager import ManagerNode
-    from dyn_dnn_ros.nodes.resource_monitor import ResourceMonitorNode
-    from dyn_dnn_ros.nodes.translation import TranslationNode
     from dyn_dnn_ros.operating_points import OperatingPointLibrary
+    from dyn_dnn_ros.ros.nodes.manager import ManagerNode
+    from dyn_dnn_ros.ros.nodes.resource_monitor import ResourceMonitorNode
+    from dyn_dnn_ros.ros.nodes.translation import TranslationNode
 
     if mode not in ('dynamic', 'static'):
         raise ValueError(f'mode: dynamic or static, got {mode!r}')

@@ -13,7 +13,6 @@ one configuration from training images; the model switches them in with it.
 """
 
 from dataclasses import asdict, dataclass, field
-import os
 from pathlib import Path
 import random
 import time
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 import yaml
 
+from dyn_dnn_ros.files import atomic_output
 from dyn_dnn_ros.perception.datasets import load_dataset, random_shift
 from dyn_dnn_ros.perception.wenet import SavedModel, WeNet, save_model
 from dyn_dnn_ros.resources.hardware import hardware_description
@@ -151,11 +151,8 @@ def calibrate(model, subnet, images, batch_size=256):
 
 
 def _save_atomic(state, path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp')
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
 
 
 def train(model, dataset, config, checkpoint=None, resume=False, progress=True,

@@ -13,8 +13,8 @@ piece-wise linear map of the spread::
 Two spread metrics are offered: ``std``, the paper's standard deviation of
 the candidate scores, and ``gap``, the margin between the best and the
 second-best candidate (a log-probability difference, i.e. the log of their
-probability ratio). The policy parameters themselves live in
-``dyn_dnn_ros.operating_points.BeamPolicy``, which validates them.
+probability ratio). ``BeamPolicy`` holds a policy's parameters and validates
+them; an operating-point library stores one per point.
 
 Calibration follows the paper: decode validation data at the fixed width
 ``bw_max``, collect the per-step metric, and take two percentiles of its
@@ -27,9 +27,80 @@ import math
 
 import numpy as np
 
-from dyn_dnn_ros.operating_points import BeamPolicy
-
+BEAM_MODES = ('fixed', 'dynamic')
 METRICS = ('std', 'gap')
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class BeamPolicy:
+    """How wide the decoder searches: a fixed width or the dynamic policy."""
+
+    mode: str = 'fixed'
+    width: int = 5
+    bw_min: int = 1
+    bw_max: int = 5
+    sigma_min: float = 0.0
+    sigma_max: float = 1.0
+    metric: str = 'std'
+
+    def __post_init__(self):
+        validate_beam_policy(self)
+
+    def to_dict(self):
+        if self.mode == 'fixed':
+            return {'mode': 'fixed', 'width': self.width}
+        return {'mode': 'dynamic', 'bw_min': self.bw_min, 'bw_max': self.bw_max,
+                'sigma_min': self.sigma_min, 'sigma_max': self.sigma_max,
+                'metric': self.metric}
+
+    @classmethod
+    def from_dict(cls, data):
+        if not isinstance(data, dict):
+            raise ValueError(f'beam: expected a mapping, got {data!r}')
+        unknown = set(data) - {'mode', 'width', 'bw_min', 'bw_max', 'sigma_min', 'sigma_max',
+                               'metric'}
+        if unknown:
+            raise ValueError(f'beam: unknown field(s) {sorted(unknown)}')
+        return cls(**data)
+
+    def describe(self):
+        if self.mode == 'fixed':
+            return f'fixed width {self.width}'
+        return (f'dynamic {self.metric} bw {self.bw_min}..{self.bw_max} '
+                f'sigma {self.sigma_min:g}..{self.sigma_max:g}')
+
+
+def validate_beam_policy(policy):
+    """Raise ValueError naming the parameter when a beam policy is unusable.
+
+    The whole policy is checked in every mode: a fixed policy does not use
+    the dynamic fields, but a worker keeps them, and switching its mode alone
+    would put them in force.
+    """
+    if policy.mode not in BEAM_MODES:
+        raise ValueError(f'beam.mode: must be one of {BEAM_MODES}, got {policy.mode!r}')
+    for name in ('width', 'bw_min', 'bw_max'):
+        value = getattr(policy, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f'beam.{name}: must be an integer >= 1, got {value!r}')
+    for name in ('sigma_min', 'sigma_max'):
+        value = getattr(policy, name)
+        if not _is_number(value) or not math.isfinite(value) or value < 0:
+            raise ValueError(f'beam.{name}: must be a finite number >= 0, got {value!r}')
+    if policy.bw_min > policy.bw_max:
+        raise ValueError(f'beam.bw_min: {policy.bw_min} must not exceed bw_max {policy.bw_max}')
+    if policy.sigma_min >= policy.sigma_max:
+        raise ValueError(f'beam.sigma_min: {policy.sigma_min:g} must be below '
+                         f'sigma_max {policy.sigma_max:g}')
+    if policy.metric not in METRICS:
+        raise ValueError(f"beam.metric: must be 'std' or 'gap', got {policy.metric!r}")
+
+
+
 PAPER_PERCENTILES = (5.0, 50.0)
 # Percentile pairs a calibration table offers besides the paper's.
 CANDIDATE_PERCENTILES = ((5.0, 50.0), (10.0, 50.0), (5.0, 75.0), (10.0, 75.0), (25.0, 75.0),

@@ -49,8 +49,12 @@ import time
 import numpy as np
 import torch
 
-from dyn_dnn_ros.operating_points import BeamPolicy
-from dyn_dnn_ros.translation.beam_policy import candidate_metric, max_width, policy_widths
+from dyn_dnn_ros.translation.beam_policy import (
+    BeamPolicy,
+    candidate_metric,
+    max_width,
+    policy_widths,
+)
 from dyn_dnn_ros.translation.eval_mode import evaluating
 
 

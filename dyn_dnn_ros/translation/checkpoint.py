@@ -7,7 +7,6 @@ naming the file, never later with a shape error deep in a forward pass.
 """
 
 import json
-import os
 from pathlib import Path
 import random
 
@@ -15,6 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 import torch
 
+from dyn_dnn_ros.files import atomic_output, write_atomic
 from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
 from dyn_dnn_ros.translation.supernet import SuperTransformer
 
@@ -48,15 +48,6 @@ def model_from_header(header, source):
         raise ValueError(f'{source}: bad model header: {err!r}') from None
 
 
-def _atomic(path, write):
-    """Write through a temporary file so an interrupted save never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_model(path, model: SuperTransformer, metadata=None):
     """Save ``model``'s weights as fp16 safetensors with a JSON header."""
     tensors = {}
@@ -68,7 +59,7 @@ def save_model(path, model: SuperTransformer, metadata=None):
     header = json.dumps(model_header(model, metadata))
     # Through bytes rather than save_file, which creates the file owner-only (0600).
     data = safetensors_bytes(tensors, metadata={HEADER_KEY: header})
-    _atomic(path, lambda tmp: Path(tmp).write_bytes(data))
+    write_atomic(path, data)
 
 
 def read_header(path):
@@ -133,7 +124,8 @@ def save_training_state(path, model: SuperTransformer, optimizer, scheduler, pro
             'python': random.getstate(),
         },
     }
-    _atomic(path, lambda tmp: torch.save(state, tmp))
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_training_state(path, model: SuperTransformer, optimizer=None, scheduler=None):

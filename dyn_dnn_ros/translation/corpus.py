@@ -36,7 +36,6 @@ from dataclasses import dataclass, field, fields, replace
 import glob
 import hashlib
 import json
-import os
 from pathlib import Path
 import re
 import shutil
@@ -48,7 +47,10 @@ import unicodedata
 from tqdm import tqdm
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from dyn_dnn_ros.files import write_atomic
+from dyn_dnn_ros.share import share_dir
+
+REPO_ROOT = share_dir()   # a source checkout: its root; installed: the share folder
 DEFAULT_CONFIG_PATH = REPO_ROOT / 'config' / 'corpus.yaml'
 DEFAULT_CACHE_DIR = REPO_ROOT / 'data' / 'cache'
 DEFAULT_OUT_DIR = REPO_ROOT / 'data' / 'corpus'
@@ -453,10 +455,8 @@ def _write(out_dir, by_split, stats):
     for split, pairs in by_split.items():
         stats.splits[split] = len(pairs)
         for index, lang in enumerate(('en', 'de')):
-            path = out_dir / f'{split}.{lang}'
-            tmp = path.with_name(path.name + '.tmp')
-            tmp.write_text(''.join(pair[index] + '\n' for pair in pairs), encoding='utf-8')
-            os.replace(tmp, path)
+            write_atomic(out_dir / f'{split}.{lang}',
+                         ''.join(pair[index] + '\n' for pair in pairs).encode('utf-8'))
     (out_dir / 'stats.json').write_text(json.dumps(stats.to_dict(), indent=2, ensure_ascii=False)
                                         + '\n', encoding='utf-8')
 

@@ -17,9 +17,10 @@ import shutil
 
 import sentencepiece as spm
 
+from dyn_dnn_ros.share import share_dir
 from dyn_dnn_ros.translation.corpus import normalize_text, placeholders
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = share_dir()   # a source checkout: its root; installed: the share folder
 DEFAULT_CORPUS_DIR = REPO_ROOT / 'data' / 'corpus'
 DEFAULT_MODEL_PATH = REPO_ROOT / 'models' / 'translation' / 'spm.model'
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3

@@ -22,13 +22,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from dyn_dnn_ros.share import share_dir
 from dyn_dnn_ros.translation.batching import TokenBatcher, encode_sources
 from dyn_dnn_ros.translation.checkpoint import load_training_state, save_model, save_training_state
 from dyn_dnn_ros.translation.design_space import DesignSpace
 from dyn_dnn_ros.translation.greedy import greedy_decode
 from dyn_dnn_ros.translation.supernet import SuperTransformer
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = share_dir()   # a source checkout: its root; installed: the share folder
 MODES = ('sandwich', 'random', 'largest')
 CHECKPOINT_NAME = 'checkpoint_last.pt'
 

@@ -17,8 +17,8 @@ import torch
 from tqdm import tqdm
 import yaml
 
-from dyn_dnn_ros.operating_points import BeamPolicy
 from dyn_dnn_ros.translation.batching import encode_sources
+from dyn_dnn_ros.translation.beam_policy import BeamPolicy
 from dyn_dnn_ros.translation.beam_search import BeamSearchConfig, beam_search, pooled_width
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 

@@ -14,8 +14,8 @@ import matplotlib
 matplotlib.use('Agg')  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
-from dyn_dnn_ros.design import write_atomic  # noqa: E402
-from dyn_dnn_ros.design.sweep import dominated  # noqa: E402
+from dyn_dnn_ros.files import write_atomic  # noqa: E402
+from dyn_dnn_ros.translation.design.pareto import dominated  # noqa: E402
 
 
 def loss_panel(axis, cloud, searched, unit, searched_label, title, undominated=()):

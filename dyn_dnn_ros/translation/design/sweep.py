@@ -47,9 +47,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dyn_dnn_ros.design import write_atomic
-from dyn_dnn_ros.design.evolution import EvolutionConfig, evolve
-from dyn_dnn_ros.design.latency_dataset import (
+from dyn_dnn_ros.files import write_atomic
+from dyn_dnn_ros.operating_points import OperatingPoint, OperatingPointLibrary
+from dyn_dnn_ros.resources.hardware import hardware_description
+from dyn_dnn_ros.translation.beam_policy import BeamPolicy
+from dyn_dnn_ros.translation.design.evolution import EvolutionConfig, evolve
+from dyn_dnn_ros.translation.design.latency_dataset import (
     LatencyProtocol,
     SampleLog,
     default_threads,
@@ -57,9 +60,12 @@ from dyn_dnn_ros.design.latency_dataset import (
     measure_pairs,
     samples_beside,
 )
-from dyn_dnn_ros.design.pareto import dominated, near_front, pareto_front, predicted_front
-from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPoint, OperatingPointLibrary
-from dyn_dnn_ros.resources.hardware import hardware_description
+from dyn_dnn_ros.translation.design.pareto import (
+    dominated,
+    near_front,
+    pareto_front,
+    predicted_front,
+)
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 
 # HAT's population and iteration counts cost up to ~3,000 fitness evaluations per
@@ -627,7 +633,7 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
     fitness.save()
     cloud, cloud_dominated = comparison.cloud, comparison.dominated
     if config.plot_path is not None:
-        from dyn_dnn_ros.design.plots import pareto_plot
+        from dyn_dnn_ros.translation.design.plots import pareto_plot
         pareto_plot(config.plot_path, cloud, candidates, library, deployment, rank, device,
                     front=comparison.front)
     return SweepSummary(library, constraints, searches, candidates, cloud, cloud_dominated,

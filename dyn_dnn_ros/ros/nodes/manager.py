@@ -3,7 +3,7 @@
 Services (relative names, so they follow the namespace):
 ``set_latency_budget``, ``list_operating_points``, ``force_operating_point``.
 Subscribes the resource monitor's ``hardware_availability`` and each
-worker's results; decides with ``dyn_dnn_ros.manager`` (closed-loop expected
+worker's results; decides with ``dyn_dnn_ros.runtime`` (closed-loop expected
 latency, step down at once, step up after on-time results, conservative on
 stale resource data) and applies a decision by setting the worker's
 parameters atomically through its parameter service, checking the answer.
@@ -30,13 +30,13 @@ from rcl_interfaces.srv import SetParametersAtomically
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from dyn_dnn_ros.manager.controller import ControllerConfig, TargetController
-from dyn_dnn_ros.manager.policy import LatencyModel, PolicyConfig
 from dyn_dnn_ros.operating_points import OperatingPointLibrary
 from dyn_dnn_ros.ros.diagnostics import ERROR, OK, STALE, WARN, Updater, guarded, text
 from dyn_dnn_ros.ros.params import ParameterSpec, ValidatedParameters
 from dyn_dnn_ros.ros.spin import run_node
 from dyn_dnn_ros.ros.worker_presence import HEARTBEAT_QOS, HEARTBEAT_TOPIC
+from dyn_dnn_ros.runtime.controller import ControllerConfig, TargetController
+from dyn_dnn_ros.runtime.policy import LatencyModel, PolicyConfig
 from dyn_dnn_ros.share import config_path
 from dyn_dnn_ros_interfaces.msg import BeamPolicy as BeamPolicyMsg
 from dyn_dnn_ros_interfaces.msg import (

@@ -16,7 +16,6 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 import torch
 
-from dyn_dnn_ros.manager.policy import WORKER_BUDGET_MS_RANGE
 from dyn_dnn_ros.operating_points import OperatingPointLibrary
 from dyn_dnn_ros.perception.preprocess import to_model_input
 from dyn_dnn_ros.perception.wenet import GroupConfig, load_model
@@ -27,6 +26,7 @@ from dyn_dnn_ros.ros.spin import publish_while_running, run_node
 from dyn_dnn_ros.ros.worker_presence import WAIT_FOR_SETTING, WorkerPresence
 from dyn_dnn_ros.runtime.device import resolve_device
 from dyn_dnn_ros.runtime.latency_window import LatencyWindow
+from dyn_dnn_ros.runtime.policy import WORKER_BUDGET_MS_RANGE
 from dyn_dnn_ros.runtime.rate_window import RateWindow
 from dyn_dnn_ros.runtime.worker import InferenceWorker
 from dyn_dnn_ros.share import config_path, model_path

@@ -15,7 +15,7 @@ import random
 import torch
 import torch.nn.functional as F
 
-from dyn_dnn_ros.design import write_atomic
+from dyn_dnn_ros.files import write_atomic
 from dyn_dnn_ros.translation.batching import TokenBatcher
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 from dyn_dnn_ros.translation.eval_mode import evaluating

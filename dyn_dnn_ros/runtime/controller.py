@@ -26,7 +26,7 @@ Rules (the manager node feeds events in and applies the decisions):
 from dataclasses import dataclass
 import math
 
-from dyn_dnn_ros.manager.policy import Choice, LatencyModel, check_budget
+from dyn_dnn_ros.runtime.policy import Choice, LatencyModel, check_budget
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from collections import Counter
 
 import yaml
 
-from dyn_dnn_ros.design import write_atomic
+from dyn_dnn_ros.files import write_atomic
 from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
 
 # space dimension -> the subnet fields whose values are its choices

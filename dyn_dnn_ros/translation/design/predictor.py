@@ -38,9 +38,9 @@ from safetensors.torch import save as safetensors_bytes
 import torch
 from torch import nn
 
-from dyn_dnn_ros.design import write_atomic
-from dyn_dnn_ros.design.features import feature_matrix, hat_features
-from dyn_dnn_ros.operating_points import BeamPolicy
+from dyn_dnn_ros.files import write_atomic
+from dyn_dnn_ros.translation.beam_policy import BeamPolicy
+from dyn_dnn_ros.translation.design.features import feature_matrix, hat_features
 from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
 
 FORMAT = 'dyn_dnn_ros.latency_predictor/1'

@@ -33,8 +33,8 @@ import random
 
 from tqdm import tqdm
 
-from dyn_dnn_ros.design import write_atomic
-from dyn_dnn_ros.design.pareto import predicted_front
+from dyn_dnn_ros.files import write_atomic
+from dyn_dnn_ros.translation.design.pareto import predicted_front
 from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
 
 STATE_FORMAT = 'dyn_dnn_ros.evolution_state/1'

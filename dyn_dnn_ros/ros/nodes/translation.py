@@ -20,16 +20,17 @@ from rclpy.time import Time
 from std_msgs.msg import String
 import torch
 
-from dyn_dnn_ros.manager.policy import WORKER_BUDGET_MS_RANGE
-from dyn_dnn_ros.operating_points import BeamPolicy, OperatingPointLibrary
+from dyn_dnn_ros.operating_points import OperatingPointLibrary
 from dyn_dnn_ros.ros.diagnostics import ERROR, OK, WARN, Updater, guarded, text
 from dyn_dnn_ros.ros.params import ParameterSpec, ValidatedParameters
 from dyn_dnn_ros.ros.spin import publish_while_running, run_node
 from dyn_dnn_ros.ros.worker_presence import WAIT_FOR_SETTING, WorkerPresence
 from dyn_dnn_ros.runtime.device import resolve_device
 from dyn_dnn_ros.runtime.latency_window import LatencyWindow
+from dyn_dnn_ros.runtime.policy import WORKER_BUDGET_MS_RANGE
 from dyn_dnn_ros.runtime.worker import SHUTTING_DOWN, InferenceWorker
 from dyn_dnn_ros.share import config_path
+from dyn_dnn_ros.translation.beam_policy import BeamPolicy
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 from dyn_dnn_ros_interfaces.msg import TranslationRequest, TranslationResult
 

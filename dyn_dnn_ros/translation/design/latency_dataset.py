@@ -53,9 +53,10 @@ import torch
 from tqdm import tqdm
 import yaml
 
-from dyn_dnn_ros.operating_points import BeamPolicy
 from dyn_dnn_ros.resources.hardware import hardware_description
+from dyn_dnn_ros.share import share_dir
 from dyn_dnn_ros.translation.batching import encode_sources
+from dyn_dnn_ros.translation.beam_policy import BeamPolicy
 from dyn_dnn_ros.translation.beam_search import BeamSearchConfig, beam_search, top_candidates
 from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
 from dyn_dnn_ros.translation.eval_mode import evaluating
@@ -739,16 +740,12 @@ def affordable_count(model, workload: Workload, protocol: LatencyProtocol, threa
     return count
 
 
-def _repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
 @dataclass(frozen=True)
 class LatencyDatasetConfig:
-    out: Path = _repo_root() / 'runs' / 'design' / 'latency_cpu.csv'
+    out: Path = share_dir() / 'runs' / 'design' / 'latency_cpu.csv'
     model_path: Path | None = None  # None: the shipped model
     spm_path: Path | None = None
-    corpus_dir: Path = _repo_root() / 'data' / 'corpus'
+    corpus_dir: Path = share_dir() / 'data' / 'corpus'
     device: str = 'cpu'
     samples: int = 300
     seed: int = 1

@@ -1,1 +1,0 @@
-"""Run-time adaptation core: choose operating points that meet latency budgets."""
