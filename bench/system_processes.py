@@ -181,7 +181,7 @@ class Observer:
         self.results = {}       # id -> (t, msg)
         self.availability = []  # (t, usable_threads, usable_cpus, availability)
         self.heartbeats = []    # (t, dict)
-        self.diagnostics = []   # (t, level, message) of MANAGER_STATUS
+        self.diagnostics = []   # (t, level, message, point, threads) of MANAGER_STATUS
         self.Request = TranslationRequest
         self.SetLatencyBudget = SetLatencyBudget
         node = self.node
@@ -232,7 +232,10 @@ class Observer:
         with self.lock:
             for status in msg.status:
                 if status.name == MANAGER_STATUS:
-                    self.diagnostics.append((t, level_value(status.level), status.message))
+                    values = {kv.key: kv.value for kv in status.values}
+                    self.diagnostics.append((t, level_value(status.level), status.message,
+                                             values.get('operating_point'),
+                                             values.get('threads')))
 
     def publish(self, rid, text):
         msg = self.Request(id=rid, text=text)
@@ -537,7 +540,10 @@ def restart_figures(raw, records, result_budget, args):
     serving = next(((t, b) for t, b in new_beats if b['serving']), None)
     t_serving = serving[0] if serving else None
 
-    diagnostics = [(t - t0, level, message) for t, level, message in raw['diagnostics']]
+    diagnostics = [(t - t0, level, message) for t, level, message, *_ in raw['diagnostics']]
+    # What the manager reported in force over time: (t, point, threads).
+    in_force = [(t - t0, point, threads) for t, _, _, point, threads in raw['diagnostics']
+                if point and point != '(none)']
     before = [(level, message) for t, level, message in diagnostics if t < t_kill]
     left_ok = next(((t, level, message) for t, level, message in diagnostics
                     if t >= t_kill and level != 0), None)
@@ -546,13 +552,21 @@ def restart_figures(raw, records, result_budget, args):
         back_ok = next((t for t, level, _ in diagnostics if t > left_ok[0] and level == 0),
                        None)
 
-    # The manager's choice: the point of the last result before the kill (its latest
-    # decision in force), else its answer to the budget call.
+    # The manager's choice when the new instance served: what its diagnostics
+    # last reported before then (it may have changed while the worker was down:
+    # a new process loading its model looks like load from another program);
+    # without such a report, the point of the last result before the kill, else
+    # its answer to the budget call.
     ran_before = sorted((r for r in records if r.status in RAN and r.received_s < t_kill),
                         key=lambda r: r.received_s)
     manager_point = (ran_before[-1].point if ran_before else
                      raw['budget_response']['operating_point'])
     manager_threads = ran_before[-1].threads if ran_before else None
+    reported = [(point, threads) for t, point, threads in in_force
+                if t_serving is not None and t <= t_serving]
+    if reported:
+        manager_point, threads = reported[-1]
+        manager_threads = int(threads) if threads.isdigit() else manager_threads
     # Results of the new instance: those arriving after its first announcement
     # (the killed process can publish nothing after the kill).
     after = sorted((r for r in records if r.status != 'lost' and first_beat is not None
@@ -735,7 +749,7 @@ def main(argv=None):
     record = {'figures': figures,
               'availability': [(t - raw['t0'], u, c, a) for t, u, c, a in raw['availability']],
               'diagnostics': [(t - raw['t0'], level, message)
-                              for t, level, message in raw['diagnostics']],
+                              for t, level, message, *_ in raw['diagnostics']],
               'heartbeats': [(t - raw['t0'], b) for t, b in raw['heartbeats']],
               'events': raw['events'], 'commands': raw['commands'],
               'settings': raw['settings']}

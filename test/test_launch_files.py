@@ -355,3 +355,14 @@ def test_system_parameter_file_names_only_declared_parameters():
         source = inspect.getsource(modules[node_name])
         for parameter in section['ros__parameters']:
             assert f"ParameterSpec('{parameter}'" in source, f'{node_name}.{parameter}'
+
+
+def test_readme_names_exactly_the_bringup_arguments():
+    """The README's table of bringup.launch.py's arguments is what the file declares."""
+    text = (ROOT / 'README.md').read_text()
+    table = text.split('`bringup.launch.py` starts', 1)[1].split('\n\n', 2)[1]
+    listed = {cells[0].strip('` ') for line in table.splitlines()
+              if (cells := line.strip('|').split('|')) and cells[0].strip().startswith('`')}
+    declared = set(declared_arguments(ast.parse((ROOT / 'launch' / 'bringup.launch.py')
+                                               .read_text())))
+    assert listed == declared

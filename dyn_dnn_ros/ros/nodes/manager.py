@@ -10,7 +10,7 @@ parameters atomically through its parameter service, checking the answer.
 A worker that rejects a set is reported, not retried until the decision
 changes; a worker that restarts gets the current decision again.
 
-Service answers (docs/manager_services.md has the user's view): ``success``
+Service answers (docs/manager.md has the user's view): ``success``
 is true when the request was valid and its decision is being put in force
 (the worker's acceptance follows asynchronously and shows on diagnostics);
 a budget or minimum quality no worker could take is refused with
