@@ -54,7 +54,7 @@ class System:
                 Parameter('model_path', value=str(self.model_path)),
                 Parameter('spm_path', value=str(SPM)),
                 Parameter('library_path', value=str(self.library_path)),
-                Parameter('threads', value=1)]))
+                Parameter('threads', value=1), Parameter('wait_for_setting_s', value=0.0)]))
 
     def publish_threads(self, threads):
         self.availability.publish(HardwareAvailability(usable_threads=threads,
@@ -337,5 +337,32 @@ def test_diagnostics_warn_when_no_point_fits(ros, probe, tiny_files):
         assert 'no point fits' in status.message and 'no point fits' in values['why']
         assert values['meets_budget'] == 'no'
         assert all(isinstance(kv.value, str) for kv in status.values)
+    finally:
+        system.stop()
+
+
+def test_a_result_cut_at_the_deadline_is_a_miss_however_fast(ros, probe, tiny_files):
+    # The worker stopped decoding at the deadline: the answer came quickly but
+    # is incomplete. The manager counts it as a miss and switches at once to a
+    # setting expected to fit (here big on one thread, never tried).
+    system = System(ros, probe, '/m_cut', tiny_files)
+    try:
+        system.publish_threads(2)
+        assert system.budget(30.0).operating_point == 'big'       # 14 ms x 1.165 <= 27
+        wait_until(lambda: system.worker.worker.setting.point == 'big')
+        results = probe.create_publisher(TranslationResult, '/m_cut/translation_results', 10)
+        wait_until(lambda: results.get_subscription_count() >= 2)   # the manager and ours
+        target = system.manager.targets['translation']
+        cut = TranslationResult(id='cut', operating_point='big', threads=2, latency_ms=9.0,
+                                budget_ms=30.0, status=TranslationResult.STATUS_PARTIAL,
+                                stopped_at_deadline=True)
+        results.publish(cut)
+        wait_until(lambda: target.misses == 1, message='the cut result counted as a miss')
+        assert target.deadline_stops == 1
+        wait_until(lambda: (system.worker.worker.setting.point,
+                            system.worker.worker.setting.threads) != ('big', 2),
+                   message='a switch')
+        assert target.controller.switches == 1
+        assert 'cut at the 30 ms deadline' in target.controller.last_reason
     finally:
         system.stop()

@@ -35,6 +35,7 @@ def library(saved):
 
 
 def start(ros, namespace, saved, **parameters):
+    parameters.setdefault('wait_for_setting_s', 0.0)   # serve at once
     return ros.add(PerceptionNode(
         saved_model=saved, library=library(saved), context=ros.context, namespace=namespace,
         parameter_overrides=[Parameter(k, value=v) for k, v in parameters.items()]))

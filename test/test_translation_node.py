@@ -23,8 +23,10 @@ def tiny_files(tmp_path_factory):
 
 def start(ros, namespace, tiny_files, **parameters):
     model_path, library_path = tiny_files
+    # Serving at once: the wait for the manager's setting has its own test.
     values = dict(model_path=str(model_path), spm_path=str(SPM),
-                  library_path=str(library_path), threads=1, max_source_tokens=48)
+                  library_path=str(library_path), threads=1, max_source_tokens=48,
+                  wait_for_setting_s=0.0)
     values.update(parameters)
     return ros.add(TranslationNode(
         context=ros.context, namespace=namespace,
