@@ -12,7 +12,6 @@ import sys
 import time
 
 import numpy as np
-from rclpy.node import Node
 from sensor_msgs.msg import Image
 import torch
 
@@ -20,6 +19,7 @@ from dyn_dnn_ros.operating_points import OperatingPointLibrary
 from dyn_dnn_ros.perception.preprocess import to_model_input
 from dyn_dnn_ros.perception.wenet import GroupConfig, load_model
 from dyn_dnn_ros.ros.diagnostics import ERROR, OK, WARN, Updater, guarded, text
+from dyn_dnn_ros.ros.nodes.inference_node import InferenceNode
 from dyn_dnn_ros.ros.params import ParameterSpec, ValidatedParameters
 from dyn_dnn_ros.ros.qos import QOS_CHOICES, qos_profile
 from dyn_dnn_ros.ros.spin import publish_while_running, run_node
@@ -62,7 +62,7 @@ def decode_image(msg):
     return image, ClassificationResult.STATUS_OK, ''
 
 
-class PerceptionNode(Node):
+class PerceptionNode(InferenceNode):
 
     def __init__(self, saved_model=None, library=None, **node_kwargs):
         super().__init__(NODE_NAME, **node_kwargs)
@@ -233,16 +233,6 @@ class PerceptionNode(Node):
         stat.add('bad_images', text(self.bad_images))
         stat.add('errors', text(self.worker.errors))
         return stat
-
-    def stop_work(self):
-        """Join the inference thread; the image it is classifying is still answered."""
-        worker = getattr(self, 'worker', None)
-        if worker is not None and not worker.stop():
-            self.get_logger().warning('the inference thread did not stop within 5 s')
-
-    def destroy_node(self):
-        self.stop_work()
-        return super().destroy_node()
 
 
 def main(args=None):

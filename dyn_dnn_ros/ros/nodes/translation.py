@@ -15,13 +15,13 @@ import math
 import sys
 import time
 
-from rclpy.node import Node
 from rclpy.time import Time
 from std_msgs.msg import String
 import torch
 
 from dyn_dnn_ros.operating_points import OperatingPointLibrary
 from dyn_dnn_ros.ros.diagnostics import ERROR, OK, WARN, Updater, guarded, text
+from dyn_dnn_ros.ros.nodes.inference_node import InferenceNode
 from dyn_dnn_ros.ros.params import ParameterSpec, ValidatedParameters
 from dyn_dnn_ros.ros.spin import publish_while_running, run_node
 from dyn_dnn_ros.ros.worker_presence import WAIT_FOR_SETTING, WorkerPresence
@@ -92,7 +92,7 @@ def beam_from(values):
         raise ValueError(f'{BEAM_FIELD_PARAMETERS.get(field, field)}: {rest}') from None
 
 
-class TranslationNode(Node):
+class TranslationNode(InferenceNode):
 
     def __init__(self, translator=None, library=None, **node_kwargs):
         super().__init__(NODE_NAME, **node_kwargs)
@@ -358,16 +358,6 @@ class TranslationNode(Node):
         stat.add('stopped_at_deadline', text(self.deadline_stops))
         stat.add('errors', text(self.worker.errors))
         return stat
-
-    def stop_work(self):
-        """Answer queued requests as dropped and join the inference thread."""
-        worker = getattr(self, 'worker', None)
-        if worker is not None and not worker.stop():
-            self.get_logger().warning('the inference thread did not stop within 5 s')
-
-    def destroy_node(self):
-        self.stop_work()
-        return super().destroy_node()
 
 
 def main(args=None):
