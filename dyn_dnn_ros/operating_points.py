@@ -10,6 +10,8 @@ File layout::
 
     target: translation          # or perception
     device: cpu                  # cpu | cuda
+    engine: ctranslate2          # torch | ctranslate2 (translation); absent: torch
+    compute_type: int8           # what the engine computes in; absent: float32
     quality_metric: bleu         # bleu | accuracy
     meta: {host: ..., torch_version: ..., created: ..., source: ...}
     points:
@@ -34,6 +36,10 @@ from dyn_dnn_ros.translation.beam_policy import BeamPolicy
 
 TARGETS = ('translation', 'perception')
 DEVICES = ('cpu', 'cuda')
+# What runs a library's points. Latencies measured on one engine say nothing of
+# another (CTranslate2 runs the same sub-network several times faster), so a
+# library records its engine and a worker refuses a library made for another.
+ENGINES = ('torch', 'ctranslate2')
 
 
 def _is_number(value):
@@ -140,12 +146,18 @@ class OperatingPointLibrary:
     quality_metric: str
     points: list
     meta: dict = field(default_factory=dict)
+    engine: str = 'torch'
+    compute_type: str = 'float32'
 
     def __post_init__(self):
         if self.target not in TARGETS:
             raise ValueError(f'target: must be one of {TARGETS}, got {self.target!r}')
         if self.device not in DEVICES:
             raise ValueError(f'device: must be one of {DEVICES}, got {self.device!r}')
+        if self.engine not in ENGINES:
+            raise ValueError(f'engine: must be one of {ENGINES}, got {self.engine!r}')
+        if not isinstance(self.compute_type, str) or not self.compute_type:
+            raise ValueError(f'compute_type: must be a name, got {self.compute_type!r}')
         names = [p.name for p in self.points]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -169,8 +181,18 @@ class OperatingPointLibrary:
     def fastest(self, threads=1):
         return min(self.points, key=lambda p: p.latency_at(threads))
 
+    def check_runs_on(self, engine, device, compute_type=None, where='library'):
+        """Refuse, naming both sides, a library measured on another engine or device."""
+        made = f'{self.engine} {self.compute_type} on {self.device}'
+        if self.engine != engine or self.device != device or (
+                compute_type is not None and self.compute_type != compute_type):
+            wanted = f'{engine} {compute_type or ""} on {device}'.replace('  ', ' ')
+            raise ValueError(f'{where}: made for {made}, this worker runs {wanted}; its '
+                             'latencies do not hold here: give the library made for it')
+
     def to_dict(self):
-        return {'target': self.target, 'device': self.device,
+        return {'target': self.target, 'device': self.device, 'engine': self.engine,
+                'compute_type': self.compute_type,
                 'quality_metric': self.quality_metric, 'meta': dict(self.meta),
                 'points': [p.to_dict() for p in self.points]}
 
@@ -191,7 +213,9 @@ class OperatingPointLibrary:
         try:
             return cls(target=target, device=data['device'],
                        quality_metric=str(data['quality_metric']), points=points,
-                       meta=dict(data.get('meta') or {}))
+                       meta=dict(data.get('meta') or {}),
+                       engine=data.get('engine', 'torch'),
+                       compute_type=data.get('compute_type', 'float32'))
         except ValueError as error:
             raise ValueError(f'{where}.{error}') from None
 

@@ -56,6 +56,7 @@ from dyn_dnn_ros.translation.beam_policy import (
     policy_widths,
 )
 from dyn_dnn_ros.translation.eval_mode import evaluating
+from dyn_dnn_ros.translation.outcome import pooled_width  # noqa: F401  (re-exported)
 
 
 def _finite_number(name, value, minimum, strict=False):
@@ -119,12 +120,6 @@ class Hypothesis:
     @property
     def perplexity(self) -> float:
         return math.exp(-self.log_prob / self.length)
-
-
-def pooled_width(items) -> float:
-    """Average width over all steps of all sentences (items with ``width_sum/width_steps``)."""
-    steps = sum(item.width_steps for item in items)
-    return sum(item.width_sum for item in items) / steps if steps else 1.0
 
 
 def top_candidates(scores, log_probs, k):

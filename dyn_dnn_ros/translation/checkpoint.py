@@ -16,10 +16,8 @@ import torch
 
 from dyn_dnn_ros.files import atomic_output, write_atomic
 from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
+from dyn_dnn_ros.translation.model_file import FORMAT, HEADER_KEY, read_header
 from dyn_dnn_ros.translation.supernet import SuperTransformer
-
-FORMAT = 'dyn_dnn_ros.supertransformer/1'
-HEADER_KEY = 'dyn_dnn_ros'
 
 
 def model_header(model: SuperTransformer, metadata=None):
@@ -60,24 +58,6 @@ def save_model(path, model: SuperTransformer, metadata=None):
     # Through bytes rather than save_file, which creates the file owner-only (0600).
     data = safetensors_bytes(tensors, metadata={HEADER_KEY: header})
     write_atomic(path, data)
-
-
-def read_header(path):
-    """The model header of a saved model file (no weights are read)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f'model file {path} does not exist')
-    try:
-        with safe_open(str(path), framework='pt') as f:
-            meta = f.metadata() or {}
-    except Exception as err:  # safetensors raises its own error types for corrupt files
-        raise ValueError(f'{path}: not a readable safetensors file: {err}') from None
-    if HEADER_KEY not in meta:
-        raise ValueError(f'{path}: no {HEADER_KEY!r} header; not a dyn_dnn_ros model file')
-    try:
-        return json.loads(meta[HEADER_KEY])
-    except json.JSONDecodeError as err:
-        raise ValueError(f'{path}: corrupt header JSON: {err}') from None
 
 
 def load_model(path, device='cpu', dtype=torch.float32) -> SuperTransformer:

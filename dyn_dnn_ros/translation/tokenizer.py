@@ -90,6 +90,13 @@ class Tokenizer:
     def id_to_piece(self, token_id: int) -> str:
         return self._sp.id_to_piece(int(token_id))
 
+    def pieces(self) -> list[str]:
+        """Every token's string, by id: the vocabulary an exported model is given."""
+        return [self._sp.id_to_piece(i) for i in range(self.vocab_size)]
+
+    def piece_to_id(self, piece: str) -> int:
+        return self._sp.piece_to_id(piece)
+
 
 @dataclass(frozen=True)
 class TokenizerConfig:

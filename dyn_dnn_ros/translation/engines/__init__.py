@@ -1,0 +1,86 @@
+"""Translation engines: what runs a sub-network's beam search.
+
+Two engines share one interface (``translate`` text in, ``TranslationOutcome``
+out, for any sub-network the engine can run):
+
+* ``torch`` slices the SuperTransformer's weights in place: any sub-network,
+  CPU or CUDA, dynamic beam width, decoding stopped exactly at a deadline.
+* ``ctranslate2`` runs compact models exported from the same weights
+  (``ctranslate2_export.py``), int8 on CPU by default: several times faster per
+  sentence and a fraction of the memory, for the sub-networks CTranslate2 can
+  express (each decoder layer attends to the last encoder layer), with fixed
+  beam widths, and a deadline kept by limiting the decoding length.
+
+``create_engine`` imports only the engine asked for, so a process running
+CTranslate2 never imports torch.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+ENGINES = ('torch', 'ctranslate2')
+DEFAULT_COMPUTE_TYPE = {'torch': 'float32', 'ctranslate2': 'int8'}
+COMPUTE_TYPES = {'torch': ('float32',),
+                 'ctranslate2': ('int8', 'int8_float32', 'float32', 'int16', 'float16',
+                                 'int8_float16', 'bfloat16', 'int8_bfloat16')}
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Which engine, on what, from which files; every field checked on creation."""
+
+    engine: str = 'ctranslate2'
+    device: str = 'cpu'
+    compute_type: str = ''  # '' = the engine's default (int8 for ctranslate2)
+    model_path: Path | None = None  # SuperTransformer weights; None = shipped
+    spm_path: Path | None = None  # SentencePiece model; None = shipped
+    cache_dir: Path | None = None  # ctranslate2 models; None = the user's cache folder
+    heads: str = 'pad'  # ctranslate2: zero-pad narrower attentions ('pad') or refuse
+    batch_size: int = 8
+    alpha: float = 1.0
+    max_len_a: float = 1.5
+    max_len_b: float = 10
+
+    def __post_init__(self):
+        if self.engine not in ENGINES:
+            raise ValueError(f'engine: must be one of {ENGINES}, got {self.engine!r}')
+        if self.device not in ('cpu', 'cuda'):
+            raise ValueError(f"device: must be 'cpu' or 'cuda', got {self.device!r}")
+        compute = self.compute_type or DEFAULT_COMPUTE_TYPE[self.engine]
+        if compute not in COMPUTE_TYPES[self.engine]:
+            raise ValueError(f'compute_type: the {self.engine} engine computes in one of '
+                             f'{COMPUTE_TYPES[self.engine]}, got {compute!r}')
+        object.__setattr__(self, 'compute_type', compute)
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f'batch_size: must be an integer >= 1, got {self.batch_size!r}')
+        for name in ('model_path', 'spm_path', 'cache_dir'):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
+
+
+def create_engine(config: EngineConfig):
+    """The engine ``config`` names, loaded (only that engine's libraries are imported)."""
+    if config.engine == 'torch':
+        from dyn_dnn_ros.translation.engines.torch_engine import TorchEngine
+        return TorchEngine(config)
+    from dyn_dnn_ros.translation.engines.ctranslate2_engine import CTranslate2Engine
+    return CTranslate2Engine(config)
+
+
+def evaluate(engine, sources, references, subnet=None, beam=None, threads=None,
+             progress=False):
+    """Corpus BLEU and costs of ``engine`` translating ``sources`` (``outcome.Evaluation``)."""
+    import time
+
+    from dyn_dnn_ros.translation.outcome import Evaluation, corpus_scores
+    if len(sources) != len(references) or not sources:
+        raise ValueError(f'sources/references: need equally many and at least one, got '
+                         f'{len(sources)} and {len(references)}')
+    began = time.perf_counter()
+    outcomes = engine.translate(sources, subnet, beam, threads=threads, progress=progress)
+    seconds = time.perf_counter() - began
+    bleu, avg_width, perplexity = corpus_scores(outcomes, references)
+    return Evaluation(bleu=bleu, avg_width=avg_width, perplexity=perplexity, seconds=seconds,
+                      sentences=len(sources), hypotheses=[o.text for o in outcomes],
+                      decoder_steps=sum(o.steps for o in outcomes))

@@ -1,0 +1,158 @@
+"""The CTranslate2 engine: same tokens as the torch engine, refusals, model cache, deadlines."""
+
+from dataclasses import replace
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+from translation_fixtures import ROOT, SPM, tiny_space, write_tiny_model
+
+from dyn_dnn_ros.operating_points import OperatingPointLibrary
+from dyn_dnn_ros.translation.beam_policy import BeamPolicy
+from dyn_dnn_ros.translation.ctranslate2_export import NotExpressible, check_expressible
+from dyn_dnn_ros.translation.engines import EngineConfig, create_engine
+from dyn_dnn_ros.translation.engines.model_cache import RECORD_FILE
+from dyn_dnn_ros.translation.outcome import read_split
+
+CORPUS = ROOT / 'data' / 'corpus'
+
+
+def expressible(subnet):
+    """``subnet`` with every decoder layer attending to the last encoder layer only."""
+    return replace(subnet, decoder_ende=(1,) * subnet.decoder_layers)
+
+
+@pytest.fixture(scope='module')
+def shipped_engines(tmp_path_factory):
+    cache = tmp_path_factory.mktemp('ct2-cache')
+    torch_engine = create_engine(EngineConfig(engine='torch', batch_size=8))
+    ct2_engine = create_engine(EngineConfig(engine='ctranslate2', compute_type='float32',
+                                            cache_dir=cache, batch_size=1))
+    return torch_engine, ct2_engine
+
+
+def test_float32_export_gives_the_torch_engines_tokens(shipped_engines):
+    torch_engine, ct2_engine = shipped_engines
+    space = torch_engine.space
+    sources, _ = read_split(CORPUS, 'test', limit=40)
+    # The smallest sub-network, and one whose decoder's self- and cross-attention
+    # have different head counts (exported with zero-padded heads).
+    padded = replace(expressible(space.largest()), decoder_cross_heads=(space.heads[0],)
+                     * space.largest().decoder_layers)
+    for subnet in (expressible(space.smallest()), padded):
+        want = torch_engine.translate(sources, subnet, BeamPolicy('fixed', width=5), threads=1)
+        got = ct2_engine.translate(sources, subnet, BeamPolicy('fixed', width=5), threads=1)
+        same = sum(a.tokens == b.tokens for a, b in zip(want, got, strict=True))
+        # Score ties aside (float summation order), every sentence matches.
+        assert same >= len(sources) - 1, (subnet.key(), same)
+        for a, b in zip(want, got, strict=True):
+            if a.tokens == b.tokens:
+                assert b.text == a.text
+                assert b.log_prob == pytest.approx(a.log_prob, abs=0.05)
+                assert not b.cut
+
+
+def test_a_decoder_attending_to_several_encoder_layers_is_refused_naming_the_field(
+        shipped_engines):
+    _, ct2_engine = shipped_engines
+    largest = ct2_engine.space.largest()
+    assert max(largest.decoder_ende) > 1
+    with pytest.raises(NotExpressible, match='decoder_ende'):
+        ct2_engine.translate(['Open the file'], largest)
+    with pytest.raises(NotExpressible, match='decoder_cross_heads'):
+        check_expressible(replace(expressible(largest), decoder_cross_heads=(
+            ct2_engine.space.heads[0],) * largest.decoder_layers), heads='uniform')
+
+
+def test_dynamic_beam_width_is_a_torch_engine_feature(shipped_engines):
+    _, ct2_engine = shipped_engines
+    with pytest.raises(ValueError, match='dynamic beam width is a feature of the torch'):
+        ct2_engine.translate(['Open the file'], expressible(ct2_engine.space.smallest()),
+                             BeamPolicy('dynamic', bw_min=1, bw_max=4))
+
+
+@pytest.mark.parametrize('width', [1, 4])
+def test_a_deadline_caps_decoding_and_marks_the_answer_cut(shipped_engines, width):
+    _, ct2_engine = shipped_engines
+    subnet = expressible(ct2_engine.space.smallest())
+    text = ('The robot drives to the kitchen, picks up the red cup from the table and '
+            'brings it back to the charging station before the battery runs low.')
+    full = ct2_engine.translate([text], subnet, width, threads=1)[0]
+    assert not full.cut and len(full.tokens) > 5
+    # A deadline already due: one step, never the whole translation.
+    cut = ct2_engine.translate([text], subnet, width, threads=1,
+                               deadline=time.monotonic())[0]
+    assert cut.cut and len(cut.tokens) <= 1
+    # A distant deadline changes nothing.
+    late = ct2_engine.translate([text], subnet, width, threads=1,
+                                deadline=time.monotonic() + 60.0)[0]
+    assert late.tokens == full.tokens and not late.cut
+
+
+def test_empty_and_overlong_text_get_the_torch_engines_statuses(shipped_engines):
+    _, ct2_engine = shipped_engines
+    subnet = expressible(ct2_engine.space.smallest())
+    empty, long_one = ct2_engine.translate(['   ', 'open ' * 400], subnet, 1,
+                                           max_source_tokens=20)
+    assert (empty.status, empty.text) == ('empty', '')
+    assert long_one.status == 'truncated' and long_one.source_tokens == 20
+
+
+def test_the_model_cache_rebuilds_a_model_made_from_other_weights(tmp_path):
+    model_path, _ = write_tiny_model(tmp_path / 'a', seed=0)
+    cache = tmp_path / 'cache'
+    config = EngineConfig(engine='ctranslate2', model_path=model_path, spm_path=SPM,
+                          cache_dir=cache, compute_type='int8')
+    subnet = expressible(tiny_space().smallest())
+    first = create_engine(config)
+    before = first.translate(['Open the file'], subnet, 2)[0]
+    assert first.cache.exports == 1
+    record = json.loads((first.cache.folder(subnet) / RECORD_FILE).read_text())
+    assert record['subnet'] == subnet.to_dict() and record['quantization'] == 'int8'
+    # The same weights again: the cached model is used as it is.
+    again = create_engine(config)
+    assert again.translate(['Open the file'], subnet, 2)[0].tokens == before.tokens
+    assert again.cache.exports == 0
+    # Other weights under the same file name: stale, exported again.
+    other, _ = write_tiny_model(tmp_path / 'b', seed=1)
+    shutil.copy(other, model_path)
+    third = create_engine(config)
+    third.translate(['Open the file'], subnet, 2)
+    assert third.cache.exports == 1
+
+
+def test_the_ctranslate2_run_time_path_does_not_import_torch(tmp_path):
+    model_path, _ = write_tiny_model(tmp_path)
+    script = f"""
+import sys
+from dyn_dnn_ros.translation.engines import EngineConfig, create_engine
+engine = create_engine(EngineConfig(engine='ctranslate2', model_path={str(model_path)!r},
+                                    spm_path={str(SPM)!r}, cache_dir={str(tmp_path / 'c')!r}))
+subnet = engine.space.smallest()
+print(engine.translate(['Open the file'], subnet, 2)[0].status)
+assert 'torch' not in sys.modules, 'torch was imported'
+"""
+    done = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == 'ok'
+
+
+def test_a_library_made_for_another_engine_or_device_is_refused_naming_both(tmp_path):
+    _, library_path = write_tiny_model(tmp_path)
+    library = OperatingPointLibrary.load(library_path)
+    assert (library.engine, library.compute_type) == ('torch', 'float32')
+    library.check_runs_on('torch', 'cpu')
+    with pytest.raises(ValueError, match='made for torch float32 on cpu, this worker runs '
+                                         'ctranslate2 on cpu'):
+        library.check_runs_on('ctranslate2', 'cpu')
+    with pytest.raises(ValueError, match='made for torch float32 on cpu, this worker runs '
+                                         'torch on cuda'):
+        library.check_runs_on('torch', 'cuda')
+    saved = replace(library, engine='ctranslate2', compute_type='int8')
+    saved.save(tmp_path / 'ct2.yaml')
+    loaded = OperatingPointLibrary.load(tmp_path / 'ct2.yaml')
+    assert (loaded.engine, loaded.compute_type) == ('ctranslate2', 'int8')
