@@ -82,10 +82,15 @@ def test_a_deadline_caps_decoding_and_marks_the_answer_cut(shipped_engines, widt
             'brings it back to the charging station before the battery runs low.')
     full = ct2_engine.translate([text], subnet, width, threads=1)[0]
     assert not full.cut and len(full.tokens) > 5
-    # A deadline already due: one step, never the whole translation.
+    # A deadline already due: nothing is decoded, and the answer says it was cut.
     cut = ct2_engine.translate([text], subnet, width, threads=1,
                                deadline=time.monotonic())[0]
-    assert cut.cut and len(cut.tokens) <= 1
+    assert cut.cut and cut.tokens == [] and cut.text == ''
+    # Time for a few steps only: a shorter, cut translation.
+    cost = ct2_engine._cost(subnet, 1, width)
+    some = ct2_engine.translate([text], subnet, width, threads=1,
+                                deadline=time.monotonic() + cost.first_s + 2.5 * cost.step_s)[0]
+    assert some.cut and 1 <= len(some.tokens) < len(full.tokens)
     # A distant deadline changes nothing.
     late = ct2_engine.translate([text], subnet, width, threads=1,
                                 deadline=time.monotonic() + 60.0)[0]

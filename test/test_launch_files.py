@@ -61,6 +61,7 @@ ROSDEP_KEYS = {
 # gives the pip command.
 PIP_ONLY = {
     'sentencepiece': 'sentencepiece',
+    'ctranslate2': 'ctranslate2',
     'sacrebleu': 'sacrebleu',
     'safetensors': 'safetensors',
     'pynvml': 'nvidia-ml-py',

@@ -7,7 +7,7 @@ from dyn_dnn_ros.commands.translate import (
     add_beam_arguments,
     add_model_arguments,
     add_subnet_arguments,
-    load_translator,
+    load_engine,
     model_options,
     subnet_and_beam,
 )
@@ -31,20 +31,21 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from dyn_dnn_ros.translation.translator import read_split
+    from dyn_dnn_ros.translation.engines import evaluate
+    from dyn_dnn_ros.translation.outcome import read_split
     try:
         options = model_options(args)
-        subnet, beam = subnet_and_beam(args)
+        subnet, beam = subnet_and_beam(args, options.engine)
         sources, references = read_split(args.corpus_dir, args.split, args.limit)
-        translator = load_translator(options)
-        subnet = translator.subnet(subnet)
-        result = translator.evaluate(sources, references, subnet, beam, args.patience,
-                                     progress=True)
+        engine = load_engine(options)
+        subnet = engine.check_subnet(subnet)
+        result = evaluate(engine, sources, references, subnet, beam, threads=options.threads,
+                          progress=True, patience=args.patience)
     except ValueError as err:
         print(f'dyn-dnn-ros evaluate: {err}', file=sys.stderr)
         return 2
-    print(f'{args.split}: {result.sentences} sentences, sub-network {subnet.key()}, '
-          f'{beam.describe()}, patience {args.patience:g}')
+    print(f'{args.split}: {result.sentences} sentences, sub-network {subnet.key()} on '
+          f'{options.engine} {engine.compute_type}, {beam.describe()}')
     print(f'BLEU {result.bleu:.2f}  average beam width {result.avg_width:.2f}  '
           f'perplexity {result.perplexity:.2f}  time {result.seconds:.2f} s')
     return 0

@@ -19,6 +19,9 @@ class TranslateOptions:
     device: str
     threads: int | None
     batch_size: int
+    engine: str = 'torch'
+    compute_type: str = ''
+    cache_dir: Path | None = None
 
 
 def add_model_arguments(parser):
@@ -28,9 +31,19 @@ def add_model_arguments(parser):
     parser.add_argument('--spm', type=Path, default=None,
                         help='SentencePiece model (default: the shipped models/translation/'
                              'spm.model)')
-    parser.add_argument('--device', default='cpu', help='torch device (default: %(default)s)')
+    parser.add_argument('--device', default='cpu', help='device (default: %(default)s)')
+    parser.add_argument('--engine', choices=('torch', 'ctranslate2'), default=None,
+                        help='ctranslate2 (compact exported models, fixed beam widths, '
+                             'sub-networks whose decoder attends to the last encoder layer) '
+                             'or torch (any sub-network, dynamic beam width); default: '
+                             'ctranslate2 on cpu, torch on cuda')
+    parser.add_argument('--compute-type', default='',
+                        help='ctranslate2: int8 (default), float32, ...')
+    parser.add_argument('--model-cache-dir', type=Path, default=None,
+                        help='ctranslate2: folder of exported models (default: the user '
+                             'cache folder)')
     parser.add_argument('--threads', type=int, default=None,
-                        help='torch CPU threads (default: torch decides)')
+                        help='CPU threads (default: torch decides; ctranslate2: 1)')
     parser.add_argument('--batch-size', type=int, default=8,
                         help='sentences per batch, grouped by length (default: %(default)s)')
 
@@ -76,8 +89,25 @@ def add_arguments(parser):
 def model_options(args) -> TranslateOptions:
     if args.threads is not None and args.threads < 1:
         raise ValueError(f'--threads: must be >= 1, got {args.threads}')
+    engine = getattr(args, 'engine', None) or ('ctranslate2' if args.device == 'cpu'
+                                               else 'torch')
     return TranslateOptions(model=args.model, spm=args.spm, device=args.device,
-                            threads=args.threads, batch_size=args.batch_size)
+                            threads=args.threads, batch_size=args.batch_size, engine=engine,
+                            compute_type=getattr(args, 'compute_type', ''),
+                            cache_dir=getattr(args, 'model_cache_dir', None))
+
+
+def load_engine(options: TranslateOptions):
+    """The translation engine the options name (``translation/engines``)."""
+    from dyn_dnn_ros.translation.engines import EngineConfig, create_engine
+    if options.engine == 'torch' and options.threads is not None:
+        import torch
+        torch.set_num_threads(options.threads)
+    return create_engine(EngineConfig(engine=options.engine, device=options.device,
+                                      compute_type=options.compute_type,
+                                      model_path=options.model, spm_path=options.spm,
+                                      cache_dir=options.cache_dir,
+                                      batch_size=options.batch_size))
 
 
 def load_translator(options: TranslateOptions):
@@ -112,10 +142,25 @@ def operating_point(args):
         raise ValueError(f'--operating-point: {err.args[0]}') from None
 
 
-def subnet_and_beam(args):
-    """``(subnet spec, BeamPolicy)`` from the options; explicit ones beat the operating point."""
+def best_point(args):
+    """The best-quality point of the library: what the ctranslate2 engine runs by default."""
+    from dyn_dnn_ros.operating_points import OperatingPointLibrary
+    from dyn_dnn_ros.share import config_path
+    library = OperatingPointLibrary.load(args.library or config_path(LIBRARY_FILE))
+    return library.by_quality()[0]
+
+
+def subnet_and_beam(args, engine='torch'):
+    """``(subnet spec, BeamPolicy)`` from the options; explicit ones beat the operating point.
+
+    Without a sub-network or point, torch runs the largest sub-network and
+    ctranslate2 the library's best-quality point (the largest sub-network
+    attends to several encoder layers, which CTranslate2 cannot express).
+    """
     from dyn_dnn_ros.translation.beam_policy import BeamPolicy
     point = operating_point(args)
+    if point is None and args.subnet is None and engine == 'ctranslate2':
+        point = best_point(args)
     subnet = args.subnet or (point.subnet if point is not None else 'largest')
     if args.beam_policy == 'dynamic':
         if args.sigma_min is None or args.sigma_max is None:
@@ -136,16 +181,17 @@ def subnet_and_beam(args):
 def run(args) -> int:
     import time
 
-    from dyn_dnn_ros.translation.beam_search import pooled_width
+    from dyn_dnn_ros.translation.outcome import pooled_width
     try:
         options = model_options(args)
-        subnet, beam = subnet_and_beam(args)
-        translator = load_translator(options)
-        subnet = translator.subnet(subnet)
+        subnet, beam = subnet_and_beam(args, options.engine)
+        engine = load_engine(options)
+        subnet = engine.check_subnet(subnet)
         # Iterating splits on newlines only, so every input line gives one output line.
         lines = [line.rstrip('\n') for line in sys.stdin]
         began = time.perf_counter()
-        outcomes = translator.translate(lines, subnet, beam, args.patience)
+        outcomes = engine.translate(lines, subnet, beam, threads=options.threads,
+                                   patience=args.patience)
         seconds = time.perf_counter() - began
     except ValueError as err:
         print(f'dyn-dnn-ros translate: {err}', file=sys.stderr)
@@ -156,6 +202,7 @@ def run(args) -> int:
     done = [o for o in outcomes if o.status != 'empty']
     truncated = sum(o.status == 'truncated' for o in outcomes)
     print(f'translated {len(done)} of {len(outcomes)} lines ({truncated} truncated) in '
-          f'{seconds:.2f} s with {subnet.key()}, {beam.describe()}: average beam width '
+          f'{seconds:.2f} s with {subnet.key()} on {options.engine} '
+          f'{engine.compute_type}, {beam.describe()}: average beam width '
           f'{pooled_width(done):.2f}', file=sys.stderr)
     return 0

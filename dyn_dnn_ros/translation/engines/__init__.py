@@ -69,7 +69,7 @@ def create_engine(config: EngineConfig):
 
 
 def evaluate(engine, sources, references, subnet=None, beam=None, threads=None,
-             progress=False):
+             progress=False, patience=1.0):
     """Corpus BLEU and costs of ``engine`` translating ``sources`` (``outcome.Evaluation``)."""
     import time
 
@@ -78,7 +78,8 @@ def evaluate(engine, sources, references, subnet=None, beam=None, threads=None,
         raise ValueError(f'sources/references: need equally many and at least one, got '
                          f'{len(sources)} and {len(references)}')
     began = time.perf_counter()
-    outcomes = engine.translate(sources, subnet, beam, threads=threads, progress=progress)
+    outcomes = engine.translate(sources, subnet, beam, threads=threads, progress=progress,
+                                patience=patience)
     seconds = time.perf_counter() - began
     bleu, avg_width, perplexity = corpus_scores(outcomes, references)
     return Evaluation(bleu=bleu, avg_width=avg_width, perplexity=perplexity, seconds=seconds,

@@ -42,7 +42,7 @@ class StepCost:
     step_s: float
 
     def steps_before(self, seconds):
-        """Decoding steps that fit in ``seconds`` (at least one: an answer needs a token)."""
+        """Decoding steps that fit in ``seconds`` (at least the first)."""
         return max(1, 1 + int((seconds - self.first_s) / self.step_s))
 
     def learn(self, seconds, steps):
@@ -160,7 +160,7 @@ class CTranslate2Engine:
         return int((source_tokens + 1) * self.config.max_len_a + self.config.max_len_b)
 
     def translate(self, texts, subnet=None, beam=None, threads=None, deadline=None,
-                  max_source_tokens=None, progress=False):
+                  max_source_tokens=None, progress=False, patience=1.0, batch_size=None):
         """One ``TranslationOutcome`` per text, in order (see ``Translator.translate``).
 
         ``deadline`` (a ``time.monotonic()`` value): the decoding length is
@@ -180,25 +180,35 @@ class CTranslate2Engine:
                     if status == 'empty' else None for _, status in encoded]
         todo = sorted((i for i, (ids, _) in enumerate(encoded) if ids),
                       key=lambda i: len(encoded[i][0]))
-        starts = range(0, len(todo), self.config.batch_size)
+        batch_size = batch_size or self.config.batch_size
+        starts = range(0, len(todo), batch_size)
         for start in tqdm(starts, desc='translating', unit='batch', disable=not progress,
                           leave=False):
-            chunk = todo[start:start + self.config.batch_size]
-            self._run_batch(model, subnet, threads, width, chunk, encoded, outcomes, deadline)
+            chunk = todo[start:start + batch_size]
+            self._run_batch(model, subnet, threads, width, chunk, encoded, outcomes, deadline,
+                            patience)
         return outcomes
 
-    def _run_batch(self, model, subnet, threads, width, chunk, encoded, outcomes, deadline):
+    def _run_batch(self, model, subnet, threads, width, chunk, encoded, outcomes, deadline,
+                   patience):
         natural = max(self._limit(len(encoded[i][0])) for i in chunk) + 1  # + EOS
         length, callback, cost = natural, None, None
         began = time.perf_counter()
         if deadline is not None:
             cost = self._cost(subnet, threads, width)
-            length = min(natural, cost.steps_before(deadline - time.monotonic()))
+            left = deadline - time.monotonic()
+            if left < cost.first_s:  # not even the encoder and a first token fit: stop now
+                for i in chunk:
+                    outcomes[i] = TranslationOutcome(
+                        '', encoded[i][1], 0.0, subnet.decoder_layers, len(encoded[i][0]),
+                        time.perf_counter() - began, cut=True)
+                return
+            length = min(natural, cost.steps_before(left))
             if width == 1:
                 def callback(step, cost=cost):  # noqa: ARG001
                     return time.monotonic() + cost.step_s > deadline
         results = model.translate_batch(
-            [self._pieces(encoded[i][0]) for i in chunk], beam_size=width,
+            [self._pieces(encoded[i][0]) for i in chunk], beam_size=width, patience=patience,
             length_penalty=self.config.alpha, max_decoding_length=length,
             suppress_sequences=NEVER, return_scores=True, return_end_token=True,
             callback=callback)

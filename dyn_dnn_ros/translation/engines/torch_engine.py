@@ -42,9 +42,10 @@ class TorchEngine:
                 self.translator.translate([text], subnet=subnet, beam=beam)
 
     def translate(self, texts, subnet=None, beam=None, threads=None, deadline=None,
-                  max_source_tokens=None, progress=False):
+                  max_source_tokens=None, progress=False, patience=1.0, batch_size=None):
         self._use_threads(threads)
+        self.translator.batch_size = batch_size or self.config.batch_size
         self.translator.max_source_tokens = min(max_source_tokens or self.longest_source,
                                                 self.longest_source)
-        return self.translator.translate(texts, subnet=subnet, beam=beam, progress=progress,
-                                         deadline=deadline)
+        return self.translator.translate(texts, subnet=subnet, beam=beam, patience=patience,
+                                         progress=progress, deadline=deadline)

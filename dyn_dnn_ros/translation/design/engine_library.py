@@ -1,0 +1,250 @@
+"""An operating-point library for the CTranslate2 engine, measured on that engine.
+
+The torch library's latencies say nothing of CTranslate2 (it runs the same
+sub-network several times faster, and not uniformly so), and most of its
+points use what CTranslate2 cannot express. This pipeline designs for the
+engine the worker runs:
+
+1. **What it can run.** Candidates come from the design space with every
+   decoder layer attending to the last encoder layer (``ende`` 1) and one head
+   count per stack (the decoder's self- and cross-attention share it). A
+   narrower attention padded with zero heads costs what the stack's widest
+   costs, so a non-uniform sub-network is never faster than its uniform
+   projection; the search skips them (``padding_cost`` measures this).
+2. **Measured, not predicted.** CTranslate2 loads a compact model in
+   milliseconds and runs a sentence in a few, so every candidate is timed on
+   the engine itself (a quick pass), instead of through a latency predictor
+   as for torch, where a sub-network's timing costs seconds.
+3. **Quality** is the teacher-forced validation loss of the torch model (the
+   same weights); the candidates near the (quick latency, loss) front are the
+   finalists.
+4. **Finalists** are timed again at every beam width and thread count in
+   interleaved, shuffled rounds (trimmed mean over rounds: drift of the machine
+   spreads over all of them), their BLEU is measured on the engine, and the
+   (latency, BLEU) front becomes the library.
+
+Latency is per sentence at batch 1, the engine decoding each sentence to its
+own end, as the node does: what the manager assumes is what a request costs.
+Every measurement is saved in the run folder as it is made; a rerun resumes.
+"""
+
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+import json
+from pathlib import Path
+import random
+import statistics
+import time
+
+from tqdm import tqdm
+
+from dyn_dnn_ros.files import write_atomic
+from dyn_dnn_ros.operating_points import OperatingPoint, OperatingPointLibrary
+from dyn_dnn_ros.translation.beam_policy import BeamPolicy
+from dyn_dnn_ros.translation.design.pareto import near_front, pareto_front
+from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
+
+
+@dataclass(frozen=True)
+class EngineLibraryConfig:
+    run_dir: Path = Path('runs/design_ctranslate2')
+    compute_type: str = 'int8'
+    candidates: int = 240  # random expressible sub-networks, plus the smallest and largest
+    seed: int = 0
+    beams: tuple = (1, 2, 3, 5)
+    threads: tuple = (1, 2)
+    timing_sentences: int = 40  # validation sentences, one at a time
+    quick_band: float = 0.08  # finalists: on the quick front with this much latency slack
+    max_finalists: int = 24
+    rounds: int = 5
+    trim: float = 0.2
+    bleu_sentences: int = 500  # test sentences
+    max_points: int = 20
+    fitness_sentences: int = 300
+
+    def __post_init__(self):
+        object.__setattr__(self, 'run_dir', Path(self.run_dir))
+        for name in ('candidates', 'timing_sentences', 'max_finalists', 'rounds',
+                     'bleu_sentences', 'max_points', 'fitness_sentences'):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f'{name}: must be an integer >= 1, got {value!r}')
+        if not self.beams or any(not isinstance(b, int) or b < 1 for b in self.beams):
+            raise ValueError(f'beams: must be widths >= 1, got {self.beams!r}')
+        if not self.threads or any(not isinstance(t, int) or t < 1 for t in self.threads):
+            raise ValueError(f'threads: must be counts >= 1, got {self.threads!r}')
+        if not 0 <= self.trim < 0.5 or not 0 <= self.quick_band < 1:
+            raise ValueError('trim must lie in [0, 0.5) and quick_band in [0, 1)')
+
+
+def expressible_space(space: DesignSpace) -> DesignSpace:
+    """``space`` with decoder layers attending to the last encoder layer only."""
+    return replace(space, ende=(1,))
+
+
+def uniform_heads(subnet: SubnetConfig) -> SubnetConfig:
+    """One head count per stack: each stack's widest (what a padded export costs)."""
+    enc = max(subnet.encoder_heads)
+    dec = max(subnet.decoder_self_heads + subnet.decoder_cross_heads)
+    return replace(subnet, encoder_heads=(enc,) * subnet.encoder_layers,
+                   decoder_self_heads=(dec,) * subnet.decoder_layers,
+                   decoder_cross_heads=(dec,) * subnet.decoder_layers,
+                   decoder_ende=(1,) * subnet.decoder_layers)
+
+
+def candidate_subnets(space: DesignSpace, count, seed) -> list[SubnetConfig]:
+    """``count`` distinct random expressible sub-networks, with the smallest and largest."""
+    space = expressible_space(space)
+    rng = random.Random(seed)
+    found = {}
+    for subnet in (uniform_heads(space.smallest()), uniform_heads(space.largest())):
+        found[subnet.key()] = subnet
+    attempts = 0
+    while len(found) < count + 2 and attempts < 100 * count:
+        attempts += 1
+        subnet = uniform_heads(space.sample(rng))
+        found.setdefault(subnet.key(), subnet)
+    return list(found.values())
+
+
+class Measurements:
+    """Everything measured so far, saved as JSON after each addition (a rerun resumes)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.data = {'loss': {}, 'quick_ms': {}, 'samples': {}, 'bleu': {}}
+        if self.path.is_file():
+            self.data.update(json.loads(self.path.read_text()))
+
+    def save(self):
+        write_atomic(self.path, json.dumps(self.data, indent=0, sort_keys=True).encode())
+
+
+def time_per_sentence(engine, subnet, width, threads, sentences) -> float:
+    """Mean ms per sentence, one sentence at a time, after one warm-up sentence."""
+    engine.translate(sentences[:1], subnet, width, threads=threads)
+    began = time.perf_counter()
+    for sentence in sentences:
+        engine.translate([sentence], subnet, width, threads=threads)
+    return (time.perf_counter() - began) * 1000.0 / len(sentences)
+
+
+def trimmed_mean(samples, trim):
+    values = sorted(samples)
+    cut = int(len(values) * trim)
+    return statistics.fmean(values[cut:len(values) - cut] or values)
+
+
+@dataclass
+class EngineLibraryResult:
+    library: OperatingPointLibrary
+    candidates: int
+    finalists: list = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def design_engine_library(config: EngineLibraryConfig, engine, fitness, timing_sentences,
+                          test_sources, test_references, progress=True) -> EngineLibraryResult:
+    """Run steps 1-4 (see the module docstring) and return the library."""
+    import sacrebleu
+
+    began = time.perf_counter()
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    store = Measurements(config.run_dir / 'measurements.json')
+    data = store.data
+    subnets = candidate_subnets(engine.space, config.candidates, config.seed)
+    by_key = {s.key(): s for s in subnets}
+    quick_width = max(config.beams)
+
+    for subnet in tqdm(subnets, desc='candidates: loss and quick timing', disable=not progress):
+        key = subnet.key()
+        if key not in data['loss']:
+            data['loss'][key] = fitness(subnet)
+        if key not in data['quick_ms']:
+            data['quick_ms'][key] = time_per_sentence(engine, subnet, quick_width, 1,
+                                                      timing_sentences)
+            store.save()
+    store.save()
+
+    keys = list(by_key)
+    near = near_front(keys, lambda k: data['quick_ms'][k], lambda k: -data['loss'][k],
+                      config.quick_band)
+    near.sort(key=lambda k: data['quick_ms'][k])
+    if len(near) > config.max_finalists:  # evenly spread over the latency range
+        step = (len(near) - 1) / (config.max_finalists - 1)
+        near = [near[round(i * step)] for i in range(config.max_finalists)]
+    finalists = [by_key[k] for k in near]
+
+    combos = [(s.key(), b, t) for s in finalists for b in config.beams for t in config.threads]
+    rng = random.Random(config.seed)
+    for round_ in tqdm(range(config.rounds), desc='finalists: timing rounds',
+                       disable=not progress):
+        order = combos[:]
+        rng.shuffle(order)  # each round in a new order: slow phases spread over all
+        for key, width, threads in order:
+            name = f'{key}|{width}|{threads}'
+            samples = data['samples'].setdefault(name, [])
+            if len(samples) > round_:
+                continue
+            samples.append(time_per_sentence(engine, by_key[key], width, threads,
+                                             timing_sentences))
+        store.save()
+
+    for key, width in tqdm([(s.key(), b) for s in finalists for b in config.beams],
+                           desc='finalists: BLEU', disable=not progress):
+        name = f'{key}|{width}'
+        if name not in data['bleu']:
+            outcomes = engine.translate(test_sources, by_key[key], width, threads=1)
+            data['bleu'][name] = sacrebleu.corpus_bleu(
+                [o.text for o in outcomes], [list(test_references)]).score
+            store.save()
+
+    def latency(key, width, threads):
+        return trimmed_mean(data['samples'][f'{key}|{width}|{threads}'], config.trim)
+
+    options = [(s.key(), b) for s in finalists for b in config.beams]
+    front = pareto_front(options, lambda o: latency(o[0], o[1], 1),
+                         lambda o: data['bleu'][f'{o[0]}|{o[1]}'])
+    if len(front) > config.max_points:
+        step = (len(front) - 1) / (config.max_points - 1)
+        front = [front[round(i * step)] for i in range(config.max_points)]
+    points = []
+    for i, (key, width) in enumerate(front):
+        subnet = by_key[key]
+        points.append(OperatingPoint(
+            name=f'tr_ct2_{i + 1:02d}', target='translation', subnet=subnet.to_dict(),
+            latency_ms={t: round(latency(key, width, t), 4) for t in config.threads},
+            quality=round(data['bleu'][f'{key}|{width}'], 4),
+            beam=BeamPolicy('fixed', width=width),
+            metrics={'key': key, 'val_loss': round(data['loss'][key], 5)}))
+    import ctranslate2
+
+    from dyn_dnn_ros.resources.hardware import hardware_description
+    library = OperatingPointLibrary(
+        target='translation', device='cpu', quality_metric='bleu', points=points,
+        engine='ctranslate2', compute_type=config.compute_type, meta={
+            'source': 'dyn-dnn-ros design ctranslate2-library',
+            'created': datetime.now(timezone.utc).isoformat(timespec='seconds'),
+            'host': hardware_description('cpu'),
+            'ctranslate2_version': ctranslate2.__version__,
+            'workload': f'valid-k{config.timing_sentences}-seed{config.seed}-own-length',
+            'quality': f'BLEU on test ({len(test_sources)} sentences), sacrebleu defaults',
+            'timing': f'{config.rounds} interleaved rounds, trimmed mean '
+                      f'({config.trim:g} each side), batch 1',
+            'search': f'{len(subnets)} expressible candidates, {len(finalists)} finalists',
+            'config': {k: (str(v) if isinstance(v, Path) else v)
+                       for k, v in asdict(config).items()},
+        })
+    return EngineLibraryResult(library, len(subnets), [s.key() for s in finalists],
+                               time.perf_counter() - began)
+
+
+def padding_cost(engine, subnet: SubnetConfig, sentences, width=5, repeats=3) -> dict:
+    """Ms per sentence of ``subnet`` exported with zero-padded heads and of its uniform twin."""
+    twin = uniform_heads(subnet)
+    times = {'padded': [], 'uniform': []}
+    for _ in range(repeats):
+        times['padded'].append(time_per_sentence(engine, subnet, width, 1, sentences))
+        times['uniform'].append(time_per_sentence(engine, twin, width, 1, sentences))
+    return {k: statistics.median(v) for k, v in times.items()} | {
+        'padded_key': subnet.key(), 'uniform_key': twin.key(), 'width': width}
