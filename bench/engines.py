@@ -49,6 +49,21 @@ def bleu(engine, subnet, width, sources, references):
     return sacrebleu.corpus_bleu([o.text for o in outcomes], [references]).score
 
 
+def library_check(engine, library, sentences, rounds=3):
+    """Each point timed again as the library was (same sentences, batch 1): measured / library."""
+    from dyn_dnn_ros.translation.design.engine_library import time_per_sentence
+    found = {p.name: [] for p in library.points}
+    for r in range(rounds):
+        order = list(library.points)
+        random.Random(100 + r).shuffle(order)
+        for point in order:
+            subnet = SubnetConfig.from_dict(point.subnet)
+            fastest = min(point.latency_ms, key=point.latency_ms.get)
+            ms = time_per_sentence(engine, subnet, point.beam.width, int(fastest), sentences)
+            found[point.name].append(ms / point.latency_ms[fastest])
+    return {name: statistics.median(ratios) for name, ratios in found.items()}
+
+
 def switch_costs(engine, points, sentence, threads=1, switches=300, seed=0):
     """Lookup time of a switch and the first answer's extra time after one (ms)."""
     rng = random.Random(seed)
@@ -121,6 +136,8 @@ def main(argv=None):
     parser.add_argument('--threads', type=int, nargs='+', default=[1, 2])
     parser.add_argument('--batch', type=int, default=16)
     parser.add_argument('--bleu-sentences', type=int, default=500)
+    parser.add_argument('--corpus-dir', type=Path, default=ROOT / 'data' / 'corpus',
+                        help='test and valid splits: those the library was made with')
     parser.add_argument('--skip-node', action='store_true')
     parser.add_argument('--out', type=Path, default=ROOT / 'runs' / 'bench' / 'engines.json')
     args = parser.parse_args(argv)
@@ -129,7 +146,7 @@ def main(argv=None):
     library.check_runs_on('ctranslate2', 'cpu', where=str(args.library))
     ordered = sorted(library.points, key=lambda p: p.latency_ms[1])
     chosen = [ordered[0], ordered[len(ordered) // 2], ordered[-1]]
-    sources, references = read_split(ROOT / 'data' / 'corpus', 'test', args.bleu_sentences)
+    sources, references = read_split(args.corpus_dir, 'test', args.bleu_sentences)
     timed = sources[:args.sentences]
     engines = {
         'torch': create_engine(EngineConfig(engine='torch')),
@@ -171,6 +188,13 @@ def main(argv=None):
             print(f'  {cell}: torch {row["torch_ms"]:.2f} ms, ct2 float32 '
                   f'{row["ct2-float32_ms"]:.2f} ms ({row["torch/ct2-float32"]:.2f}x), ct2 int8 '
                   f'{row["ct2-int8_ms"]:.2f} ms ({row["torch/ct2-int8"]:.2f}x)')
+    seed = int(library.meta.get('config', {}).get('seed', 0))
+    count = int(library.meta.get('config', {}).get('timing_sentences', 40))
+    valid, _ = read_split(args.corpus_dir, 'valid')
+    ratios = library_check(engines['ct2-int8'], library, random.Random(seed).sample(valid, count))
+    report['library_check'] = ratios
+    print('measured / library latency per point: ' + ', '.join(
+        f'{name} {ratio:.3f}' for name, ratio in ratios.items()))
     report['switch'] = switch_costs(engines['ct2-int8'], library.points, timed[0])
     print('switch:', json.dumps(report['switch']))
     if not args.skip_node:

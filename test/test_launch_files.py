@@ -24,6 +24,7 @@ import yaml
 
 from dyn_dnn_ros.ros.nodes import manager, perception, resource_monitor, translation
 from dyn_dnn_ros.ros.nodes.resource_monitor import ResourceMonitorNode
+from dyn_dnn_ros.runtime import worker_parameters
 
 NODE_NAMES = [resource_monitor.NODE_NAME, translation.NODE_NAME, perception.NODE_NAME,
               manager.NODE_NAME]
@@ -355,7 +356,11 @@ def test_system_parameter_file_names_only_declared_parameters():
         node_name = key.removeprefix('/**/')
         source = inspect.getsource(modules[node_name])
         for parameter in section['ros__parameters']:
-            assert f"ParameterSpec('{parameter}'" in source, f'{node_name}.{parameter}'
+            # Declared by name, or by the constant runtime/worker_parameters.py gives it.
+            spellings = {f"ParameterSpec('{parameter}'"} | {
+                f'ParameterSpec({constant},' for constant, value in vars(worker_parameters).items()
+                if constant.isupper() and value == parameter}
+            assert any(s in source for s in spellings), f'{node_name}.{parameter}'
 
 
 def test_readme_names_exactly_the_bringup_arguments():

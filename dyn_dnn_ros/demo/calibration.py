@@ -13,33 +13,38 @@ import numpy as np
 
 def tail_latencies(library, sources, threads, quantile=90.0, warmup=2, model_path=None,
                    spm_path=None):
-    """``{point name: quantile of per-sentence latency in ms}`` at ``threads`` threads.
+    """``{point name: quantile of per-sentence latency in ms}`` with at most ``threads`` threads.
 
-    Runs on a thread of its own that also loads the model, as the nodes do
-    (``InferenceWorker``), so the figures match what a node will see.
+    Runs on the library's engine, on a thread of its own that also loads the
+    model, as the nodes do (``InferenceWorker``), so the figures match what a
+    node will see.
     """
     import time
 
-    import torch
-
     from dyn_dnn_ros.translation.design_space import SubnetConfig
-    from dyn_dnn_ros.translation.translator import Translator
+    from dyn_dnn_ros.translation.engines import EngineConfig, create_engine
 
     if not sources:
         raise ValueError('calibration: no sentences to time')
     found, failure = {}, []
 
+    def fastest_threads(point):
+        # The manager runs a point on its fastest measured count (runtime/policy.py).
+        usable = {int(t): ms for t, ms in point.latency_ms.items() if int(t) <= threads}
+        return min(usable, key=usable.get) if usable else threads
+
     def measure():
         try:
-            translator = Translator.load(model_path or None, spm_path or None)
-            torch.set_num_threads(threads)
+            engine = create_engine(EngineConfig(
+                engine=library.engine, compute_type=library.compute_type,
+                model_path=model_path or None, spm_path=spm_path or None))
             for point in library.points:
-                subnet = SubnetConfig.from_dict(point.subnet)
-                translator.translate(list(sources[:warmup]), subnet=subnet, beam=point.beam)
+                subnet, count = SubnetConfig.from_dict(point.subnet), fastest_threads(point)
+                engine.translate(list(sources[:warmup]), subnet, point.beam, threads=count)
                 times = []
                 for source in sources:
                     began = time.perf_counter()
-                    translator.translate([source], subnet=subnet, beam=point.beam)
+                    engine.translate([source], subnet, point.beam, threads=count)
                     times.append((time.perf_counter() - began) * 1000.0)
                 found[point.name] = float(np.percentile(times, quantile))
         except Exception as error:  # reported to the caller below

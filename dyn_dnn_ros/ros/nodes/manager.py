@@ -6,9 +6,10 @@ Subscribes the resource monitor's ``hardware_availability`` and each
 worker's results; decides with ``dyn_dnn_ros.runtime`` (closed-loop expected
 latency, step down at once, step up after on-time results, conservative on
 stale resource data) and applies a decision by setting the worker's
-parameters atomically through its parameter service, checking the answer.
-A worker that rejects a set is reported, not retried until the decision
-changes; a worker that restarts gets the current decision again.
+parameters atomically through its parameter service. The protocol of that
+(answers, refusals, timeouts, restarts, what is in force) is
+``dyn_dnn_ros.runtime.application``; this node carries out its requests
+with a service client and feeds it the answers, heartbeats and results.
 
 Service answers (docs/manager.md has the user's view): ``success``
 is true when the request was valid and its decision is being put in force
@@ -35,8 +36,10 @@ from dyn_dnn_ros.ros.diagnostics import ERROR, OK, STALE, WARN, Updater, guarded
 from dyn_dnn_ros.ros.params import ParameterSpec, ValidatedParameters
 from dyn_dnn_ros.ros.spin import run_node
 from dyn_dnn_ros.ros.worker_presence import HEARTBEAT_QOS, HEARTBEAT_TOPIC
+from dyn_dnn_ros.runtime.application import ApplicationConfig, DecisionApplication, Severity
 from dyn_dnn_ros.runtime.controller import ControllerConfig, TargetController
 from dyn_dnn_ros.runtime.policy import LatencyModel, PolicyConfig
+from dyn_dnn_ros.runtime.worker_parameters import parameter_values
 from dyn_dnn_ros.share import config_path
 from dyn_dnn_ros_interfaces.msg import BeamPolicy as BeamPolicyMsg
 from dyn_dnn_ros_interfaces.msg import (
@@ -72,22 +75,6 @@ TARGETS = {
 }
 
 
-def worker_parameters(decision, point, budget_ms):
-    """The worker parameters that put ``decision`` in force."""
-    values = {'operating_point': decision.point, 'threads': decision.threads,
-              'budget_ms': float(budget_ms) if math.isfinite(budget_ms) else 0.0}
-    if point.beam is not None:
-        beam = point.beam
-        values['beam_mode'] = beam.mode
-        if beam.mode == 'fixed':
-            values['beam_width'] = beam.width
-        else:
-            values.update(bw_min=beam.bw_min, bw_max=beam.bw_max,
-                          sigma_min=float(beam.sigma_min), sigma_max=float(beam.sigma_max),
-                          beam_metric=beam.metric)
-    return values
-
-
 def point_message(point, library):
     subnet = [KeyValue(key=k, value=str(v)) for k, v in point.subnet.items()]
     msg = OperatingPointMsg(name=point.name, target=library.target, subnet=subnet,
@@ -106,33 +93,29 @@ def point_message(point, library):
 
 
 class Target:
-    """One managed worker: its controller and the state of applying decisions."""
+    """One managed worker: its controller, the protocol applying its decisions, its client."""
 
-    def __init__(self, node, spec, library, controller):
+    def __init__(self, node, spec, library, controller, application):
         self.spec = spec
         self.library = library
         self.controller = controller
+        self.application = application
         self.worker = spec.worker
         self.client = node.create_client(SetParametersAtomically,
                                          f'{spec.worker}/set_parameters_atomically')
-        self.wanted = None       # parameter values that should be in force
-        self.applied = None      # values the worker accepted last
-        self.in_flight = False
-        self.rejected = ''       # the worker's reason for refusing `wanted`
-        self.worker_ready = None    # None until the first check
+        self.pending = None      # (SetRequest, future) of the last call sent
         self.results = 0
         self.misses = 0
         self.deadline_stops = 0  # results the worker stopped at the deadline
-        self.set_failures = 0
-        self.foreign_results = 0   # consecutive results from a point we did not apply
-        self.call = 0              # number of the parameter call whose answer counts
-        self.instance = None       # the worker's last announcement (WorkerHeartbeat)
-        self.heard = -math.inf     # monotonic time of that announcement
-        self.restarts = 0          # new worker instances seen after the first
 
-    def lost(self, now, timeout_s):
-        """Whether the worker announced itself once and then fell silent."""
-        return self.instance is not None and now - self.heard > timeout_s
+    @property
+    def rejected(self):
+        """The worker's reason for refusing the decision ('' when it did not)."""
+        return self.application.rejected
+
+    @property
+    def set_failures(self):
+        return self.application.set_failures
 
 
 class ManagerNode(Node):
@@ -203,7 +186,8 @@ class ManagerNode(Node):
                 self.disabled[name] = str(error)
                 self.get_logger().warning(f'{name} not managed: {error}')
                 continue
-            target = Target(self, spec, library, self._controller(library))
+            target = Target(self, spec, library, self._controller(library),
+                            DecisionApplication(name, spec.worker, self._application_config()))
             self.targets[name] = target
             self.create_subscription(spec.result_type, spec.results_topic,
                                      lambda msg, t=target: self._on_result(t, msg), 100)
@@ -247,15 +231,20 @@ class ManagerNode(Node):
                                    drop_after_s=values['drop_after_s'])
         return policy, control
 
+    def _application_config(self):
+        return ApplicationConfig(worker_timeout_s=self.params.value('worker_timeout_s'))
+
     def _controller(self, library):
         policy, control = self._configs()
         return TargetController(LatencyModel(library, policy), control)
 
     def _apply_tuning(self, changed):
         policy, control = self._configs()
+        application = self._application_config()
         for target in self.targets.values():
             target.controller.model.config = policy
             target.controller.config = control
+            target.application.config = application
 
     # -- inputs -----------------------------------------------------------------------
     def _target(self, name):
@@ -283,20 +272,11 @@ class ManagerNode(Node):
                        if self._worker_name(t) == msg.node), None)
         if target is None:
             return
-        known = target.instance
-        target.instance, target.heard = msg, time.monotonic()
-        if known is None:
-            self._send(target)   # the first word from it: it may be waiting for its setting
-            return
-        if known.instance_id == msg.instance_id:
-            return
-        target.restarts += 1
-        self.get_logger().warning(f'{msg.node} restarted (pid {msg.pid}): putting the '
-                                  'decision in force again')
-        # A new instance runs its own defaults: whatever was applied, or asked
-        # of the old one, is void; send the decision at once.
-        target.applied, target.rejected, target.in_flight = None, '', False
-        target.call += 1
+        self._log(target.application.heartbeat(msg.instance_id, msg.pid, msg.operating_point,
+                                               msg.threads, time.monotonic()))
+        self._drop_void_call(target)
+        # The first word from a worker, or a restarted one: it may be waiting for
+        # its setting, so send it at once.
         self._send(target)
 
     def _on_result(self, target, msg):
@@ -311,16 +291,8 @@ class ManagerNode(Node):
             target.misses += 1  # a cut answer is incomplete: a miss however fast
         if msg.operating_point not in target.library.names:
             return
-        if target.applied is not None and not target.in_flight and \
-                msg.operating_point != target.applied['operating_point']:
-            # Queued work can finish with the previous point, but a run of such
-            # results means the worker lost our setting (e.g. it restarted).
-            target.foreign_results += 1
-            if target.foreign_results >= 3:
-                target.applied, target.foreign_results = None, 0
-                self._send(target)
-        else:
-            target.foreign_results = 0
+        self._log(target.application.result_seen(msg.operating_point))
+        self._send(target)
         # Workers report the threads each result ran with; 0 is an older worker.
         threads = int(msg.threads) or ctl.threads or ctl.available_threads
         if cut:
@@ -355,9 +327,7 @@ class ManagerNode(Node):
     def _answer(self, target, decision):
         """What is in force, for a service answer: a warning first when it will not fit."""
         message = decision.reason if decision.fits else f'WARNING: {decision.reason}'
-        if not target.client.service_is_ready():
-            message += f' (worker {target.worker} not reachable: applied when it appears)'
-        return message
+        return message + target.application.service_remark(target.client.service_is_ready())
 
     def _list_points(self, request, response):
         target, problem = self._target(request.target)
@@ -414,46 +384,49 @@ class ManagerNode(Node):
     # -- applying decisions ---------------------------------------------------------------
     def _put_in_force(self, target, decision):
         point = target.library.get(decision.point)
-        wanted = worker_parameters(decision, point, target.controller.budget_ms)
-        if wanted != target.wanted:
-            target.wanted = wanted
-            target.rejected = ''
+        target.application.decide(parameter_values(decision, point, target.controller.budget_ms))
         self._send(target)
 
     def _send(self, target):
-        if target.wanted is None or target.in_flight or target.wanted == target.applied:
+        """Send the parameter set the protocol asks for now, if any."""
+        request = target.application.next_request(target.client.service_is_ready(),
+                                                  time.monotonic())
+        if request is None:
             return
-        if target.rejected or not target.client.service_is_ready():
-            return  # refused sets wait for a new decision; a missing worker for its return
-        request = SetParametersAtomically.Request()
-        request.parameters = [Parameter(k, value=v).to_parameter_msg()
-                              for k, v in target.wanted.items()]
-        target.in_flight = True
-        target.call += 1
-        sent, call = dict(target.wanted), target.call
-        future = target.client.call_async(request)
-        future.add_done_callback(lambda f: self._sent(target, sent, call, f))
+        message = SetParametersAtomically.Request()
+        message.parameters = [Parameter(k, value=v).to_parameter_msg()
+                              for k, v in request.values.items()]
+        future = target.client.call_async(message)
+        target.pending = (request, future)
+        future.add_done_callback(lambda f: self._answered(target, request, f))
 
-    def _sent(self, target, sent, call, future):
-        if call != target.call:
-            return  # asked of a worker instance that has since been replaced
-        target.in_flight = False
+    def _answered(self, target, request, future):
         try:
             result = future.result().result
         except Exception as error:  # worker went away mid-call
-            target.set_failures += 1
-            self.get_logger().warning(f'setting {target.worker} failed: {error}')
+            self._log(target.application.failed(request, error))
             return
-        if result.successful:
-            target.applied = sent
-            self.get_logger().info(f'{target.spec.name}: {sent["operating_point"]} with '
-                                   f'{sent["threads"]} thread(s) in force')
-        else:
-            target.set_failures += 1
-            if sent == target.wanted:
-                target.rejected = result.reason
-            self.get_logger().error(f'{target.worker} refused {sent}: {result.reason}')
+        self._log(target.application.answered(request, result.successful, result.reason))
         self._send(target)  # a newer decision may have arrived meanwhile
+
+    def _drop_void_call(self, target):
+        """Forget a call whose answer no longer counts (timed out, or asked of a dead worker)."""
+        if target.pending is None or target.pending[0] is target.application.awaiting:
+            return
+        target.client.remove_pending_request(target.pending[1])
+        target.pending = None
+
+    def _log(self, note):
+        if note is None:
+            return
+        # One logging call per severity: rclpy ties a call site to one severity.
+        logger = self.get_logger()
+        if note.severity is Severity.ERROR:
+            logger.error(note.text)
+        elif note.severity is Severity.WARNING:
+            logger.warning(note.text)
+        else:
+            logger.info(note.text)
 
     def _tick(self):
         now = time.monotonic()
@@ -461,12 +434,8 @@ class ManagerNode(Node):
             decision = target.controller.on_stale(now)
             if decision is not None:
                 self._put_in_force(target, decision)
-            ready = target.client.service_is_ready()
-            if ready and target.worker_ready is False:
-                # A worker that (re)starts has its own defaults: apply ours again.
-                target.applied = None
-                target.rejected = ''
-            target.worker_ready = ready
+            self._log(target.application.check(target.client.service_is_ready(), now))
+            self._drop_void_call(target)
             self._send(target)
 
     # -- diagnostics ------------------------------------------------------------------------
@@ -494,14 +463,9 @@ class ManagerNode(Node):
         target = self.targets[name]
         ctl = target.controller
         now = time.monotonic()
-        lost = target.lost(now, self.params.value('worker_timeout_s'))
-        if target.rejected:
-            stat.summary(ERROR, f'{target.worker} refused the last set: {target.rejected}')
-        elif lost:
-            stat.summary(WARN, f'worker {target.worker} lost: no announcement for '
-                               f'{now - target.heard:.1f} s; requests are not answered')
-        elif not target.worker_ready:
-            stat.summary(WARN, f'worker {target.worker} not reachable')
+        problem = target.application.problem(now)
+        if problem is not None:
+            stat.summary(ERROR if problem.severity is Severity.ERROR else WARN, problem.text)
         elif ctl.is_stale(now) and math.isfinite(ctl.budget_ms):
             stat.summary(WARN, f'{ctl.current}: resource data stale, conservative choice')
         elif ctl.current is None:
@@ -530,28 +494,8 @@ class ManagerNode(Node):
         stat.add('results', text(target.results))
         stat.add('deadline_misses', text(target.misses))
         stat.add('stopped_at_deadline', text(target.deadline_stops))
-        stat.add('set_failures', text(target.set_failures))
-        stat.add('in_force', self._in_force(target, lost))
-        stat.add('worker_restarts', text(target.restarts))
-        if target.instance is not None:
-            stat.add('worker_last_heard_s', text(now - target.heard))
-            stat.add('worker_pid', text(target.instance.pid))
+        target.application.report(stat, now)
         return stat
-
-    @staticmethod
-    def _in_force(target, lost):
-        """'yes' only when the worker accepted the decision and announces it."""
-        if target.wanted is None:
-            return '(no decision)'
-        if lost:
-            return 'no: worker lost'
-        if target.applied != target.wanted:
-            return 'pending'
-        beat = target.instance
-        if beat is not None and (beat.operating_point, beat.threads) != (
-                target.wanted['operating_point'], target.wanted['threads']):
-            return 'pending'   # accepted; the worker's announcement has not caught up
-        return 'yes'
 
 
 def main(args=None):

@@ -29,6 +29,7 @@ from dyn_dnn_ros.runtime.latency_window import LatencyWindow
 from dyn_dnn_ros.runtime.policy import WORKER_BUDGET_MS_RANGE
 from dyn_dnn_ros.runtime.rate_window import RateWindow
 from dyn_dnn_ros.runtime.worker import InferenceWorker
+from dyn_dnn_ros.runtime.worker_parameters import BUDGET_MS, OPERATING_POINT, THREADS
 from dyn_dnn_ros.share import config_path, model_path
 from dyn_dnn_ros_interfaces.msg import ClassificationResult
 
@@ -67,7 +68,7 @@ class PerceptionNode(InferenceNode):
     def __init__(self, saved_model=None, library=None, **node_kwargs):
         super().__init__(NODE_NAME, **node_kwargs)
         self.params = ValidatedParameters(self, [
-            ParameterSpec('operating_point', '', 'operating point of the library to run '
+            ParameterSpec(OPERATING_POINT, '', 'operating point of the library to run '
                           '("" = the best-quality point)', check=self._check_point),
             ParameterSpec('model_dir', '', 'trained WeNet folder ("" = shipped)',
                           read_only=True),
@@ -75,11 +76,11 @@ class PerceptionNode(InferenceNode):
                           '("" = config/operating_points_perception_cpu.yaml)', read_only=True),
             ParameterSpec('device', 'cpu', 'torch device', choices=('cpu', 'cuda', 'auto'),
                           read_only=True),
-            ParameterSpec('threads', 1, 'torch CPU threads', integer_range=(1, 256)),
+            ParameterSpec(THREADS, 1, 'torch CPU threads', integer_range=(1, 256)),
             ParameterSpec('qos', 'sensor_data', 'QoS of the image subscription',
                           choices=QOS_CHOICES, read_only=True),
             ParameterSpec('top_k', 3, 'labels reported per image', integer_range=(1, 100)),
-            ParameterSpec('budget_ms', 0.0, 'latency budget in force, reported with each '
+            ParameterSpec(BUDGET_MS, 0.0, 'latency budget in force, reported with each '
                           'result and on diagnostics (0 = none)',
                           float_range=WORKER_BUDGET_MS_RANGE),
             WAIT_FOR_SETTING,
@@ -143,12 +144,12 @@ class PerceptionNode(InferenceNode):
         return f'unknown operating point {name!r}; known: {", ".join(library.names)}'
 
     def _setting(self):
-        name = self.params.value('operating_point') or self.library.by_quality()[0].name
+        name = self.params.value(OPERATING_POINT) or self.library.by_quality()[0].name
         point = self.library.get(name)
         return {'point': name, 'groups': GroupConfig.from_dict(point.subnet),
-                'threads': self.params.value('threads'),
+                'threads': self.params.value(THREADS),
                 'top_k': self.params.value('top_k'),
-                'budget_ms': float(self.params.value('budget_ms'))}
+                'budget_ms': float(self.params.value(BUDGET_MS))}
 
     def _apply(self, changed):
         self.worker.set_setting(self._setting())

@@ -8,16 +8,20 @@ with a parameter set, which is checked in the on-set callback and applied
 after it succeeded, between two requests (a result always names the point
 that produced it). Inference runs on a worker thread behind a bounded queue;
 when it is full the oldest waiting request is answered with STATUS_DROPPED.
+
+The engine (``translation/engines``) is the library's: CTranslate2 for the
+shipped CPU library (torch is then never imported), torch for the CUDA one.
+A library made for another engine, compute type or device is refused at start.
 """
 
 from dataclasses import dataclass
 import math
+import os
 import sys
 import time
 
 from rclpy.time import Time
 from std_msgs.msg import String
-import torch
 
 from dyn_dnn_ros.operating_points import OperatingPointLibrary
 from dyn_dnn_ros.ros.diagnostics import ERROR, OK, WARN, Updater, guarded, text
@@ -29,17 +33,27 @@ from dyn_dnn_ros.runtime.device import resolve_device
 from dyn_dnn_ros.runtime.latency_window import LatencyWindow
 from dyn_dnn_ros.runtime.policy import WORKER_BUDGET_MS_RANGE
 from dyn_dnn_ros.runtime.worker import SHUTTING_DOWN, InferenceWorker
+from dyn_dnn_ros.runtime.worker_parameters import (
+    BEAM_METRIC,
+    BEAM_MODE,
+    BEAM_WIDTH,
+    BUDGET_MS,
+    BW_MAX,
+    BW_MIN,
+    OPERATING_POINT,
+    SIGMA_MAX,
+    SIGMA_MIN,
+    THREADS,
+)
 from dyn_dnn_ros.share import config_path
 from dyn_dnn_ros.translation.beam_policy import BeamPolicy
 from dyn_dnn_ros.translation.design_space import SubnetConfig
+from dyn_dnn_ros.translation.engines import ENGINES, EngineConfig, create_engine
 from dyn_dnn_ros_interfaces.msg import TranslationRequest, TranslationResult
 
 NODE_NAME = 'translation_node'
 STATUS = {'ok': TranslationResult.STATUS_OK, 'truncated': TranslationResult.STATUS_TRUNCATED,
           'empty': TranslationResult.STATUS_EMPTY}
-WARM_UP_TEXT = 'The robot is ready.'
-BEAM_PARAMETERS = ('beam_mode', 'beam_width', 'bw_min', 'bw_max', 'sigma_min', 'sigma_max',
-                   'beam_metric')
 
 
 @dataclass(frozen=True)
@@ -71,7 +85,7 @@ class Request:
 
 
 # BeamPolicy fields whose parameter has another name.
-BEAM_FIELD_PARAMETERS = {'mode': 'beam_mode', 'width': 'beam_width', 'metric': 'beam_metric'}
+BEAM_FIELD_PARAMETERS = {'mode': BEAM_MODE, 'width': BEAM_WIDTH, 'metric': BEAM_METRIC}
 
 
 def beam_from(values):
@@ -81,10 +95,10 @@ def beam_from(values):
     the dynamic parameters, and switching ``beam_mode`` alone would use them.
     """
     try:
-        return BeamPolicy(mode=values['beam_mode'], width=values['beam_width'],
-                          bw_min=values['bw_min'], bw_max=values['bw_max'],
-                          sigma_min=float(values['sigma_min']),
-                          sigma_max=float(values['sigma_max']), metric=values['beam_metric'])
+        return BeamPolicy(mode=values[BEAM_MODE], width=values[BEAM_WIDTH],
+                          bw_min=values[BW_MIN], bw_max=values[BW_MAX],
+                          sigma_min=float(values[SIGMA_MIN]),
+                          sigma_max=float(values[SIGMA_MAX]), metric=values[BEAM_METRIC])
     except ValueError as error:
         # BeamPolicy names its fields ("beam.width"); name the node's parameters.
         field, _, rest = str(error).partition(': ')
@@ -94,30 +108,35 @@ def beam_from(values):
 
 class TranslationNode(InferenceNode):
 
-    def __init__(self, translator=None, library=None, **node_kwargs):
+    def __init__(self, engine=None, library=None, **node_kwargs):
         super().__init__(NODE_NAME, **node_kwargs)
         self.params = ValidatedParameters(self, [
-            ParameterSpec('operating_point', '', 'operating point of the library to run '
+            ParameterSpec(OPERATING_POINT, '', 'operating point of the library to run '
                           '("" = the best-quality point)', check=self._check_point),
-            ParameterSpec('beam_mode', 'fixed', 'beam search: fixed width or dynamic',
+            ParameterSpec(BEAM_MODE, 'fixed', 'beam search: fixed width or dynamic',
                           choices=('fixed', 'dynamic')),
-            ParameterSpec('beam_width', 5, 'fixed beam width', integer_range=(1, 16)),
-            ParameterSpec('bw_min', 1, 'dynamic policy: narrowest beam', integer_range=(1, 16)),
-            ParameterSpec('bw_max', 5, 'dynamic policy: widest beam', integer_range=(1, 16)),
-            ParameterSpec('sigma_min', 0.5, 'dynamic policy: spread at or below which the '
+            ParameterSpec(BEAM_WIDTH, 5, 'fixed beam width', integer_range=(1, 16)),
+            ParameterSpec(BW_MIN, 1, 'dynamic policy: narrowest beam', integer_range=(1, 16)),
+            ParameterSpec(BW_MAX, 5, 'dynamic policy: widest beam', integer_range=(1, 16)),
+            ParameterSpec(SIGMA_MIN, 0.5, 'dynamic policy: spread at or below which the '
                           'beam is widest', float_range=(0.0, 1000.0)),
-            ParameterSpec('sigma_max', 2.0, 'dynamic policy: spread at or above which the '
+            ParameterSpec(SIGMA_MAX, 2.0, 'dynamic policy: spread at or above which the '
                           'beam is narrowest', float_range=(0.0, 1000.0)),
-            ParameterSpec('beam_metric', 'std', 'dynamic policy: spread of the top-k scores '
+            ParameterSpec(BEAM_METRIC, 'std', 'dynamic policy: spread of the top-k scores '
                           '(std) or gap between the best two (gap)', choices=('std', 'gap')),
             ParameterSpec('model_path', '', 'SuperTransformer safetensors ("" = shipped)',
                           read_only=True),
             ParameterSpec('spm_path', '', 'SentencePiece model ("" = shipped)', read_only=True),
             ParameterSpec('library_path', '', 'operating-point library YAML '
-                          '("" = config/operating_points_cpu.yaml)', read_only=True),
-            ParameterSpec('device', 'cpu', 'torch device', choices=('cpu', 'cuda', 'auto'),
+                          '("" = config/operating_points_<device>.yaml)', read_only=True),
+            ParameterSpec('device', 'cpu', 'inference device', choices=('cpu', 'cuda', 'auto'),
                           read_only=True),
-            ParameterSpec('threads', max(1, torch.get_num_threads()), 'torch CPU threads',
+            ParameterSpec('engine', '', 'inference engine: torch or ctranslate2 ("" = the '
+                          "library's); a library made for another is refused",
+                          choices=('', *ENGINES), read_only=True),
+            ParameterSpec('model_cache_dir', '', 'folder of exported CTranslate2 models ("" = '
+                          'the user cache folder)', read_only=True),
+            ParameterSpec(THREADS, len(os.sched_getaffinity(0)), 'CPU threads of inference',
                           integer_range=(1, 256)),
             ParameterSpec('queue_depth', 8, 'requests waiting at most; the oldest is dropped '
                           'beyond', integer_range=(1, 10000)),
@@ -127,7 +146,7 @@ class TranslationNode(InferenceNode):
             ParameterSpec('qos_depth', 1000, 'history depth of the request and result topics: '
                           'deep enough that a burst is queued by DDS, not lost',
                           integer_range=(1, 100000), read_only=True),
-            ParameterSpec('budget_ms', 0.0, 'latency budget in force, reported with each '
+            ParameterSpec(BUDGET_MS, 0.0, 'latency budget in force, reported with each '
                           'result and on diagnostics (0 = none)',
                           float_range=WORKER_BUDGET_MS_RANGE),
             ParameterSpec('stop_at_deadline', True, 'with a budget, stop decoding in time to '
@@ -137,7 +156,12 @@ class TranslationNode(InferenceNode):
             ParameterSpec('deadline_margin_ms', 6.0, 'time kept back from the budget for '
                           'publishing the result and its transport', float_range=(0.0, 1000.0)),
         ], apply=self._apply, check_together=self._check_together)
-        self.library = library if library is not None else self._load_library()
+        device = resolve_device(self.params.value('device'))
+        self.library_source = 'given'
+        self.library = library if library is not None else self._load_library(device)
+        self.engine_name = self.params.value('engine') or self.library.engine
+        self.library.check_runs_on(self.engine_name, device.split(':')[0],
+                                   where=f'library_path ({self.library_source})')
         problems = self.params.startup_problems()
         if problems:
             raise ValueError('; '.join(problems))
@@ -145,16 +169,21 @@ class TranslationNode(InferenceNode):
         setting = self._setting(values)
 
         def load():
-            loaded = translator
+            loaded = engine
             if loaded is None:
-                from dyn_dnn_ros.translation.translator import Translator
-                loaded = Translator.load(values['model_path'] or None, values['spm_path'] or None,
-                                         device=resolve_device(values['device']))
-            # The first inference on a thread count pays for building its thread
-            # pool and caches: do it now, not with the first request's budget.
-            for threads in sorted({1, setting.threads}):
-                torch.set_num_threads(threads)
-                loaded.translate([WARM_UP_TEXT], subnet=setting.subnet, beam=setting.beam)
+                loaded = create_engine(EngineConfig(
+                    engine=self.engine_name, device=device,
+                    compute_type=self.library.compute_type,
+                    model_path=values['model_path'] or None,
+                    spm_path=values['spm_path'] or None,
+                    cache_dir=values['model_cache_dir'] or None))
+            # Every point is loaded (CTranslate2) and every thread count warmed
+            # up now, not with a request's budget: a switch is then a lookup.
+            threads = sorted(self._measured_threads() or {1})
+            for point in self.library.points:
+                loaded.prepare([point.subnet], beam=point.beam or setting.beam,
+                               threads=threads)
+            loaded.prepare([setting.subnet], beam=setting.beam, threads=[setting.threads])
             return loaded
         self.window = LatencyWindow()
         self.received = 0
@@ -166,7 +195,7 @@ class TranslationNode(InferenceNode):
                                       self._publish_dropped, values['queue_depth'],
                                       setting=setting, name='translation', setup=load)
         self.translator = self.worker.setup_result
-        longest = self.translator.model.space.max_positions - 1
+        longest = self.translator.longest_source
         if values['max_source_tokens'] > longest:
             self.worker.stop()
             raise ValueError(f'max_source_tokens: the model has {longest} source positions, '
@@ -174,7 +203,7 @@ class TranslationNode(InferenceNode):
         self.publisher = self.create_publisher(TranslationResult, 'translation_results',
                                                self.params.value('qos_depth'))
         self.updater = Updater(self)
-        self.updater.setHardwareID(self.params.value('device'))
+        self.updater.setHardwareID(f'{device} {self.engine_name} {self.library.compute_type}')
         self.updater.add('translation', guarded(self._diagnose))
         self.presence = WorkerPresence(self, 'translation', self._in_force, self._subscribe,
                                        wait_s=values['wait_for_setting_s'])
@@ -190,12 +219,29 @@ class TranslationNode(InferenceNode):
         return setting.point, setting.threads, setting.budget_ms
 
     # -- parameters -------------------------------------------------------------
-    def _load_library(self):
-        path = self.params.value('library_path') or config_path('operating_points_cpu.yaml')
+    def _load_library(self, device):
+        path = (self.params.value('library_path')
+                or config_path(f'operating_points_{device.split(":")[0]}.yaml'))
+        self.library_source = str(path)
         library = OperatingPointLibrary.load(path)
         if library.target != 'translation':
             raise ValueError(f'library_path: {path} is a {library.target} library')
         return library
+
+    def _measured_threads(self):
+        """Thread counts the manager may choose: the fastest usable count of some point.
+
+        The manager runs a point on its fastest thread count; a count slower
+        for every point (CTranslate2 int8 on two threads of a small CPU) is
+        loaded only if it is ever asked for, and its memory saved until then.
+        """
+        usable = len(os.sched_getaffinity(0))
+        counts = set()
+        for point in self.library.points:
+            measured = {int(t): ms for t, ms in point.latency_ms.items() if int(t) <= usable}
+            if measured:
+                counts.add(min(measured, key=measured.get))
+        return counts
 
     def _point_name(self, name):
         return name or self.library.by_quality()[0].name
@@ -210,23 +256,27 @@ class TranslationNode(InferenceNode):
 
     def _check_together(self, values):
         try:
-            beam_from(values)
+            beam = beam_from(values)
         except ValueError as error:
             return str(error)
+        engine = getattr(self, 'engine_name', 'torch')
+        if beam.mode == 'dynamic' and engine != 'torch':
+            return (f'{BEAM_MODE}: dynamic beam width is a feature of the torch engine; this '
+                    f'node runs {engine} (fixed widths)')
         translator = getattr(self, 'translator', None)
         if translator is not None:
-            longest = translator.model.space.max_positions - 1
+            longest = translator.longest_source
             if values['max_source_tokens'] > longest:
                 return (f'max_source_tokens: the model has {longest} source positions, got '
                         f'{values["max_source_tokens"]}')
         return None
 
     def _setting(self, values):
-        name = self._point_name(values['operating_point'])
+        name = self._point_name(values[OPERATING_POINT])
         point = self.library.get(name)
         return Setting(point=name, subnet=SubnetConfig.from_dict(point.subnet),
-                       beam=beam_from(values), threads=values['threads'],
-                       budget_ms=float(values['budget_ms']),
+                       beam=beam_from(values), threads=values[THREADS],
+                       budget_ms=float(values[BUDGET_MS]),
                        max_source_tokens=values['max_source_tokens'],
                        stop_at_deadline=values['stop_at_deadline'],
                        deadline_margin_ms=float(values['deadline_margin_ms']))
@@ -266,14 +316,11 @@ class TranslationNode(InferenceNode):
 
     def _translate(self, request, setting):
         """Runs on the worker thread, the only thread that touches the model."""
-        if torch.get_num_threads() != setting.threads:
-            torch.set_num_threads(setting.threads)
-        longest = self.translator.model.space.max_positions - 1
-        self.translator.max_source_tokens = min(setting.max_source_tokens or longest, longest)
         started = time.perf_counter()
         outcome = self.translator.translate([request.text], subnet=setting.subnet,
-                                            beam=setting.beam,
-                                            deadline=setting.deadline(request.origin))[0]
+                                            beam=setting.beam, threads=setting.threads,
+                                            deadline=setting.deadline(request.origin),
+                                            max_source_tokens=setting.max_source_tokens)[0]
         return outcome, (time.perf_counter() - started) * 1000.0
 
     def _result(self, request, setting):
@@ -345,6 +392,7 @@ class TranslationNode(InferenceNode):
             stat.summary(OK, f'{setting.point}: p95 {p95:.1f} ms' if self.window.samples
                          else f'{setting.point}: waiting for requests')
         self.last_error = ''
+        stat.add('engine', f'{self.engine_name} {self.library.compute_type}')
         stat.add('operating_point', setting.point)
         stat.add('decoder_layers', text(setting.subnet.decoder_layers))
         stat.add('beam', setting.beam.describe())
