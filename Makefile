@@ -12,15 +12,17 @@ PYTEST_ARGS ?=
 # Keep DDS discovery on this machine unless the caller chose otherwise.
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
-.PHONY: demo test lint colcon design-cpu design-cuda design-cpu-check constraints clean
+.PHONY: demo test lint colcon design-cpu design-cuda design-cpu-check design-perception \
+	constraints clean
 demo: $(STAMPS)/package
-	$(BIN)/dyn-dnn-ros demo
+	$(BIN)/dyn-dnn-ros system demo
 
 test: $(STAMPS)/package
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The design-time pipeline on this CPU (Dynamic-HAT steps 2-5): latency dataset,
-# predictor, sweep into config/operating_points_cpu.yaml, design report. Every
+# predictor, sweep, design report. It refreshes the shipped library, plot and
+# reduced space, so it names them; the commands alone write under runs/. Every
 # step resumes from runs/design when interrupted; `time` prints each step's cost.
 # The sweep times no random cloud (--random 0): design-cpu-check compares its
 # candidates with 1,000 random sub-networks timed in the same rounds, then times
@@ -32,13 +34,15 @@ test: $(STAMPS)/package
 DESIGN_RUN := runs/design
 SWEEP_CANDIDATES := config/sweep_candidates_cpu.csv
 design-cpu: $(STAMPS)/package
-	time $(BIN)/dyn-dnn-ros latency --device cpu --out $(DESIGN_RUN)/latency_cpu.csv
-	time $(BIN)/dyn-dnn-ros predictor --data $(DESIGN_RUN)/latency_cpu.csv
-	time $(BIN)/dyn-dnn-ros sweep --device cpu --count 10 --max-finalists 48 --beams 1 3 \
+	time $(BIN)/dyn-dnn-ros design latency --device cpu --out $(DESIGN_RUN)/latency_cpu.csv
+	time $(BIN)/dyn-dnn-ros design predictor --data $(DESIGN_RUN)/latency_cpu.csv
+	time $(BIN)/dyn-dnn-ros design sweep --device cpu --count 10 --max-finalists 48 --beams 1 3 \
 	  --gap 0.05 --per-gap 6 --fill-searches 6 --fill-gap 0.03 --fill-iterations 8 --random 0 \
-	  --samples-log $(DESIGN_RUN)/latency_cpu.csv.samples.jsonl
+	  --samples-log $(DESIGN_RUN)/latency_cpu.csv.samples.jsonl \
+	  --library config/operating_points_cpu.yaml --plot docs/pareto_cpu.png
 	cp $(DESIGN_RUN)/sweep_cpu/random.csv $(SWEEP_CANDIDATES)
-	time $(BIN)/dyn-dnn-ros design-report
+	time $(BIN)/dyn-dnn-ros design report --library config/operating_points_cpu.yaml \
+	  --out config/design_space_reduced.yaml
 
 # The same pipeline on a CUDA GPU, sized to minutes (scripts/design_cuda.sh says
 # how): needs a CUDA build of torch in the environment, which this machine's
@@ -46,6 +50,13 @@ design-cpu: $(STAMPS)/package
 # with PYTHON=python3.
 design-cuda: $(STAMPS)/package
 	PYTHON=$(BIN)/python scripts/design_cuda.sh
+
+# WeNet's design-space exploration into the shipped perception library, plot and
+# shuffle ablation table; it also rewrites the shipped model's calibrations
+# (models/perception/wenet/calibration.safetensors) for the points it finds.
+design-perception: $(STAMPS)/package
+	time $(BIN)/dyn-dnn-ros perception dse --out config/operating_points_perception_cpu.yaml \
+	  --plot docs/perception_pareto.png --ablation --ablation-table docs/perception_ablation.md
 
 design-cpu-check: $(STAMPS)/package
 	time $(BIN)/python bench/front_vs_random.py --random 1000 --random-seed 1 \

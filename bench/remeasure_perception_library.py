@@ -1,10 +1,10 @@
 """Re-measure the latencies of a perception library's points on this machine.
 
-`dyn-dnn-ros wenet-dse` measures while it searches; on a busy machine those
-numbers are disturbed. This keeps the library's points and qualities and
-replaces their measured latency at every thread count 1..N with a fresh,
-interleaved measurement (``profiling.measure_latencies_ms``), e.g. on the
-robot itself or on an idle development machine:
+`dyn-dnn-ros perception dse` measures while it searches; on a busy
+machine those numbers are disturbed. This keeps the library's points and
+qualities and replaces their measured latency at every thread count 1..N
+with a fresh, interleaved measurement (``profiling.measure_latencies_ms``),
+e.g. on the robot itself or on an idle development machine:
 
     .venv/bin/python bench/remeasure_perception_library.py
 """

@@ -41,13 +41,13 @@ step() {
 csv=$RUN/latency_$DEVICE.csv
 # shellcheck disable=SC2086  # LATENCY_ARGS and SWEEP_ARGS are lists of options
 {
-  step latency cli latency --device "$DEVICE" --out "$csv" --samples "$LATENCY_SAMPLES" \
+  step latency cli design latency --device "$DEVICE" --out "$csv" --samples "$LATENCY_SAMPLES" \
     ${LATENCY_MINUTES:+--budget-minutes "$LATENCY_MINUTES"} $LATENCY_ARGS
-  step predictor cli predictor --data "$csv"
-  step sweep cli sweep --device "$DEVICE" --run-dir "$RUN/sweep_$DEVICE" \
+  step predictor cli design predictor --data "$csv"
+  step sweep cli design sweep --device "$DEVICE" --run-dir "$RUN/sweep_$DEVICE" \
     --predictor "${csv%.csv}.predictor.safetensors" --samples-log "$csv.samples.jsonl" \
     --library "$CONFIG/operating_points_$DEVICE.yaml" --plot "$DOCS/pareto_$DEVICE.png" \
     $SWEEP_ARGS
-  step design-report cli design-report --library "$CONFIG/operating_points_$DEVICE.yaml" \
+  step design-report cli design report --library "$CONFIG/operating_points_$DEVICE.yaml" \
     --out "$CONFIG/design_space_reduced_$DEVICE.yaml"
 }

@@ -1,4 +1,4 @@
-"""``dyn-dnn-ros calibrate-beam``: propose dynamic beam thresholds from validation decoding.
+"""``dyn-dnn-ros translation calibrate-beam``: dynamic beam thresholds from validation decoding.
 
 Decodes validation sentences at the fixed width ``bw_max``, collects the
 spread of the candidate scores at every step (both metrics) and turns

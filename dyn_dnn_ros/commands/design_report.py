@@ -1,9 +1,9 @@
-"""``dyn-dnn-ros design-report``: design-space choices the operating points use, and the rest."""
+"""``dyn-dnn-ros design report``: design-space choices the operating points use, and the rest."""
 
 from pathlib import Path
 import sys
 
-from dyn_dnn_ros.commands.latency import REPO_ROOT, repo_relative
+from dyn_dnn_ros.commands.latency import REPO_ROOT, RUN_DIR, repo_relative
 
 HELP = 'which design-space choices the library uses; write the reduced space'
 CONFIG_DIR = REPO_ROOT / 'config'
@@ -15,8 +15,9 @@ def add_arguments(parser):
     parser.add_argument('--space', type=Path, default=None,
                         help='design space (default: the one recorded in the library, else '
                              'config/design_space.yaml)')
-    parser.add_argument('--out', type=Path, default=CONFIG_DIR / 'design_space_reduced.yaml',
-                        help='reduced design space YAML (default: %(default)s)')
+    parser.add_argument('--out', type=Path, default=RUN_DIR / 'design_space_reduced.yaml',
+                        help='reduced design space YAML (default: %(default)s; the shipped '
+                             'one is config/design_space_reduced.yaml)')
 
 
 def run(args) -> int:

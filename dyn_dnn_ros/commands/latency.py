@@ -1,4 +1,4 @@
-"""``dyn-dnn-ros latency``: time random sub-networks on this machine into a latency CSV."""
+"""``dyn-dnn-ros design latency``: time random sub-networks on this machine into a latency CSV."""
 
 from pathlib import Path
 import sys

@@ -1,4 +1,4 @@
-"""``dyn-dnn-ros predictor``: fit per-thread-count latency predictors to a latency CSV."""
+"""``dyn-dnn-ros design predictor``: fit per-thread-count latency predictors to a latency CSV."""
 
 from pathlib import Path
 import sys

@@ -1,4 +1,4 @@
-"""``dyn-dnn-ros search``: HAT's evolutionary search under one predicted-latency constraint.
+"""``dyn-dnn-ros design search``: HAT's evolutionary search under one predicted-latency constraint.
 
 Also home of the model, fitness and evolution options that ``sweep`` shares.
 """

@@ -1,10 +1,9 @@
-"""``dyn-dnn-ros sweep``: searches over a range of constraints -> the operating-point library."""
+"""``dyn-dnn-ros design sweep``: searches over a range of constraints -> the library."""
 
 from pathlib import Path
 import sys
 
 from dyn_dnn_ros.commands.latency import (
-    REPO_ROOT,
     RUN_DIR,
     add_protocol_arguments,
     protocol_from_args,
@@ -19,8 +18,8 @@ from dyn_dnn_ros.commands.search import (
 )
 
 HELP = 'search a range of latency constraints and write the operating-point library'
-CONFIG_DIR = REPO_ROOT / 'config'
-DOCS_DIR = REPO_ROOT / 'docs'
+# The shipped library (config/) and plot (docs/) change only when asked for by
+# --library and --plot, as `make design-cpu` does.
 
 
 def _dynamic_policy(text):
@@ -40,15 +39,16 @@ def _dynamic_policy(text):
 
 def add_arguments(parser):
     from dyn_dnn_ros.translation.design.sweep import SWEEP_EVOLUTION, SweepConfig
-    d = SweepConfig(run_dir=RUN_DIR, library_path=CONFIG_DIR)
+    d = SweepConfig(run_dir=RUN_DIR, library_path=RUN_DIR)
     parser.add_argument('--run-dir', type=Path, default=None,
                         help='folder for searches, measurements and BLEU, for resuming '
                              f'(default: {RUN_DIR}/sweep_DEVICE)')
     parser.add_argument('--library', type=Path, default=None,
-                        help=f'library to write (default: {CONFIG_DIR}/'
-                             'operating_points_DEVICE.yaml)')
+                        help=f'library to write (default: {RUN_DIR}/'
+                             'operating_points_DEVICE.yaml; the shipped one is '
+                             'config/operating_points_DEVICE.yaml)')
     parser.add_argument('--plot', type=Path, default=None,
-                        help=f'Pareto plot PNG (default: {DOCS_DIR}/pareto_DEVICE.png)')
+                        help=f'Pareto plot PNG (default: {RUN_DIR}/pareto_DEVICE.png)')
     parser.add_argument('--constraints', type=float, nargs='+', default=None, metavar='MS',
                         help='latency constraints (default: geometric between the smallest '
                              'and largest sub-network\'s predicted latency)')
@@ -64,7 +64,7 @@ def add_arguments(parser):
                         help='joint points: also measure every winner with these fixed widths')
     parser.add_argument('--dynamic', nargs='*', default=[], metavar='POLICY',
                         help='joint points with dynamic beams BW_MIN:BW_MAX:SIGMA_MIN:SIGMA_MAX'
-                             '[:METRIC] (see `dyn-dnn-ros calibrate-beam`)')
+                             '[:METRIC] (see `dyn-dnn-ros translation calibrate-beam`)')
     parser.add_argument('--no-anchors', dest='anchors', action='store_false',
                         help='do not measure the space\'s smallest and largest sub-networks '
                              'alongside the winners')
@@ -141,8 +141,8 @@ def run(args) -> int:
         beams += tuple(_dynamic_policy(text) for text in args.dynamic)
         config = SweepConfig(
             run_dir=args.run_dir,
-            library_path=args.library or CONFIG_DIR / f'operating_points_{args.device}.yaml',
-            plot_path=args.plot or DOCS_DIR / f'pareto_{args.device}.png',
+            library_path=args.library or RUN_DIR / f'operating_points_{args.device}.yaml',
+            plot_path=args.plot or RUN_DIR / f'pareto_{args.device}.png',
             device=args.device, rank_threads=args.rank_threads,
             measure_threads=tuple(args.threads) if args.threads else None,
             constraints_ms=tuple(args.constraints or ()), constraint_count=args.count,

@@ -1,8 +1,10 @@
-"""``dyn-dnn-ros tokenizer``: train the joint SentencePiece model on the corpus."""
+"""``dyn-dnn-ros translation tokenizer``: train the joint SentencePiece model on the corpus."""
 
 from pathlib import Path
 import sys
 
+from dyn_dnn_ros.commands.corpus import built_corpus_dir
+from dyn_dnn_ros.share import share_dir
 from dyn_dnn_ros.translation.tokenizer import (
     Tokenizer,
     TokenizerConfig,
@@ -12,13 +14,17 @@ from dyn_dnn_ros.translation.tokenizer import (
 
 HELP = 'train the joint SentencePiece model'
 _DEFAULTS = TokenizerConfig()
+# Not the shipped models/translation/spm.model, which the shipped model needs.
+DEFAULT_MODEL = share_dir() / 'runs' / 'translation' / 'spm.model'
 
 
 def add_arguments(parser):
-    parser.add_argument('--corpus-dir', type=Path, default=_DEFAULTS.corpus_dir,
-                        help='folder with train.en/train.de (default: %(default)s)')
-    parser.add_argument('--model', type=Path, default=_DEFAULTS.model_path,
-                        help='output .model path; .vocab goes beside it (default: %(default)s)')
+    parser.add_argument('--corpus-dir', type=Path, default=None,
+                        help='folder with train.en/train.de (default: where `dyn-dnn-ros '
+                             'translation corpus` writes, the out_dir of config/corpus.yaml)')
+    parser.add_argument('--model', type=Path, default=DEFAULT_MODEL,
+                        help='output .model path; .vocab goes beside it (default: %(default)s; '
+                             'the shipped one is models/translation/spm.model)')
     parser.add_argument('--vocab-size', type=int, default=_DEFAULTS.vocab_size)
     parser.add_argument('--character-coverage', type=float,
                         default=_DEFAULTS.character_coverage)
@@ -31,7 +37,8 @@ def add_arguments(parser):
 def run(args) -> int:
     try:
         config = TokenizerConfig(
-            corpus_dir=args.corpus_dir, model_path=args.model, vocab_size=args.vocab_size,
+            corpus_dir=args.corpus_dir or built_corpus_dir(), model_path=args.model,
+            vocab_size=args.vocab_size,
             character_coverage=args.character_coverage,
             placeholder_min_count=args.placeholder_min_count, num_threads=args.threads)
         print(f'training a {config.vocab_size}-piece BPE model on {config.corpus_dir} ...',

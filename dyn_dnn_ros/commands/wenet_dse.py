@@ -1,6 +1,5 @@
-"""``dyn-dnn-ros wenet-dse``: greedy design-space exploration of a trained WeNet."""
+"""``dyn-dnn-ros perception dse``: greedy design-space exploration of a trained WeNet."""
 
-import argparse
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,17 +10,22 @@ HELP = 'greedy design-space exploration of WeNet'
 REPO_ROOT = share_dir()   # a source checkout: its root; installed: the share folder
 DEFAULT_CONFIG = REPO_ROOT / 'config' / 'wenet.yaml'
 DEFAULT_MODEL = REPO_ROOT / 'models' / 'perception' / 'wenet'
-DEFAULT_LIBRARY = REPO_ROOT / 'config' / 'operating_points_perception_cpu.yaml'
-DEFAULT_PLOT = REPO_ROOT / 'docs' / 'perception_pareto.png'
+# Outputs go under runs/; the shipped library (config/), plot and ablation
+# table (docs/) change only when named, as `make design-perception` does.
+RUN_DIR = REPO_ROOT / 'runs' / 'perception'
+DEFAULT_LIBRARY = RUN_DIR / 'operating_points_perception_cpu.yaml'
+DEFAULT_PLOT = RUN_DIR / 'perception_pareto.png'
 DEFAULT_ABLATION_MODEL = REPO_ROOT / 'models' / 'perception' / 'wenet_noshuffle'
-ABLATION_TABLE = REPO_ROOT / 'docs' / 'perception_ablation.md'
+ABLATION_TABLE = RUN_DIR / 'perception_ablation.md'
 
 
 def add_arguments(parser):
     parser.add_argument('--config', type=Path, default=DEFAULT_CONFIG,
                         help='YAML with a dse section (default: %(default)s)')
     parser.add_argument('--model', type=Path, default=DEFAULT_MODEL,
-                        help='trained model directory (default: %(default)s)')
+                        help='trained model directory; its calibration.safetensors is '
+                             'rewritten with the calibrations of the points found '
+                             '(default: %(default)s)')
     parser.add_argument('--threshold', type=float,
                         help='override dse.threshold: lowest validation accuracy to accept')
     parser.add_argument('--out', type=Path, default=DEFAULT_LIBRARY,
@@ -33,7 +37,8 @@ def add_arguments(parser):
                              f'the shuffle ablation (default: {DEFAULT_ABLATION_MODEL}, '
                              f'table: {ABLATION_TABLE})')
     parser.add_argument('--ablation-table', type=Path, default=ABLATION_TABLE,
-                        help=argparse.SUPPRESS)
+                        help='where --ablation writes its Markdown table (default: '
+                             '%(default)s)')
 
 
 def run(args):

@@ -1,4 +1,4 @@
-"""``dyn-dnn-ros wenet-train``: train the WeNet CNN (all sub-networks at once)."""
+"""``dyn-dnn-ros perception train``: train the WeNet CNN (all sub-networks at once)."""
 
 from dataclasses import replace
 from pathlib import Path
@@ -9,15 +9,17 @@ HELP = 'train the WeNet CNN on handwritten digits'
 
 REPO_ROOT = share_dir()   # a source checkout: its root; installed: the share folder
 DEFAULT_CONFIG = REPO_ROOT / 'config' / 'wenet.yaml'
-DEFAULT_OUT = REPO_ROOT / 'models' / 'perception' / 'wenet'
 CHECKPOINT_DIR = REPO_ROOT / 'runs' / 'perception'
+# Not models/perception/wenet: a new model replaces the shipped one only when named.
+DEFAULT_OUT = CHECKPOINT_DIR / 'wenet'
 
 
 def add_arguments(parser):
     parser.add_argument('--config', type=Path, default=DEFAULT_CONFIG,
                         help='YAML with model/data/train sections (default: %(default)s)')
     parser.add_argument('--out', type=Path, default=DEFAULT_OUT,
-                        help='model directory to write (default: %(default)s)')
+                        help='model directory to write (default: %(default)s; the '
+                             'shipped model is models/perception/wenet)')
     parser.add_argument('--epochs', type=int, help='override train.epochs')
     parser.add_argument('--subnets-per-step', type=int,
                         help='override train.subnets_per_step (full + smallest + random)')
