@@ -2,15 +2,14 @@
 
 import json
 import math
-import random
 
 import pytest
 import torch
 import torch.nn.functional as F
+from training_fixtures import BOS, EOS, PAD, SPACE, VOCAB, make_trainer, reversal_pairs
 
 from dyn_dnn_ros.translation.batching import TokenBatcher, collate
 from dyn_dnn_ros.translation.checkpoint import load_model
-from dyn_dnn_ros.translation.design_space import DesignSpace
 from dyn_dnn_ros.translation.greedy import greedy_decode
 from dyn_dnn_ros.translation.supernet import SuperTransformer
 from dyn_dnn_ros.translation.training import (
@@ -21,35 +20,7 @@ from dyn_dnn_ros.translation.training import (
     label_smoothed_nll_loss,
 )
 
-VOCAB, PAD, BOS, EOS = 24, 0, 2, 3
-
 torch.set_num_threads(1)  # tiny models: one thread avoids contention on a shared CPU
-
-SPACE = DesignSpace(encoder_embed_dim=(32, 48), decoder_embed_dim=(32, 48), ffn_dim=(32, 64),
-                    heads=(1, 2), encoder_layers=(2,), decoder_layers=(1, 2), ende=(1, 2),
-                    head_dim=16, max_positions=32)
-
-
-def reversal_pairs(count, seed):
-    """A real (if small) translation task: the target is the reversed source."""
-    rng = random.Random(seed)
-    pairs = []
-    for _ in range(count):
-        src = [rng.randrange(4, VOCAB) for _ in range(rng.randint(2, 8))]
-        pairs.append((src, src[::-1]))
-    return pairs
-
-
-def make_trainer(tmp_path, mode='sandwich', **overrides):
-    torch.manual_seed(0)
-    model = SuperTransformer(SPACE, VOCAB, PAD, BOS, EOS, dropout=0.1)
-    options = dict(run_dir=tmp_path / 'run', mode=mode, lr=3e-3, warmup=10, max_tokens=64,
-                   epochs=1, log_every=1, valid_sentences=8, seed=3)
-    options.update(overrides)
-    valid = reversal_pairs(16, seed=99)
-    return Trainer(TrainConfig(**options), model, reversal_pairs(200, seed=1), valid,
-                   valid_references=[' '.join(map(str, t)) for _, t in valid],
-                   detokenize=lambda ids: ' '.join(map(str, ids)))
 
 
 # -- losses and schedule ------------------------------------------------------------
@@ -168,30 +139,29 @@ def test_training_steps_reduce_the_loss(tmp_path):
         assert after[name] < 0.6 * before[name], (name, before[name], after[name])
 
 
-def test_resume_restores_step_optimizer_and_randomness(tmp_path):
+def test_resume_restores_position_optimizer_and_schedule(tmp_path):
     first = make_trainer(tmp_path)
-    batches = [first.batcher.collate(b) for b in first.batcher.epoch_batches(0)[:4]]
-    for batch in batches[:3]:
-        first.train_step([batch])
-    first.step_in_epoch = 3
+    for _ in range(3):
+        first.train_step(first.next_micro_batches())
+        first._advance_position()
     first.save_checkpoint()
 
     second = make_trainer(tmp_path)  # fresh weights, fresh optimiser
     second.resume()
-    assert (second.step, second.step_in_epoch) == (3, 3)
+    assert (second.step, second.step_in_epoch, second.tokens_seen) == (
+        3, 3, first.tokens_seen)
     assert second.scheduler.last_epoch == first.scheduler.last_epoch
     state_a, state_b = first.optimizer.state_dict(), second.optimizer.state_dict()
     for key, value in state_a['state'].items():
         torch.testing.assert_close(state_b['state'][key]['exp_avg'], value['exp_avg'])
-    # continuing both from the restored random state gives the same sub-networks,
-    # dropout masks and so the same weights
-    restored = torch.get_rng_state()
-    first_stats = first.train_step([batches[3]])
-    torch.set_rng_state(restored)
-    second_stats = second.train_step([batches[3]])
+    # The next step's sub-networks and dropout masks come from the step's seeds,
+    # not from whatever the random state was: both continue alike.
+    torch.manual_seed(12345)
+    first_stats = first.train_step(first.next_micro_batches())
+    second_stats = second.train_step(second.next_micro_batches())
     assert first_stats['subnets'] == second_stats['subnets']
     for a, b in zip(first.model.parameters(), second.model.parameters(), strict=True):
-        torch.testing.assert_close(a, b)
+        assert torch.equal(a, b)
 
 
 def test_resume_rejects_a_different_model(tmp_path):
@@ -225,22 +195,39 @@ def test_greedy_decode_agrees_with_teacher_forcing(tmp_path):
             assert predicted[len(ids)] == EOS  # stopped early only at EOS
 
 
-def test_fit_writes_logs_checkpoints_and_a_loadable_model(tmp_path):
-    trainer = make_trainer(tmp_path, epochs=3, mode='sandwich')
+def test_fit_writes_logs_history_curve_checkpoints_and_a_loadable_model(tmp_path):
+    trainer = make_trainer(tmp_path, epochs=3, mode='sandwich', average=2)
     summary = trainer.fit()
     run = tmp_path / 'run'
     assert summary.epoch == 3 and summary.step == 3 * len(trainer.batcher.epoch_batches(0))
+    assert summary.finished == 'epochs' and summary.stopped_by is None
     records = [json.loads(line) for line in (run / 'log.jsonl').read_text().splitlines()]
     steps = [r for r in records if 'step' in r and 'loss' in r]
     assert steps and all(r['tokens_per_s'] > 0 for r in steps)
     valid = [r['valid'] for r in records if 'valid' in r]
-    assert len(valid) == 3 and set(valid[0]) >= {'largest', 'smallest'}
-    assert all(0 <= v[name]['bleu'] <= 100 for v in valid for name in ('largest', 'smallest'))
-    nll = [v['largest']['valid_nll'] for v in valid]
+    assert [v['step'] for v in valid] == [summary.step // 3 * k for k in (1, 2, 3)]
+    assert all(0 <= v[f'{end}_bleu'] <= 100 for v in valid for end in ('largest', 'smallest'))
+    nll = [v['largest_valid_nll'] for v in valid]
     assert nll[-1] < nll[0] and nll[-1] < math.log(VOCAB)  # it learned something
+    # history: the same validations, with tokens seen, throughput and wall time
+    history = json.loads((run / 'history.json').read_text())
+    assert history['validations'] == valid == summary.history
+    tokens = [v['tokens_seen'] for v in valid]
+    assert tokens[0] > 0 and tokens == sorted(tokens) and len(set(tokens)) == 3
+    assert all(v['tokens_per_s'] > 0 and v['wall_seconds'] >= v['train_seconds'] > 0
+               for v in valid)
+    rows = (run / 'history.csv').read_text().splitlines()
+    assert rows[0].startswith('step,epoch,tokens_seen,') and len(rows) == 4
+    png = (run / 'learning_curve.png').read_bytes()
+    assert png.startswith(b'\x89PNG') and len(png) > 5000
+    final = history['final']
+    assert final['reason'] == 'epochs' and final['tokens_seen'] == tokens[-1]
+    assert final['megabytes'] < 50 and final['tokens_per_s'] > 0
     assert (run / 'checkpoint_last.pt').is_file()
-    best = load_model(run / 'model_best.safetensors')
-    assert best.vocab_size == VOCAB
+    assert len(list((run / 'snapshots').glob('*.pt'))) == 2  # the best two of three
+    for name in ('model_best.safetensors', 'model.safetensors'):
+        assert load_model(run / name).vocab_size == VOCAB
+    assert summary.export_path == run / 'model.safetensors'
 
 
 def test_max_steps_stops_early_and_resumes_mid_epoch(tmp_path):
