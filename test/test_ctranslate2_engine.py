@@ -7,15 +7,22 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from translation_fixtures import ROOT, SPM, tiny_space, write_tiny_model
 
 from dyn_dnn_ros.operating_points import OperatingPointLibrary
 from dyn_dnn_ros.translation.beam_policy import BeamPolicy
-from dyn_dnn_ros.translation.ctranslate2_export import NotExpressible, check_expressible
+from dyn_dnn_ros.translation.ctranslate2_export import (
+    NotExpressible,
+    SuperWeights,
+    check_expressible,
+    export_subnet,
+)
 from dyn_dnn_ros.translation.engines import EngineConfig, create_engine
 from dyn_dnn_ros.translation.engines.model_cache import RECORD_FILE
 from dyn_dnn_ros.translation.outcome import read_split
+from dyn_dnn_ros.translation.tokenizer import Tokenizer
 
 CORPUS = ROOT / 'data' / 'corpus'
 
@@ -161,3 +168,17 @@ def test_a_library_made_for_another_engine_or_device_is_refused_naming_both(tmp_
     saved.save(tmp_path / 'ct2.yaml')
     loaded = OperatingPointLibrary.load(tmp_path / 'ct2.yaml')
     assert (loaded.engine, loaded.compute_type) == ('ctranslate2', 'int8')
+
+
+def test_exporting_leaves_the_super_weights_as_they_were(tmp_path):
+    # CTranslate2's converter changes the arrays it is given; an export must hand
+    # it copies, or every later export from the same weights is corrupted.
+    model_path, _ = write_tiny_model(tmp_path)
+    weights = SuperWeights.load(model_path)
+    before = {name: tensor.copy() for name, tensor in weights.tensors.items()}
+    vocabulary = Tokenizer(SPM).pieces()
+    space = tiny_space()
+    for i, subnet in enumerate((expressible(space.smallest()), expressible(space.largest()))):
+        export_subnet(weights, subnet, vocabulary, tmp_path / f'm{i}', 'int8')
+    changed = [n for n, t in weights.tensors.items() if not np.array_equal(t, before[n])]
+    assert changed == []

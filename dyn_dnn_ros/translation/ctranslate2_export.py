@@ -65,8 +65,13 @@ class SuperWeights:
                    header['eos_id'], tensors)
 
     def slice(self, name, *sizes):
-        """The leading ``sizes`` of tensor ``name`` (what the sub-network uses), contiguous."""
-        return np.ascontiguousarray(self.tensors[name][tuple(slice(0, n) for n in sizes)])
+        """A copy of the leading ``sizes`` of tensor ``name`` (what the sub-network uses).
+
+        Always a copy, never a view: CTranslate2's converter changes the arrays
+        it is given in place, which through a view would corrupt the super
+        weights for every later export from this object.
+        """
+        return np.array(self.tensors[name][tuple(slice(0, n) for n in sizes)], copy=True)
 
 
 def check_expressible(subnet: SubnetConfig, heads='pad'):
