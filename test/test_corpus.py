@@ -1,19 +1,19 @@
-"""Corpus builder: .mo reading, cleaning rules, dedup, split and the plain-text route."""
+"""Corpus builder: .mo reading, cleaning rules, dedup, hash split and the plain-text route."""
 
 import gettext
 import json
 from pathlib import Path
 import shutil
-import struct
 
+from corpus_fixtures import HEADER, fake_package, read_split, write_mo
 import pytest
 
 from dyn_dnn_ros import cli
 from dyn_dnn_ros.translation import corpus
 from dyn_dnn_ros.translation.corpus import (
-    CATALOG_GLOB,
     DEFAULT_CONFIG_PATH,
     DEFAULT_OUT_DIR,
+    SPLITS,
     CorpusConfig,
     CorpusError,
     ParallelFiles,
@@ -21,46 +21,15 @@ from dyn_dnn_ros.translation.corpus import (
     clean_pair,
     fetch_package,
     installed_catalogs,
+    is_catalog_path,
     load_corpus_config,
     read_mo,
+    source_key,
     split_of,
     strip_accelerator,
 )
 
-HEADER = 'Content-Type: text/plain; charset={}\n'
 CONFIG = CorpusConfig(packages=(), base_system=False, parallel=(ParallelFiles('a', 'b'),))
-
-
-def write_mo(path, entries, charset='UTF-8'):
-    """Write a little-endian gettext catalog; ``entries`` maps msgid -> msgstr."""
-    entries = {'': HEADER.format(charset), **entries}
-    keys = sorted(entries)
-    ids = [k.encode(charset) for k in keys]
-    strs = [entries[k].encode(charset) for k in keys]
-    count = len(keys)
-    ids_at, strs_at = 28, 28 + 8 * count
-    data_at = strs_at + 8 * count
-    table, blob = [], b''
-    for item in ids + strs:
-        table.append((len(item), data_at + len(blob)))
-        blob += item + b'\0'
-    header = struct.pack('<7I', 0x950412de, 0, count, ids_at, strs_at, 0, 0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(header + b''.join(struct.pack('<2I', *t) for t in table) + blob)
-
-
-def fake_package(cache_dir, name, catalogs):
-    """An already-extracted package in the cache, so build_corpus needs no network."""
-    for catalog_name, entries in catalogs.items():
-        write_mo(cache_dir / 'extract' / name / 'usr/share/locale/de/LC_MESSAGES'
-                 / f'{catalog_name}.mo', entries)
-
-
-def read_split(out_dir, split):
-    en = (out_dir / f'{split}.en').read_text(encoding='utf-8').splitlines()
-    de = (out_dir / f'{split}.de').read_text(encoding='utf-8').splitlines()
-    assert len(en) == len(de)
-    return list(zip(en, de, strict=True))
 
 
 def test_read_mo_agrees_with_gettext(tmp_path):
@@ -147,12 +116,14 @@ def test_placeholders_survive_cleaning_verbatim(source, target):
 
 
 def test_split_is_deterministic_and_follows_the_ratios():
-    sources = [f'Sentence number {i} of the test' for i in range(4000)]
-    first = [split_of(s, 0.1, 0.2) for s in sources]
-    assert first == [split_of(s, 0.1, 0.2) for s in sources]
-    share = {name: first.count(name) / len(first) for name in ('train', 'valid', 'test')}
+    keys = [f'sentence number {i} of the test' for i in range(4000)]
+    first = [split_of(k, 0.1, 0.2, 0.05) for k in keys]
+    assert first == [split_of(k, 0.1, 0.2, 0.05) for k in keys]
+    share = {name: first.count(name) / len(first) for name in SPLITS}
     assert share['test'] == pytest.approx(0.2, abs=0.03)
     assert share['valid'] == pytest.approx(0.1, abs=0.03)
+    assert share['test_incatalog'] == pytest.approx(0.05, abs=0.02)
+    assert [split_of(k, 0.0, 0.0) for k in keys] == ['train'] * len(keys)
 
 
 def catalog_config(tmp_path, out='out'):
@@ -184,6 +155,7 @@ def test_build_corpus_from_catalogs(tmp_path):
     out = tmp_path / 'out'
     pairs = {name: read_split(out, name) for name in ('train', 'valid', 'test')}
     assert all(pairs.values()), 'with 20 % each, every split gets sentences'
+    assert read_split(out, 'test_incatalog') == []
     kept = dict(p for split in pairs.values() for p in split)
     assert kept['Close the window'] == 'Fenster schließen'  # accelerator gone, dedup to one
     assert kept['Print the page'] == 'Seite drucken'         # 2 votes against 1
@@ -191,7 +163,8 @@ def test_build_corpus_from_catalogs(tmp_path):
     assert 'Open' not in kept and 'GNU General Public License' not in kept
     assert stats.to_dict()['dropped'] == {
         'header': 3, 'untranslated': 0, 'too_short': 1, 'too_long': 0, 'identical': 1,
-        'placeholder_mismatch': 0, 'duplicate': 2, 'ambiguous_source': 2}
+        'placeholder_mismatch': 0, 'duplicate': 2, 'ambiguous_source': 2,
+        'held_out_overlap': 0}
     entries = sum(info['entries'] for info in stats.packages.values())
     assert entries == stats.total + sum(stats.dropped.values())
     assert stats.total == len(kept) == 153
@@ -199,7 +172,7 @@ def test_build_corpus_from_catalogs(tmp_path):
     for split, split_pairs in pairs.items():
         assert stats.splits[split] == len(split_pairs)
         for source, _ in split_pairs:
-            assert split_of(source, 0.2, 0.2) == split
+            assert split_of(source_key(source), 0.2, 0.2) == split
     written = json.loads((out / 'stats.json').read_text(encoding='utf-8'))
     assert written['total'] == 153 and written['dropped']['duplicate'] == 2
 
@@ -225,7 +198,9 @@ def test_parallel_text_route_through_the_cli(tmp_path):
     assert stats['total'] == 60
     assert {k: n for k, n in stats['dropped'].items() if n} == {'too_short': 1, 'identical': 1}
     assert list(stats['packages']) == ['x.en']
-    pairs = [p for split in ('train', 'valid', 'test') for p in read_split(out, split)]
+    assert stats['splits']['valid'] + stats['splits']['test'] > 0   # the 2.5 % hashes
+    assert stats['splits']['test_incatalog'] == 0
+    pairs = [p for split in SPLITS for p in read_split(out, split)]
     assert sorted(pairs) == sorted(zip(en[:60], de[:60], strict=True))
 
 
@@ -241,10 +216,18 @@ def test_parallel_files_must_be_aligned(tmp_path):
 
 def test_shipped_config_and_validation(tmp_path):
     config = load_corpus_config(DEFAULT_CONFIG_PATH)
-    assert config.packages == ('libreoffice-l10n-de', 'gimp-data', 'inkscape',
-                               'gnome-control-center-data', 'evolution-common')
+    assert {'libreoffice-l10n-de', 'gimp-data', 'inkscape', 'gnome-control-center-data',
+            'evolution-common'} <= set(config.packages)
+    assert len(config.packages) > 500
     assert config.base_system is True
     assert config.min_words == 2 and config.max_words == 40
+    # The catalogs kept for an independent evaluation are never read, whoever asks.
+    for name in ('vlc-l10n', 'filezilla-common', 'hexchat-common', 'pidgin-data',
+                 'gedit-common', 'vlc', 'filezilla', 'hexchat', 'pidgin', 'gedit'):
+        assert config.excluded_by(name), name
+        assert name not in config.packages + config.valid_packages + config.test_packages
+    assert len(config.test_packages) >= 5 and config.valid_packages
+    assert config.valid_ratio == config.test_ratio == 0.0   # held out by package only
     bad = tmp_path / 'bad.yaml'
     bad.write_text('packages: [gimp-data]\nmax_word: 30\n', encoding='utf-8')
     with pytest.raises(ValueError, match='max_word'):
@@ -267,23 +250,23 @@ def test_unknown_package_says_to_run_apt_get_update(tmp_path):
 def test_installed_catalogs_are_german_mo_files():
     for package, paths in installed_catalogs().items():
         assert package
-        assert all(p.match(CATALOG_GLOB.replace('**/', '*/')) for p in paths), paths
+        assert all(p.suffix == '.mo' and is_catalog_path(p) for p in paths), paths
 
 
 @pytest.mark.skipif(not (DEFAULT_OUT_DIR / 'train.en').is_file(),
                     reason='the real corpus is not built (run `dyn-dnn-ros corpus`)')
 def test_real_corpus_splits_never_share_a_source():
-    sources = {}
-    for split in ('train', 'valid', 'test'):
+    keys = {}
+    for split in SPLITS:
         pairs = read_split(DEFAULT_OUT_DIR, split)
-        sources[split] = {source for source, _ in pairs}
-        assert len(sources[split]) == len(pairs), f'{split} repeats a source'
+        assert len({source for source, _ in pairs}) == len(pairs), f'{split} repeats a source'
+        keys[split] = {source_key(source) for source, _ in pairs}
         for source, target in pairs[:2000]:
             assert 2 <= len(source.split()) <= 40 and 2 <= len(target.split()) <= 40
             assert source != target and '\t' not in source + target
-    assert not sources['train'] & sources['valid']
-    assert not sources['train'] & sources['test']
-    assert not sources['valid'] & sources['test']
+    for index, first in enumerate(SPLITS):
+        for second in SPLITS[index + 1:]:
+            assert not keys[first] & keys[second], f'{first} and {second} share a source'
 
 
 def test_real_corpus_stats_are_consistent():
@@ -292,9 +275,19 @@ def test_real_corpus_stats_are_consistent():
         pytest.skip('the real corpus is not built (run `dyn-dnn-ros corpus`)')
     stats = json.loads(stats_path.read_text(encoding='utf-8'))
     assert stats['total'] == sum(stats['splits'].values())
-    for split in ('valid', 'test'):
+    for split in ('valid', 'test', 'test_incatalog'):
         assert stats['splits'][split] == len(read_split(DEFAULT_OUT_DIR, split))
-    assert sum(info['valid'] for info in stats['packages'].values()) == stats['splits']['valid']
+        assert sum(info.get(split, 0) for info in stats['packages'].values()) == \
+            stats['splits'][split]   # a zero count is left out of the file
+    config = load_corpus_config(DEFAULT_CONFIG_PATH)
+    for role in ('valid', 'test'):   # held-out packages feed their split and nothing else
+        for name in config.packages_for(role):
+            info = stats['packages'][name]
+            assert info['role'] == role and info[role] > 0, name
+            assert not set(info) & set(SPLITS) - {role}, name
+    assert stats['splits']['test'] >= 2000 and stats['splits']['valid'] >= 1500
+    assert not {'vlc-l10n', 'filezilla-common', 'hexchat-common', 'pidgin-data',
+                'gedit-common'} & set(stats['packages'])
 
 
 def test_base_system_reads_installed_catalogs_and_downloads_stripped_ones(tmp_path, monkeypatch):
@@ -304,6 +297,7 @@ def test_base_system_reads_installed_catalogs_and_downloads_stripped_ones(tmp_pa
     make_catalogs(tmp_path)  # pkg-a's .deb is already extracted in the cache
     monkeypatch.setattr(corpus, 'installed_catalogs',
                         lambda: {'present-pkg:amd64': [present], 'pkg-a': [stripped]})
+    monkeypatch.setattr(corpus, 'installed_sources', lambda: {})
     config = CorpusConfig(packages=(), base_system=True, cache_dir=tmp_path / 'cache',
                           out_dir=tmp_path / 'out')
     stats = build_corpus(config, progress=False)
