@@ -13,6 +13,7 @@ PYTEST_ARGS ?=
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
 .PHONY: demo test lint colcon design-cpu design-cuda design-cpu-check design-perception \
+	design-ctranslate2 \
 	constraints clean
 demo: $(STAMPS)/package
 	$(BIN)/dyn-dnn-ros system demo
@@ -39,15 +40,22 @@ design-cpu: $(STAMPS)/package
 	time $(BIN)/dyn-dnn-ros design sweep --device cpu --count 10 --max-finalists 48 --beams 1 3 \
 	  --gap 0.05 --per-gap 6 --fill-searches 6 --fill-gap 0.03 --fill-iterations 8 --random 0 \
 	  --samples-log $(DESIGN_RUN)/latency_cpu.csv.samples.jsonl \
-	  --library config/operating_points_cpu.yaml --plot docs/pareto_cpu.png
+	  --library config/operating_points_cpu_torch.yaml --plot docs/pareto_cpu.png
 	cp $(DESIGN_RUN)/sweep_cpu/random.csv $(SWEEP_CANDIDATES)
-	time $(BIN)/dyn-dnn-ros design report --library config/operating_points_cpu.yaml \
+	time $(BIN)/dyn-dnn-ros design report --library config/operating_points_cpu_torch.yaml \
 	  --out config/design_space_reduced.yaml
 
 # The same pipeline on a CUDA GPU, sized to minutes (scripts/design_cuda.sh says
 # how): needs a CUDA build of torch in the environment, which this machine's
 # pinned CPU wheel is not; on a GPU machine without the venv, run the script
 # with PYTHON=python3.
+# The CPU library the translation node runs by default: CTranslate2 int8, every
+# candidate and point timed on that engine (docs/engines.md). Resumes from
+# runs/design_ctranslate2 when interrupted.
+design-ctranslate2: $(STAMPS)/package
+	time $(BIN)/dyn-dnn-ros design ctranslate2-library --run-dir runs/design_ctranslate2 \
+	  --fitness-sentences 100 --candidates 160 --library config/operating_points_cpu.yaml
+
 design-cuda: $(STAMPS)/package
 	PYTHON=$(BIN)/python scripts/design_cuda.sh
 

@@ -22,15 +22,11 @@ import sys
 import time
 
 from dyn_dnn_ros.operating_points import load_timed_libraries
-from dyn_dnn_ros.translation.design.latency_dataset import (
-    LatencyProtocol,
-    check_device,
-    default_threads,
-    load_model_and_tokenizer,
-    load_workload,
-    measure_pairs,
-)
+from dyn_dnn_ros.translation.design.devices import check_device, default_threads
+from dyn_dnn_ros.translation.design.latency_dataset import load_model_and_tokenizer, measure_pairs
 from dyn_dnn_ros.translation.design.pareto import dominated, pareto_front
+from dyn_dnn_ros.translation.design.timing_protocol import LatencyProtocol
+from dyn_dnn_ros.translation.design.workload import load_workload
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +36,7 @@ COLOURS = ('tab:blue', 'tab:red', 'tab:green', 'tab:purple')
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--library', type=Path, nargs='+',
-                        default=[ROOT / 'config' / 'operating_points_cpu.yaml',
+                        default=[ROOT / 'config' / 'operating_points_cpu_torch.yaml',
                                  ROOT / 'config' / 'operating_points_cuda.yaml'],
                         help='libraries to time here (default: %(default)s)')
     parser.add_argument('--device', default='cpu', help='cpu or cuda (default: %(default)s)')

@@ -50,21 +50,18 @@ from tqdm import tqdm
 from dyn_dnn_ros.operating_points import load_timed_libraries
 from dyn_dnn_ros.translation.beam_policy import BeamPolicy
 from dyn_dnn_ros.translation.design.fitness import make_fitness
-from dyn_dnn_ros.translation.design.latency_dataset import (
-    LatencyProtocol,
-    load_model_and_tokenizer,
-    load_workload,
-    measure_pairs,
-    read_latency_csv,
-    samples_beside,
-)
+from dyn_dnn_ros.translation.design.latency_csv import read_latency_csv
+from dyn_dnn_ros.translation.design.latency_dataset import load_model_and_tokenizer, measure_pairs
 from dyn_dnn_ros.translation.design.plots import loss_plot
+from dyn_dnn_ros.translation.design.sample_log import samples_beside
 from dyn_dnn_ros.translation.design.sweep import (
     CloudComparison,
     dominated,
     random_subnets,
     time_with_random,
 )
+from dyn_dnn_ros.translation.design.timing_protocol import LatencyProtocol
+from dyn_dnn_ros.translation.design.workload import load_workload
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 from dyn_dnn_ros.translation.translator import default_model_path
 
@@ -76,7 +73,7 @@ SAVE_EVERY = 50  # fitness evaluations between cache writes
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--library', type=Path, nargs='+',
-                        default=[ROOT / 'config' / 'operating_points_cpu.yaml'],
+                        default=[ROOT / 'config' / 'operating_points_cpu_torch.yaml'],
                         help='one or more libraries whose sub-networks form the front '
                              '(default: %(default)s)')
     parser.add_argument('--searches', type=Path, nargs='*', default=[],

@@ -18,6 +18,7 @@ import sys
 from dyn_dnn_ros.operating_points import OperatingPointLibrary
 from dyn_dnn_ros.perception.profiling import LatencyConfig, measure_latencies_ms
 from dyn_dnn_ros.perception.wenet import GroupConfig, load_model
+from dyn_dnn_ros.resources.cpu import allowed_cpu_count
 from dyn_dnn_ros.share import config_path, model_path
 
 
@@ -32,7 +33,7 @@ def main(argv=None):
     model = load_model(args.model).model
     cases = [(model, GroupConfig.from_dict(p.subnet, model.space)) for p in library.points]
     latency = LatencyConfig(warmup=40, repeats=args.repeats, rounds=5)
-    threads = range(1, len(os.sched_getaffinity(0)) + 1)
+    threads = range(1, allowed_cpu_count() + 1)
     measured = {t: measure_latencies_ms(cases, t, latency) for t in threads}
     library.points = [replace(p, latency_ms={t: round(measured[t][i], 4) for t in threads})
                       for i, p in enumerate(library.points)]

@@ -48,15 +48,13 @@ import torch
 from tqdm import tqdm
 
 from dyn_dnn_ros.operating_points import OperatingPointLibrary
+from dyn_dnn_ros.resources.cpu import allowed_cpu_count
+from dyn_dnn_ros.timing import trimmed_stats
 from dyn_dnn_ros.translation.batching import encode_sources
 from dyn_dnn_ros.translation.beam_policy import BeamPolicy
 from dyn_dnn_ros.translation.beam_search import BeamSearchConfig, beam_search
 from dyn_dnn_ros.translation.checkpoint import load_model, save_model
-from dyn_dnn_ros.translation.design.latency_dataset import (
-    fixed_length_search,
-    trimmed_stats,
-    usable_cpus,
-)
+from dyn_dnn_ros.translation.design.measured_decoding import fixed_length_search
 from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
 from dyn_dnn_ros.translation.design_space import ladder as core_ladder
 from dyn_dnn_ros.translation.supernet import SuperTransformer
@@ -650,7 +648,7 @@ def parse_args(argv=None):
     for name in ('warmup', 'target_length'):
         if getattr(args, name) < 0:
             parser.error(f'--{name.replace("_", "-")}: must be >= 0, got {getattr(args, name)}')
-    args.threads = sorted(set(args.threads or [1, usable_cpus()]))
+    args.threads = sorted(set(args.threads or [1, allowed_cpu_count()]))
     if args.threads[0] < 1:
         parser.error(f'--threads: counts must be >= 1, got {args.threads}')
     return args
@@ -663,7 +661,7 @@ def host_description():
         names = [line.split(':', 1)[1].strip() for line in cpuinfo.read_text().splitlines()
                  if line.startswith('model name')]
         cpu = names[0] if names else cpu
-    return (f'{platform.node()}, {cpu}, {usable_cpus()} usable of {os.cpu_count()} CPUs, '
+    return (f'{platform.node()}, {cpu}, {allowed_cpu_count()} usable of {os.cpu_count()} CPUs, '
             f'{platform.system()} {platform.release()}')
 
 

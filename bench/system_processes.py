@@ -138,12 +138,13 @@ class CpuAccount:
         self.last = self._machine()
 
     def summary(self):
+        from dyn_dnn_ros.resources.cpu import allowed_cpu_count
         seconds = self.last[0] - self.start[0]
         if seconds <= 0:
             return {}
         machine = (self.last[1] - self.start[1]) / self.hz / seconds
         ours = sum(last - first for first, last in self.pid_ticks.values()) / self.hz / seconds
-        return {'cpus': len(os.sched_getaffinity(0)), 'machine_busy_cpus': machine,
+        return {'cpus': allowed_cpu_count(), 'machine_busy_cpus': machine,
                 'bench_processes_cpus': ours, 'other_processes_cpus': max(0.0, machine - ours),
                 'loadavg_1min_end': os.getloadavg()[0]}
 

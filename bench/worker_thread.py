@@ -19,7 +19,6 @@ best translation point at 1 and at all threads, and the ratio to ``main``.
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -38,7 +37,7 @@ def measure(layout, threads, sentences):
     from dyn_dnn_ros.translation.design_space import SubnetConfig
     from dyn_dnn_ros.translation.translator import Translator, read_split
 
-    library = OperatingPointLibrary.load(config_path('operating_points_cpu.yaml'))
+    library = OperatingPointLibrary.load(config_path('operating_points_cpu_torch.yaml'))
     best = library.by_quality()[0]
     subnet = SubnetConfig.from_dict(best.subnet)
     sources, _ = read_split(share_dir() / 'data' / 'corpus', 'test', sentences)
@@ -85,13 +84,15 @@ def measure(layout, threads, sentences):
 
 
 def main(argv=None):
+    from dyn_dnn_ros.resources.cpu import allowed_cpu_count
+
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--sentences', type=int, default=30, help='test sentences per setting')
     parser.add_argument('--threads', type=int, nargs='+', default=None,
                         help='torch thread counts (default: 1 and all usable CPUs)')
     parser.add_argument('--layout', choices=LAYOUTS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    threads = args.threads or sorted({1, len(os.sched_getaffinity(0))})
+    threads = args.threads or sorted({1, allowed_cpu_count()})
     if args.layout:
         measure(args.layout, threads, args.sentences)
         return 0

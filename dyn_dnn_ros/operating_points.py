@@ -33,6 +33,7 @@ import yaml
 
 from dyn_dnn_ros.files import write_atomic
 from dyn_dnn_ros.translation.beam_policy import BeamPolicy
+from dyn_dnn_ros.validation import is_finite_number, is_number, require_finite
 
 TARGETS = ('translation', 'perception')
 DEVICES = ('cpu', 'cuda')
@@ -40,10 +41,6 @@ DEVICES = ('cpu', 'cuda')
 # another (CTranslate2 runs the same sub-network several times faster), so a
 # library records its engine and a worker refuses a library made for another.
 ENGINES = ('torch', 'ctranslate2')
-
-
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -108,17 +105,16 @@ def _point_from_dict(data, target, where):
         except (TypeError, ValueError):
             raise ValueError(f'{where}.latency_ms: thread count {threads!r} is not an integer') \
                 from None
-        if threads < 1 or not _is_number(ms) or not math.isfinite(ms) or ms <= 0:
+        if threads < 1 or not is_finite_number(ms) or ms <= 0:
             raise ValueError(f'{where}.latency_ms[{threads}]: must be a positive number of '
                              f'milliseconds at >= 1 thread, got {ms!r}')
         parsed_latency[threads] = float(ms)
     quality = data['quality']
-    if not _is_number(quality) or not math.isfinite(quality):
-        raise ValueError(f'{where}.quality: must be a finite number, got {quality!r}')
+    require_finite(f'{where}.quality', quality)
     predicted = data.get('predicted_latency_ms', math.nan)
     if predicted is None:
         predicted = math.nan
-    if not _is_number(predicted):
+    if not is_number(predicted):
         raise ValueError(f'{where}.predicted_latency_ms: must be a number, got {predicted!r}')
     beam = None
     if data.get('beam') is not None:

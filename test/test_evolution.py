@@ -271,7 +271,8 @@ def test_search_command_writes_a_subnet_translate_can_use(tmp_path, capsys):
     from dyn_dnn_ros.cli import main
     from dyn_dnn_ros.translation.beam_policy import BeamPolicy
     from dyn_dnn_ros.translation.checkpoint import save_model
-    from dyn_dnn_ros.translation.design.latency_dataset import LatencyRow, dataset_configs
+    from dyn_dnn_ros.translation.design.config_sampling import dataset_configs
+    from dyn_dnn_ros.translation.design.latency_csv import LatencyRow
     from dyn_dnn_ros.translation.design.predictor import PredictorConfig, fit_predictor
     from dyn_dnn_ros.translation.translator import subnet_from_spec
     space = DesignSpace(encoder_embed_dim=(32, 48), decoder_embed_dim=(32, 48), ffn_dim=(64, 96),

@@ -10,26 +10,23 @@ import pytest
 import torch
 
 from dyn_dnn_ros.cli import main
+from dyn_dnn_ros.timing import trimmed_stats
 from dyn_dnn_ros.translation.batching import encode_sources
 from dyn_dnn_ros.translation.beam_policy import BeamPolicy
 from dyn_dnn_ros.translation.design import latency_dataset as ld
-from dyn_dnn_ros.translation.design.latency_dataset import (
-    LatencyProtocol,
-    LatencyRow,
-    SampleLog,
+from dyn_dnn_ros.translation.design.config_sampling import (
     SamplingBias,
-    Workload,
-    check_device,
     dataset_configs,
-    fixed_length_search,
     load_sampling_bias,
-    load_workload,
-    measure_configs,
-    measure_pairs,
-    read_latency_csv,
     sample_config,
-    trimmed_stats,
 )
+from dyn_dnn_ros.translation.design.devices import check_device
+from dyn_dnn_ros.translation.design.latency_csv import CSV_COLUMNS, LatencyRow, read_latency_csv
+from dyn_dnn_ros.translation.design.latency_dataset import measure_configs, measure_pairs
+from dyn_dnn_ros.translation.design.measured_decoding import fixed_length_search
+from dyn_dnn_ros.translation.design.sample_log import SampleLog
+from dyn_dnn_ros.translation.design.timing_protocol import LatencyProtocol, Sample
+from dyn_dnn_ros.translation.design.workload import Workload, load_workload, source_tensors
 from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
 from dyn_dnn_ros.translation.supernet import SuperTransformer
 
@@ -92,7 +89,7 @@ def test_each_mode_decodes_its_lengths(model):
     assert 1 <= sample.steps <= int(1.5 * 7 + 10) + 1 and sample.ms > 0
     # Reference lengths: every sub-network emits exactly the reference's tokens, then EOS.
     for cfg in (SPACE.smallest(), SPACE.largest()):
-        sample = ld.take_sample(model, cfg, ld.source_tensors(model, SOURCES, 'cpu'),
+        sample = ld.take_sample(model, cfg, source_tensors(model, SOURCES, 'cpu'),
                                 LatencyProtocol(beam=3), 1, BeamPolicy('fixed', 3))
         assert sample.steps == (5 + 1 + 8 + 1) / 2 and sample.ms > 0
 
@@ -104,7 +101,7 @@ def test_largest_subnet_measures_slower_than_smallest():
                         decoder_layers=(1, 6), ende=(1,), head_dim=32, max_positions=64)
     torch.manual_seed(0)
     wide = SuperTransformer(space, 8000, 0, 2, 3, dropout=0.0).eval()
-    sources = ld.source_tensors(wide, SOURCES, 'cpu')
+    sources = source_tensors(wide, SOURCES, 'cpu')
     beam = BeamPolicy('fixed', FAST.beam)
     small, large = [], []
     for _ in range(8):  # interleaved, fastest of eight: other load on the CPU only adds time
@@ -122,7 +119,7 @@ def _count_samples(monkeypatch) -> list:
 
     def counting(model, cfg, sources, protocol, threads, beam):
         calls.append((cfg.key(), threads))
-        return ld.Sample(10.0 + len(calls), 6.0)
+        return Sample(10.0 + len(calls), 6.0)
 
     monkeypatch.setattr(ld, 'take_sample', counting)
     return calls
@@ -149,7 +146,7 @@ def test_csv_resume_skips_configs_already_measured_per_thread_count(model, tmp_p
     assert all(r.workload == FAST.workload and r.beam == BeamPolicy('fixed', 3) for r in rows)
     with open(path, newline='') as stream:
         header = next(csv.reader(stream))
-    assert header == list(ld.CSV_COLUMNS)
+    assert header == list(CSV_COLUMNS)
     # Another beam is another measurement; another workload is another file.
     calls.clear()
     measure_configs(model, configs[:1], SOURCES, FAST, (1,), path, beam=BeamPolicy('fixed', 1),
@@ -252,7 +249,7 @@ def test_rounds_probe_each_thread_count_and_resume_after_an_interruption(model, 
             raise KeyboardInterrupt  # the user stops the run mid-round
         calls.append((cfg.key(), threads))
         beams.append(beam.width)
-        return ld.Sample(20.0 if cfg.key() == probe_key else 10.0, 7.0)
+        return Sample(20.0 if cfg.key() == probe_key else 10.0, 7.0)
 
     monkeypatch.setattr(ld, 'take_sample', sample)
     path = tmp_path / 'latency.csv'
@@ -278,7 +275,7 @@ def test_rounds_probe_each_thread_count_and_resume_after_an_interruption(model, 
     assert rows[0].beam == BeamPolicy('fixed', 1) and rows[0].latency_ms == 10.0
 
 
-def _write_rows(path, rows, columns=ld.CSV_COLUMNS):
+def _write_rows(path, rows, columns=CSV_COLUMNS):
     with open(path, 'w', newline='') as stream:
         writer = csv.DictWriter(stream, fieldnames=columns, extrasaction='ignore')
         writer.writeheader()
@@ -322,11 +319,11 @@ def test_empty_malformed_and_out_of_space_csvs_are_refused(tmp_path):
         read_latency_csv(header_only)
     assert read_latency_csv(header_only, allow_empty=True) == []
     wrong = tmp_path / 'wrong.csv'
-    _write_rows(wrong, [_record()], columns=ld.CSV_COLUMNS[:-2])
+    _write_rows(wrong, [_record()], columns=CSV_COLUMNS[:-2])
     with pytest.raises(ValueError, match="missing column.*decoder_steps"):
         read_latency_csv(wrong)
     short = tmp_path / 'short.csv'
-    short.write_text(','.join(ld.CSV_COLUMNS) + '\nabc,def\n')
+    short.write_text(','.join(CSV_COLUMNS) + '\nabc,def\n')
     with pytest.raises(ValueError, match='malformed row'):
         read_latency_csv(short)
     outside = dict(SPACE.smallest().to_dict(), decoder_ffn=[96])
@@ -394,7 +391,7 @@ def test_budget_picks_the_count_its_calibration_pays_for(model, monkeypatch):
     def sample(model, cfg, sources, protocol, threads, beam):
         clock[0] += costs[cfg.key()]
         taken.append((cfg.key(), threads))
-        return ld.Sample(1.0, 6.0)
+        return Sample(1.0, 6.0)
 
     monkeypatch.setattr(ld, 'take_sample', sample)
     monkeypatch.setattr(ld.time, 'perf_counter', lambda: clock[0])

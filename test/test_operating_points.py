@@ -92,10 +92,11 @@ def test_unknown_point_lists_known_ones():
 
 
 def test_libraries_timed_with_another_workload_are_refused_naming_the_file():
-    shipped = Path(__file__).resolve().parents[1] / 'config' / 'operating_points_cpu.yaml'
+    shipped = Path(__file__).resolve().parents[1] / 'config' / 'operating_points_cpu_torch.yaml'
     workload = OperatingPointLibrary.load(shipped).meta['workload']
     assert len(load_timed_libraries([shipped, shipped], workload)) == 2
-    with pytest.raises(ValueError, match='operating_points_cpu.yaml: measured with workload'):
+    with pytest.raises(ValueError,
+                       match='operating_points_cpu_torch.yaml: measured with workload'):
         load_timed_libraries([shipped], 'ref-k1-seed9')
 
 

@@ -10,24 +10,22 @@ import torch
 
 from dyn_dnn_ros.cli import main
 from dyn_dnn_ros.translation.beam_policy import BeamPolicy
+from dyn_dnn_ros.translation.design.config_sampling import dataset_configs
 from dyn_dnn_ros.translation.design.features import (
     COST_TERMS,
     cost_terms,
     hat_features,
     layer_features,
 )
-from dyn_dnn_ros.translation.design.latency_dataset import (
-    LatencyProtocol,
-    LatencyRow,
-    Workload,
-    dataset_configs,
-    measure_configs,
-)
+from dyn_dnn_ros.translation.design.latency_csv import LatencyRow
+from dyn_dnn_ros.translation.design.latency_dataset import measure_configs
 from dyn_dnn_ros.translation.design.predictor import (
     LatencyPredictor,
     PredictorConfig,
     fit_predictor,
 )
+from dyn_dnn_ros.translation.design.timing_protocol import LatencyProtocol
+from dyn_dnn_ros.translation.design.workload import Workload
 from dyn_dnn_ros.translation.design_space import DesignSpace
 from dyn_dnn_ros.translation.supernet import SuperTransformer
 
@@ -160,7 +158,7 @@ def test_bad_inputs_are_refused(tmp_path):
 def test_command_fits_and_prints_both_predictors_and_the_hat_baseline(tmp_path, capsys):
     import csv
 
-    from dyn_dnn_ros.translation.design.latency_dataset import CSV_COLUMNS
+    from dyn_dnn_ros.translation.design.latency_csv import CSV_COLUMNS
     data = tmp_path / 'latency.csv'
     with open(data, 'w', newline='') as stream:
         writer = csv.DictWriter(stream, fieldnames=CSV_COLUMNS)

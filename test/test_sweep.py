@@ -16,13 +16,11 @@ from dyn_dnn_ros.commands.latency import repo_relative
 from dyn_dnn_ros.operating_points import OperatingPointLibrary
 from dyn_dnn_ros.translation.beam_policy import BeamPolicy
 from dyn_dnn_ros.translation.design import latency_dataset as ld
+from dyn_dnn_ros.translation.design.config_sampling import dataset_configs
 from dyn_dnn_ros.translation.design.evolution import EvolutionConfig
 from dyn_dnn_ros.translation.design.fitness import CachedFitness, FitnessCache, ValidationLoss
-from dyn_dnn_ros.translation.design.latency_dataset import (
-    LatencyProtocol,
-    dataset_configs,
-    measure_configs,
-)
+from dyn_dnn_ros.translation.design.latency_csv import read_latency_csv
+from dyn_dnn_ros.translation.design.latency_dataset import measure_configs
 from dyn_dnn_ros.translation.design.predictor import PredictorConfig, fit_predictor
 from dyn_dnn_ros.translation.design.report import choice_usage, format_usage, reduced_space
 from dyn_dnn_ros.translation.design.sweep import (
@@ -42,6 +40,8 @@ from dyn_dnn_ros.translation.design.sweep import (
     select_finalists,
     thin_front,
 )
+from dyn_dnn_ros.translation.design.timing_protocol import LatencyProtocol
+from dyn_dnn_ros.translation.design.workload import load_workload
 from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
 from dyn_dnn_ros.translation.supernet import SuperTransformer
 from dyn_dnn_ros.translation.translator import Translator
@@ -293,7 +293,7 @@ def test_sweep_writes_a_library_and_resumes_without_remeasuring(tmp_path, tokeni
     torch.manual_seed(0)
     model = SuperTransformer(SPACE, tokenizer.vocab_size, tokenizer.pad_id, tokenizer.bos_id,
                              tokenizer.eos_id, dropout=0.0).eval()
-    sources = ld.load_workload(CORPUS, tokenizer, FAST.sentences, FAST.sentence_seed, 64)
+    sources = load_workload(CORPUS, tokenizer, FAST.sentences, FAST.sentence_seed, 64)
     rows = measure_configs(model, dataset_configs(SPACE, 10, seed=0), sources, FAST, (1,),
                            tmp_path / 'latency.csv', progress=False)
     predictor, _ = fit_predictor(rows, SPACE, PredictorConfig(epochs=200, hat_baseline=False))
@@ -387,9 +387,9 @@ def test_sweep_writes_a_library_and_resumes_without_remeasuring(tmp_path, tokeni
     assert [(c.key, c.beam) for c in front] == [(p.metrics['key'], p.beam)
                                                  for p in library.points]
     shared = {(row.config.key(), row.threads): row.latency_ms
-              for row in ld.read_latency_csv(run_dir / 'random.csv')}
+              for row in read_latency_csv(run_dir / 'random.csv')}
     again = {(row.config.key(), row.threads): row.latency_ms
-             for row in ld.read_latency_csv(run_dir / 'refined.csv')}
+             for row in read_latency_csv(run_dir / 'refined.csv')}
     assert {key for key, _ in again} <= measured
     for point in library.points:
         assert set(point.latency_ms) == {1, 2} and min(point.latency_ms.values()) > 0
@@ -404,7 +404,7 @@ def test_sweep_writes_a_library_and_resumes_without_remeasuring(tmp_path, tokeni
     assert len(summary.cloud) == 5 and 0 <= summary.cloud_dominated <= 5
     # The searched sub-networks were timed again in the random ones' rounds, at the
     # deployment beam, so both sides of the comparison share the machine's moments.
-    together = {row.config.key() for row in ld.read_latency_csv(run_dir / 'random.csv')}
+    together = {row.config.key() for row in read_latency_csv(run_dir / 'random.csv')}
     randoms = {c.key() for c in random_subnets(SPACE, 5, config.random_seed)}
     assert together == measured | randoms
     # The searched ones at every thread count, the random ones at the ranking count only.

@@ -10,7 +10,8 @@ CONFIG_DIR = REPO_ROOT / 'config'
 
 
 def add_arguments(parser):
-    parser.add_argument('--library', type=Path, default=CONFIG_DIR / 'operating_points_cpu.yaml',
+    parser.add_argument('--library', type=Path,
+                        default=CONFIG_DIR / 'operating_points_cpu_torch.yaml',
                         help='operating-point library (default: %(default)s)')
     parser.add_argument('--space', type=Path, default=None,
                         help='design space (default: the one recorded in the library, else '

@@ -24,7 +24,7 @@ def repo_relative(path) -> Path:
 
 def add_protocol_arguments(parser):
     """The workload and timing options; ``sweep`` must time winners exactly like the dataset."""
-    from dyn_dnn_ros.translation.design.latency_dataset import LatencyProtocol
+    from dyn_dnn_ros.translation.design.timing_protocol import LatencyProtocol
     d = LatencyProtocol()
     parser.add_argument('--beam', type=int, default=d.beam,
                         help='deployment beam width (default: %(default)s)')
@@ -52,7 +52,7 @@ def add_protocol_arguments(parser):
 
 
 def protocol_from_args(args):
-    from dyn_dnn_ros.translation.design.latency_dataset import LatencyProtocol
+    from dyn_dnn_ros.translation.design.timing_protocol import LatencyProtocol
     fixed = args.fixed_length is not None
     return LatencyProtocol(beam=args.beam, sentences=args.sentences,
                            sentence_seed=args.sentence_seed, warmup=args.warmup,

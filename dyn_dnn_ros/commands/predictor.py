@@ -33,7 +33,7 @@ def add_arguments(parser):
 def run(args) -> int:
     import torch
 
-    from dyn_dnn_ros.translation.design.latency_dataset import read_latency_csv
+    from dyn_dnn_ros.translation.design.latency_csv import read_latency_csv
     from dyn_dnn_ros.translation.design.predictor import PredictorConfig, fit_predictor
     from dyn_dnn_ros.translation.design_space import DesignSpace
     out = args.out or args.data.with_suffix('.predictor.safetensors')

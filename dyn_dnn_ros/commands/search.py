@@ -54,11 +54,9 @@ def evolution_from_args(args):
 
 def load_search_inputs(args, run_dir):
     """``(model, tokenizer, predictor, fitness)`` from the shared options."""
+    from dyn_dnn_ros.translation.design.devices import check_device
     from dyn_dnn_ros.translation.design.fitness import make_fitness
-    from dyn_dnn_ros.translation.design.latency_dataset import (
-        check_device,
-        load_model_and_tokenizer,
-    )
+    from dyn_dnn_ros.translation.design.latency_dataset import load_model_and_tokenizer
     from dyn_dnn_ros.translation.design.predictor import LatencyPredictor
     from dyn_dnn_ros.translation.translator import default_model_path
     device = check_device(args.device)

@@ -129,8 +129,8 @@ def run(args) -> int:
     import torch
 
     from dyn_dnn_ros.translation.beam_policy import BeamPolicy
-    from dyn_dnn_ros.translation.design.latency_dataset import load_workload
     from dyn_dnn_ros.translation.design.sweep import SweepConfig, run_sweep
+    from dyn_dnn_ros.translation.design.workload import load_workload
     began = time.perf_counter()
     args.run_dir = args.run_dir or RUN_DIR / f'sweep_{args.device}'
     try:

@@ -35,8 +35,8 @@ def add_model_arguments(parser):
     parser.add_argument('--engine', choices=('torch', 'ctranslate2'), default=None,
                         help='ctranslate2 (compact exported models, fixed beam widths, '
                              'sub-networks whose decoder attends to the last encoder layer) '
-                             'or torch (any sub-network, dynamic beam width); default: '
-                             'ctranslate2 on cpu, torch on cuda')
+                             'or torch (any sub-network, dynamic beam width); default: the '
+                             "library's engine with --operating-point, else torch")
     parser.add_argument('--compute-type', default='',
                         help='ctranslate2: int8 (default), float32, ...')
     parser.add_argument('--model-cache-dir', type=Path, default=None,
@@ -89,8 +89,10 @@ def add_arguments(parser):
 def model_options(args) -> TranslateOptions:
     if args.threads is not None and args.threads < 1:
         raise ValueError(f'--threads: must be >= 1, got {args.threads}')
-    engine = getattr(args, 'engine', None) or ('ctranslate2' if args.device == 'cpu'
-                                               else 'torch')
+    engine = getattr(args, 'engine', None)
+    if engine is None:
+        point_library = library_of_point(args) if hasattr(args, 'operating_point') else None
+        engine = point_library.engine if point_library is not None else 'torch'
     return TranslateOptions(model=args.model, spm=args.spm, device=args.device,
                             threads=args.threads, batch_size=args.batch_size, engine=engine,
                             compute_type=getattr(args, 'compute_type', ''),
@@ -124,6 +126,14 @@ def operating_point(args):
     """The named point of the translation library, or None without --operating-point."""
     if args.operating_point is None:
         return None
+    library = operating_point_library(args)
+    try:
+        return library.get(args.operating_point)
+    except KeyError as err:
+        raise ValueError(f'--operating-point: {err.args[0]}') from None
+
+
+def operating_point_library(args):
     from dyn_dnn_ros.operating_points import OperatingPointLibrary
     if args.library is not None:
         path = args.library
@@ -136,31 +146,23 @@ def operating_point(args):
     library = OperatingPointLibrary.load(path)
     if library.target != 'translation':
         raise ValueError(f'{path}: a {library.target} library, not a translation one')
+    return library
+
+
+def library_of_point(args):
+    """The library ``--operating-point`` is taken from, or None without one (or unreadable)."""
+    if args.operating_point is None:
+        return None
     try:
-        return library.get(args.operating_point)
-    except KeyError as err:
-        raise ValueError(f'--operating-point: {err.args[0]}') from None
-
-
-def best_point(args):
-    """The best-quality point of the library: what the ctranslate2 engine runs by default."""
-    from dyn_dnn_ros.operating_points import OperatingPointLibrary
-    from dyn_dnn_ros.share import config_path
-    library = OperatingPointLibrary.load(args.library or config_path(LIBRARY_FILE))
-    return library.by_quality()[0]
+        return operating_point_library(args)
+    except ValueError:
+        return None  # reported with its reason by operating_point()
 
 
 def subnet_and_beam(args, engine='torch'):
-    """``(subnet spec, BeamPolicy)`` from the options; explicit ones beat the operating point.
-
-    Without a sub-network or point, torch runs the largest sub-network and
-    ctranslate2 the library's best-quality point (the largest sub-network
-    attends to several encoder layers, which CTranslate2 cannot express).
-    """
+    """``(subnet spec, BeamPolicy)`` from the options; explicit ones beat the operating point."""
     from dyn_dnn_ros.translation.beam_policy import BeamPolicy
     point = operating_point(args)
-    if point is None and args.subnet is None and engine == 'ctranslate2':
-        point = best_point(args)
     subnet = args.subnet or (point.subnet if point is not None else 'largest')
     if args.beam_policy == 'dynamic':
         if args.sigma_min is None or args.sigma_max is None:

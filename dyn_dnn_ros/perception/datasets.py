@@ -14,6 +14,7 @@ from sklearn.model_selection import train_test_split
 import torch
 
 from dyn_dnn_ros.perception.preprocess import PreprocessConfig, normalise, resize, to_unit_gray
+from dyn_dnn_ros.validation import require_int
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff')
 DIGITS_MAX = 16.0  # the digits' pixels are ink counts 0..16
@@ -35,9 +36,7 @@ class DataConfig:
         if self.val_fraction + self.test_fraction >= 1:
             raise ValueError(f'data: val_fraction + test_fraction must leave training data, '
                              f'got {self.val_fraction} + {self.test_fraction}')
-        if not isinstance(self.input_size, int) or self.input_size < 4:
-            raise ValueError(f'data.input_size: must be an integer >= 4, got '
-                             f'{self.input_size!r}')
+        require_int('data.input_size', self.input_size, 4)
 
 
 @dataclass

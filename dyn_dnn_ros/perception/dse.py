@@ -35,6 +35,7 @@ from dyn_dnn_ros.perception.profiling import (
 from dyn_dnn_ros.perception.training import calibrate, evaluate
 from dyn_dnn_ros.perception.wenet import load_model, save_calibrations
 from dyn_dnn_ros.resources.hardware import hardware_description
+from dyn_dnn_ros.validation import is_integer, require_in_interval, require_int
 
 UNIFORM_GROUPS = (1, 2, 4, 8, 16)
 
@@ -50,23 +51,17 @@ class DSEConfig:
     calibration_images: int = 0    # how many training images calibrate; 0: all
 
     def __post_init__(self):
-        if not 0 <= self.threshold <= 1:
-            raise ValueError(f'dse.threshold: must be an accuracy in [0, 1], '
-                             f'got {self.threshold!r}')
+        require_in_interval('dse.threshold', self.threshold, '[0, 1]', noun='an accuracy')
         threads = (self.search_threads, *self.library_threads)
-        if not self.library_threads or any(not isinstance(t, int) or t < 1 for t in threads):
+        if not self.library_threads or any(not is_integer(t) or t < 1 for t in threads):
             raise ValueError(f'dse: thread counts must be integers >= 1, got search '
                              f'{self.search_threads!r}, library {self.library_threads!r}')
         if self.search_threads not in self.library_threads:
             raise ValueError(f'dse.search_threads: {self.search_threads} must be one of '
                              f'library_threads {self.library_threads}, so plots compare '
                              'like with like')
-        if not isinstance(self.calibration_images, int) or self.calibration_images < 0:
-            raise ValueError(f'dse.calibration_images: must be an integer >= 0, '
-                             f'got {self.calibration_images!r}')
-        if not isinstance(self.max_points, int) or self.max_points < 2:
-            raise ValueError(f'dse.max_points: must be an integer >= 2, '
-                             f'got {self.max_points!r}')
+        require_int('dse.calibration_images', self.calibration_images, 0)
+        require_int('dse.max_points', self.max_points, 2)
 
     @classmethod
     def from_dict(cls, data):

@@ -6,11 +6,12 @@ the training split's mean and standard deviation.
 """
 
 from dataclasses import asdict, dataclass
-import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from dyn_dnn_ros.validation import is_finite_number, require_int, require_positive
 
 # ITU-R BT.601 luma weights: how a camera's RGB becomes one grey channel.
 LUMA = (0.299, 0.587, 0.114)
@@ -24,13 +25,10 @@ class PreprocessConfig:
     invert: bool = False  # dark ink on light paper -> bright ink, as trained
 
     def __post_init__(self):
-        if not isinstance(self.input_size, int) or self.input_size < 4:
-            raise ValueError(f'preprocess.input_size: must be an integer >= 4, '
-                             f'got {self.input_size!r}')
-        if not math.isfinite(self.mean):
+        require_int('preprocess.input_size', self.input_size, 4)
+        if not is_finite_number(self.mean):
             raise ValueError(f'preprocess.mean: must be finite, got {self.mean!r}')
-        if not (math.isfinite(self.std) and self.std > 0):
-            raise ValueError(f'preprocess.std: must be a positive number, got {self.std!r}')
+        require_positive('preprocess.std', self.std)
 
     def to_dict(self):
         return asdict(self)

@@ -1,20 +1,29 @@
 """What a group configuration costs: multiply-accumulates, active parameters, latency.
 
 MACs are counted analytically from each conv/linear layer's shape and group
-count (spatial sizes come from one traced forward pass). Latency is measured:
-batch 1, warm-up, repeat, drop the fastest and slowest ``trim`` fraction and
-average the rest, at an explicit CPU thread count.
+count (spatial sizes come from one traced forward pass). Latency is measured
+with the package's timing protocol (``dyn_dnn_ros/timing.py``): batch 1,
+warm-up, repeat in interleaved rounds, drop the fastest and slowest ``trim``
+fraction and average the rest, at an explicit CPU thread count.
 """
 
 from dataclasses import dataclass
+from functools import partial
 import random
-import statistics
 import time
 
 import torch
 from torch import nn
 
 from dyn_dnn_ros.perception.weight_enabling import GroupConv2d, GroupLinear, SwitchableBatchNorm
+from dyn_dnn_ros.timing import (
+    TRIM_INTERVAL,
+    round_orders,
+    timed_call,
+    torch_threads,
+    trimmed_stats,
+)
+from dyn_dnn_ros.validation import require_in_interval
 
 
 @dataclass(frozen=True)
@@ -28,8 +37,7 @@ class LatencyConfig:
         if self.warmup < 0 or self.repeats < 1 or not 1 <= self.rounds <= self.repeats:
             raise ValueError(f'latency: need warmup >= 0, repeats >= 1 and 1 <= rounds <= '
                              f'repeats, got {self.warmup} / {self.repeats} / {self.rounds}')
-        if not 0 <= self.trim < 0.5:
-            raise ValueError(f'latency.trim: must be in [0, 0.5), got {self.trim!r}')
+        require_in_interval('latency.trim', self.trim, TRIM_INTERVAL)
 
 
 def _conv_macs(layer, output):
@@ -80,13 +88,6 @@ def count_active_params(model, config):
     return total
 
 
-def trimmed_mean(values, trim):
-    values = sorted(values)
-    cut = int(len(values) * trim)
-    kept = values[cut:len(values) - cut] or values
-    return statistics.fmean(kept)
-
-
 def measure_latency_ms(model, config, threads, latency=LatencyConfig()):
     """Trimmed-mean wall time of one batch-1 forward pass with ``threads`` CPU threads."""
     return measure_latencies_ms([(model, config)], threads, latency)[0]
@@ -104,25 +105,18 @@ def measure_latencies_ms(cases, threads, latency=LatencyConfig()):
     warmup = -(-latency.warmup // latency.rounds)
     timed = -(-latency.repeats // latency.rounds)
     times = [[] for _ in cases]
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.inference_mode():
-            for _ in range(latency.rounds):
-                for (model, config), case_times in zip(cases, times, strict=True):
-                    model.eval()
-                    model.set_groups(config)
-                    size = model.config.input_size
-                    x = torch.randn(1, model.config.in_channels, size, size)
-                    for _ in range(warmup):
-                        model(x)
-                    for _ in range(timed):
-                        start = time.perf_counter()
-                        model(x)
-                        case_times.append(time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(previous)
-    return [trimmed_mean(t, latency.trim) * 1e3 for t in times]
+    with torch_threads(threads), torch.inference_mode():
+        for _, order in round_orders(list(zip(cases, times, strict=True)), latency.rounds):
+            for (model, config), case_times in order:
+                model.eval()
+                model.set_groups(config)
+                size = model.config.input_size
+                x = torch.randn(1, model.config.in_channels, size, size)
+                for _ in range(warmup):
+                    model(x)
+                for _ in range(timed):
+                    case_times.append(timed_call(partial(model, x))[1])
+    return [trimmed_stats(t, latency.trim)[0] * 1e3 for t in times]
 
 
 def measure_switching_us(model, count=1000, seed=0):

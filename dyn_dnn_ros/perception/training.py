@@ -26,6 +26,7 @@ from dyn_dnn_ros.files import atomic_output
 from dyn_dnn_ros.perception.datasets import load_dataset, random_shift
 from dyn_dnn_ros.perception.wenet import SavedModel, WeNet, save_model
 from dyn_dnn_ros.resources.hardware import hardware_description
+from dyn_dnn_ros.validation import is_integer, require_int
 
 
 @dataclass(frozen=True)
@@ -43,17 +44,14 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ('epochs', 'batch_size', 'threads'):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f'train.{name}: must be an integer >= 1, got {value!r}')
-        if not isinstance(self.subnets_per_step, int) or self.subnets_per_step < 2:
+            require_int(f'train.{name}', getattr(self, name), 1)
+        if not is_integer(self.subnets_per_step) or self.subnets_per_step < 2:
             raise ValueError('train.subnets_per_step: must be >= 2 (full and smallest), '
                              f'got {self.subnets_per_step!r}')
         if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise ValueError(f'train: need lr > 0, weight_decay >= 0, 0 <= momentum < 1, got '
                              f'{self.lr}, {self.weight_decay}, {self.momentum}')
-        if not isinstance(self.max_shift, int) or self.max_shift < 0:
-            raise ValueError(f'train.max_shift: must be an integer >= 0, got {self.max_shift!r}')
+        require_int('train.max_shift', self.max_shift, 0)
 
     def to_dict(self):
         return asdict(self)

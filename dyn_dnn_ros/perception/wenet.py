@@ -27,6 +27,7 @@ from dyn_dnn_ros.perception.weight_enabling import (
     SwitchableBatchNorm,
     channel_shuffle,
 )
+from dyn_dnn_ros.validation import is_integer, require_int
 
 WEIGHTS_FILE = 'model.safetensors'
 META_FILE = 'model.yaml'
@@ -56,17 +57,12 @@ class WeNetConfig:
     def __post_init__(self):
         for name in ('in_channels', 'num_classes', 'input_size', 'stem_channels',
                      'stem_stride', 'head_hidden'):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f'model.{name}: must be an integer >= 1, got {value!r}')
+            require_int(f'model.{name}', getattr(self, name), 1)
         if not self.stages:
             raise ValueError('model.stages: at least one stage is needed')
         for i, stage in enumerate(self.stages):
             for name in ('channels', 'bottleneck', 'stride', 'blocks'):
-                value = getattr(stage, name)
-                if not isinstance(value, int) or value < 1:
-                    raise ValueError(f'model.stages[{i}].{name}: must be an integer >= 1, '
-                                     f'got {value!r}')
+                require_int(f'model.stages[{i}].{name}', getattr(stage, name), 1)
         if not self.group_choices or 1 not in self.group_choices:
             raise ValueError(f'model.group_choices: must include 1 (the dense network), '
                              f'got {self.group_choices!r}')
@@ -109,7 +105,7 @@ class GroupConfig:
     def from_dict(cls, data, space=None):
         if not isinstance(data, dict) or not isinstance(data.get('groups'), (list, tuple)):
             raise ValueError(f'subnet: expected {{groups: [n, ...]}}, got {data!r}')
-        if any(not isinstance(n, int) or isinstance(n, bool) for n in data['groups']):
+        if any(not is_integer(n) for n in data['groups']):
             raise ValueError(f'subnet.groups: expected integers, got {data["groups"]!r}')
         config = cls(tuple(data['groups']))
         return space.validate(config) if space is not None else config

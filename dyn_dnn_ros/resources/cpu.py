@@ -1,10 +1,17 @@
-"""CPU readers: online/allowed counts, utilisation from /proc/stat, cpufreq."""
+"""CPU counts (online, allowed to this process), utilisation from /proc/stat, cpufreq."""
 
 import math
 import os
 from pathlib import Path
 
 from dyn_dnn_ros.resources.readers import Reader, parse_cpu_list, read_text, try_float
+
+
+def allowed_cpu_count() -> int:
+    """CPUs this process may run on: its affinity mask, not the machine's count."""
+    if hasattr(os, 'sched_getaffinity'):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def online_cpus(sysfs_root: Path) -> list[int]:

@@ -1,9 +1,8 @@
 """What machine a measurement was made on, as people compare machines: CPU model and count."""
 
-import os
 import platform
 
-from dyn_dnn_ros.resources.cpu import online_cpus
+from dyn_dnn_ros.resources.cpu import allowed_cpu_count, online_cpus
 from dyn_dnn_ros.resources.readers import read_text
 
 
@@ -23,7 +22,7 @@ def hardware_description(device='cpu'):
 
     For a CUDA device the GPU's name comes first, with the CPUs beside it.
     """
-    allowed = len(os.sched_getaffinity(0))
+    allowed = allowed_cpu_count()
     online = len(online_cpus('/sys'))
     cpus = f'{allowed} CPUs' if allowed == online else f'{allowed} of {online} CPUs'
     name = cpu_model()

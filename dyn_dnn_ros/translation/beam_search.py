@@ -13,7 +13,10 @@ stay in the ``[sentence, slot]`` grid, where they are ranked together.
 One step, for all sentences at once:
 
 1. ``decode_step`` gives next-token log-probabilities of every active beam;
-   a sentence at its length limit may only emit EOS.
+   a sentence at its length limit may only emit EOS. The length limit and
+   the tokens banned before it come from a length rule: ``SourceLengthLimit``
+   (a multiple of the source length) unless the caller gives another, such
+   as the latency measurement's reference lengths.
 2. Candidates = beam score + token log-prob, ranked per sentence over
    ``beam x vocab`` (``top_candidates``: per beam, then per sentence).
 3. The width for the next step: fixed, or the dynamic policy applied to the
@@ -57,14 +60,7 @@ from dyn_dnn_ros.translation.beam_policy import (
 )
 from dyn_dnn_ros.translation.eval_mode import evaluating
 from dyn_dnn_ros.translation.outcome import pooled_width  # noqa: F401  (re-exported)
-
-
-def _finite_number(name, value, minimum, strict=False):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise ValueError(f'{name}: must be a finite number, got {value!r}')
-    if value < minimum or (strict and value == minimum):
-        relation = '>' if strict else '>='
-        raise ValueError(f'{name}: must be {relation} {minimum}, got {value!r}')
+from dyn_dnn_ros.validation import require_finite
 
 
 @dataclass(frozen=True)
@@ -83,10 +79,10 @@ class BeamSearchConfig:
             object.__setattr__(self, 'beam', BeamPolicy(mode='fixed', width=self.beam))
         if not isinstance(self.beam, BeamPolicy):
             raise ValueError(f'beam: expected a width or a BeamPolicy, got {self.beam!r}')
-        _finite_number('alpha', self.alpha, 0)
-        _finite_number('max_len_a', self.max_len_a, 0)
-        _finite_number('max_len_b', self.max_len_b, 0)
-        _finite_number('patience', self.patience, 0, strict=True)
+        require_finite('alpha', self.alpha, 0)
+        require_finite('max_len_a', self.max_len_a, 0)
+        require_finite('max_len_b', self.max_len_b, 0)
+        require_finite('patience', self.patience, 0, strict=True)
 
     @property
     def width(self) -> int:
@@ -185,33 +181,51 @@ def select_candidates(top_scores, top_tokens, width, eos_id):
     return finish, keep
 
 
+class SourceLengthLimit:
+    """The length rule of translation: at most ``max_len_a * S + max_len_b`` tokens.
+
+    ``S`` is the source length without padding; EOS may come at any step. A
+    length rule is asked once per search, by ``start(model, src, config)``,
+    for each sentence's limit (tokens before EOS, ``[B]``) and for a
+    ``ban(log_probs, step, limits, forced)`` that sets to -inf, in place, the
+    ``[rows, beams, vocab]`` log-probabilities of the tokens the running
+    sentences may not emit at ``step``. ``limits`` and ``forced`` (NumPy, per
+    running sentence): their limits, and which of them must end at this step
+    (the search then leaves them only EOS).
+    """
+
+    def start(self, model, src, config):
+        limit = (src.ne(model.pad_id).sum(dim=1).float() * config.max_len_a
+                 + config.max_len_b).long()
+        # Neither PAD nor BOS can appear inside a translation.
+        never = torch.tensor([model.pad_id, model.bos_id], device=src.device)
+
+        def ban(log_probs, step, limits, forced):
+            log_probs.index_fill_(2, never, -math.inf)
+
+        return limit, ban
+
+
 @torch.no_grad()
 def beam_search(model, src_tokens, config: BeamSearchConfig = BeamSearchConfig(),
-                deadline=None, *, target_lengths=None):
+                deadline=None, *, lengths=None):
     """Translate ``[B, S]`` source ids (with EOS, right-padded) with the active sub-network.
 
     Returns one ``Hypothesis`` per sentence, in input order. ``deadline``: a
     ``time.monotonic()`` value by which the search should have returned.
-    ``target_lengths``: per sentence, the exact number of tokens to emit before
-    EOS (EOS is banned until then and forced there), for latency measurements
-    that must decode the same lengths with every sub-network.
+    ``lengths``: the length rule (see ``SourceLengthLimit``, the default).
     """
     if deadline is not None and not math.isfinite(deadline):
         raise ValueError(f'deadline: must be a finite time.monotonic() value, got {deadline}')
     if src_tokens.dim() != 2 or src_tokens.shape[0] == 0:
         raise ValueError(f'src_tokens: expected a non-empty [B, S] tensor, '
                          f'got shape {tuple(src_tokens.shape)}')
-    if target_lengths is not None:
-        target_lengths = torch.as_tensor(target_lengths, dtype=torch.long,
-                                         device=src_tokens.device)
-        if target_lengths.shape != (src_tokens.shape[0],) or bool((target_lengths < 0).any()):
-            raise ValueError(f'target_lengths: expected {src_tokens.shape[0]} lengths >= 0, '
-                             f'got {target_lengths.tolist()}')
     with evaluating(model):
-        return _search(model, src_tokens, config, deadline, target_lengths)
+        return _search(model, src_tokens, config, deadline,
+                       SourceLengthLimit() if lengths is None else lengths)
 
 
-def _search(model, src, config, deadline, target_lengths=None):
+def _search(model, src, config, deadline, lengths):
     # The decoder's tensors stay on the model's device; the bookkeeping of the few
     # ranked candidates per sentence runs in NumPy, where each of its ~60 small
     # operations per step costs a microsecond instead of a PyTorch dispatch.
@@ -222,11 +236,7 @@ def _search(model, src, config, deadline, target_lengths=None):
 
     # Per sentence (indexed by sentence number). Targets stay inside the positions
     # the model was trained on.
-    if target_lengths is None:
-        limit = (src.ne(model.pad_id).sum(dim=1).float() * config.max_len_a
-                 + config.max_len_b).long()
-    else:
-        limit = target_lengths
+    limit, ban = lengths.start(model, src, config)
     limit = limit.clamp(max=model.space.max_positions - 1).cpu()
     longest_norm = ((limit + 1).double() ** alpha).numpy()
     limit = limit.numpy()
@@ -250,10 +260,6 @@ def _search(model, src, config, deadline, target_lengths=None):
     state = model.start_decoding(model.encode(src), beams_per_sentence=1)
     not_eos = torch.ones(vocab, dtype=torch.bool, device=device)
     not_eos[eos] = False
-    # Neither PAD nor BOS can appear inside a translation; EOS too while a latency
-    # workload's sentence has not reached its reference length.
-    never = torch.tensor([model.pad_id, model.bos_id], device=device)
-    never_nor_eos = torch.tensor([model.pad_id, model.bos_id, eos], device=device)
     slot_rank = np.arange(slots + slots)
 
     step_began = time.monotonic()
@@ -261,21 +267,15 @@ def _search(model, src, config, deadline, target_lengths=None):
         rows, beams = scores.shape
         active = np.isfinite(scores).sum(axis=1)
         log_probs = model.decode_step(tokens, state)
-        forced = limit[sentence] == t
+        row_limit = limit[sentence]
+        forced = row_limit == t
         if deadline is not None:
             now = time.monotonic()
             if now + (now - step_began) >= deadline:
                 cut[sentence[~forced]] = True
                 forced = np.ones_like(forced)
             step_began = now
-        early = None if target_lengths is None else (limit[sentence] > t) & ~forced
-        if early is not None and early.all():
-            log_probs.index_fill_(2, never_nor_eos, -math.inf)
-        else:
-            log_probs.index_fill_(2, never, -math.inf)
-            if early is not None and early.any():
-                log_probs[:, :, eos].masked_fill_(torch.from_numpy(early).to(device)[:, None],
-                                                  -math.inf)
+        ban(log_probs, t, row_limit, forced)
         if forced.any():
             only_eos = torch.from_numpy(forced).to(device)[:, None, None] & not_eos
             log_probs = log_probs.masked_fill(only_eos, -math.inf)

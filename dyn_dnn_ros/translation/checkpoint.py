@@ -24,7 +24,7 @@ def model_header(model: SuperTransformer, metadata=None):
     return {
         'format': FORMAT,
         'space': model.space.to_dict(),
-        'shape': model.shape.to_dict(),
+        'shape': model.super_shape.to_dict(),
         'vocab_size': model.vocab_size,
         'pad_id': model.pad_id, 'bos_id': model.bos_id, 'eos_id': model.eos_id,
         'dropout': model.dropout,
@@ -41,7 +41,7 @@ def model_from_header(header, source):
         space = DesignSpace.from_dict(header['space'], source=f'{source} design space')
         shape = SubnetConfig.from_dict(header['shape'])
         return SuperTransformer(space, header['vocab_size'], header['pad_id'], header['bos_id'],
-                                header['eos_id'], header['dropout'], shape=shape)
+                                header['eos_id'], header['dropout'], super_shape=shape)
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f'{source}: bad model header: {err!r}') from None
 

@@ -16,7 +16,6 @@ A library made for another engine, compute type or device is refused at start.
 
 from dataclasses import dataclass
 import math
-import os
 import sys
 import time
 
@@ -24,6 +23,7 @@ from rclpy.time import Time
 from std_msgs.msg import String
 
 from dyn_dnn_ros.operating_points import OperatingPointLibrary
+from dyn_dnn_ros.resources.cpu import allowed_cpu_count
 from dyn_dnn_ros.ros.diagnostics import ERROR, OK, WARN, Updater, guarded, text
 from dyn_dnn_ros.ros.nodes.inference_node import InferenceNode
 from dyn_dnn_ros.ros.params import ParameterSpec, ValidatedParameters
@@ -136,7 +136,7 @@ class TranslationNode(InferenceNode):
                           choices=('', *ENGINES), read_only=True),
             ParameterSpec('model_cache_dir', '', 'folder of exported CTranslate2 models ("" = '
                           'the user cache folder)', read_only=True),
-            ParameterSpec(THREADS, len(os.sched_getaffinity(0)), 'CPU threads of inference',
+            ParameterSpec(THREADS, allowed_cpu_count(), 'CPU threads of inference',
                           integer_range=(1, 256)),
             ParameterSpec('queue_depth', 8, 'requests waiting at most; the oldest is dropped '
                           'beyond', integer_range=(1, 10000)),
@@ -235,7 +235,7 @@ class TranslationNode(InferenceNode):
         for every point (CTranslate2 int8 on two threads of a small CPU) is
         loaded only if it is ever asked for, and its memory saved until then.
         """
-        usable = len(os.sched_getaffinity(0))
+        usable = allowed_cpu_count()
         counts = set()
         for point in self.library.points:
             measured = {int(t): ms for t, ms in point.latency_ms.items() if int(t) <= usable}

@@ -173,7 +173,10 @@ def design_engine_library(config: EngineLibraryConfig, engine, fitness, timing_s
     if len(near) > config.max_finalists:  # evenly spread over the latency range
         step = (len(near) - 1) / (config.max_finalists - 1)
         near = [near[round(i * step)] for i in range(config.max_finalists)]
-    finalists = [by_key[k] for k in near]
+    # The extremes of the space anchor the library's span, wherever the quick
+    # pass (one beam width, one thread) placed them.
+    anchors = [s.key() for s in subnets[:2]]
+    finalists = [by_key[k] for k in dict.fromkeys(anchors + near)]
 
     combos = [(s.key(), b, t) for s in finalists for b in config.beams for t in config.threads]
     rng = random.Random(config.seed)

@@ -27,7 +27,6 @@ JSON after every iteration, so an interrupted search resumes where it stopped.
 
 from dataclasses import asdict, dataclass, field
 import json
-import math
 from pathlib import Path
 import random
 
@@ -36,6 +35,12 @@ from tqdm import tqdm
 from dyn_dnn_ros.files import write_atomic
 from dyn_dnn_ros.translation.design.pareto import predicted_front
 from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
+from dyn_dnn_ros.validation import (
+    require_fraction,
+    require_in_interval,
+    require_int,
+    require_positive,
+)
 
 STATE_FORMAT = 'dyn_dnn_ros.evolution_state/1'
 SCALARS = ('encoder_embed_dim', 'decoder_embed_dim', 'encoder_layers', 'decoder_layers')
@@ -64,25 +69,15 @@ class EvolutionConfig:
 
     def __post_init__(self):
         for name in ('population', 'parents', 'iterations', 'max_attempts'):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f'evolution.{name}: must be an integer >= 1, got {value!r}')
+            require_int(f'evolution.{name}', getattr(self, name), 1)
         for name in ('mutations', 'crossovers'):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f'evolution.{name}: must be an integer >= 0, got {value!r}')
+            require_int(f'evolution.{name}', getattr(self, name), 0)
         if self.parents + self.mutations + self.crossovers != self.population:
             raise ValueError(f'evolution: parents + mutations + crossovers = '
                              f'{self.parents + self.mutations + self.crossovers} must equal '
                              f'population = {self.population}')
-        slack = self.archive_slack
-        if (not isinstance(slack, (int, float)) or isinstance(slack, bool)
-                or not 0 <= slack < 1):
-            raise ValueError(f'evolution.archive_slack: must be a fraction in [0, 1), '
-                             f'got {self.archive_slack!r}')
-        if not isinstance(self.mutation_prob, (int, float)) or not 0 <= self.mutation_prob <= 1:
-            raise ValueError(f'evolution.mutation_prob: must be in [0, 1], '
-                             f'got {self.mutation_prob!r}')
+        require_fraction('evolution.archive_slack', self.archive_slack, '[0, 1)')
+        require_in_interval('evolution.mutation_prob', self.mutation_prob, '[0, 1]')
 
 
 # -- genes ------------------------------------------------------------------------------------
@@ -284,9 +279,7 @@ def evolve(space: DesignSpace, fitness, latency, constraint_ms,
     constraint, at most ``population``), random ones after them; a search that
     resumes keeps its saved population.
     """
-    if (not isinstance(constraint_ms, (int, float)) or not math.isfinite(constraint_ms)
-            or constraint_ms <= 0):
-        raise ValueError(f'constraint: must be a positive number of ms, got {constraint_ms!r}')
+    require_positive('constraint', constraint_ms, 'ms')
     search = _Search(space, fitness, latency, float(constraint_ms), config)
     floor = search.predicted(space.smallest())
     if constraint_ms < floor:

@@ -28,7 +28,6 @@ coefficients and weights, a JSON header for the rest.
 
 from dataclasses import asdict, dataclass, field
 import json
-import math
 from pathlib import Path
 import random
 
@@ -42,6 +41,7 @@ from dyn_dnn_ros.files import write_atomic
 from dyn_dnn_ros.translation.beam_policy import BeamPolicy
 from dyn_dnn_ros.translation.design.features import feature_matrix, hat_features
 from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
+from dyn_dnn_ros.validation import require_in_interval, require_int, require_positive
 
 FORMAT = 'dyn_dnn_ros.latency_predictor/1'
 HEADER_KEY = 'dyn_dnn_ros'
@@ -65,18 +65,13 @@ class PredictorConfig:
 
     def __post_init__(self):
         for name in ('test_fraction', 'valid_fraction'):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0 < value < 0.5:
-                raise ValueError(f'predictor.{name}: must be in (0, 0.5), got {value!r}')
+            require_in_interval(f'predictor.{name}', getattr(self, name), '(0, 0.5)')
         for name in ('hidden', 'layers', 'epochs', 'hat_hidden', 'hat_layers'):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f'predictor.{name}: must be an integer >= 1, got {value!r}')
+            require_int(f'predictor.{name}', getattr(self, name), 1)
         if not self.kinds or set(self.kinds) - set(KINDS):
             raise ValueError(f'predictor.kinds: must be a non-empty subset of {KINDS}, '
                              f'got {self.kinds!r}')
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f'predictor.lr: must be a positive number, got {self.lr!r}')
+        require_positive('predictor.lr', self.lr)
 
 
 def errors(predicted, measured) -> dict:

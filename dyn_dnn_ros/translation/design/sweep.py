@@ -51,22 +51,24 @@ from dyn_dnn_ros.files import write_atomic
 from dyn_dnn_ros.operating_points import OperatingPoint, OperatingPointLibrary
 from dyn_dnn_ros.resources.hardware import hardware_description
 from dyn_dnn_ros.translation.beam_policy import BeamPolicy
+from dyn_dnn_ros.translation.design.devices import default_threads
 from dyn_dnn_ros.translation.design.evolution import EvolutionConfig, evolve
-from dyn_dnn_ros.translation.design.latency_dataset import (
-    LatencyProtocol,
-    SampleLog,
-    default_threads,
-    measure_configs,
-    measure_pairs,
-    samples_beside,
-)
+from dyn_dnn_ros.translation.design.latency_dataset import measure_configs, measure_pairs
 from dyn_dnn_ros.translation.design.pareto import (
     dominated,
     near_front,
     pareto_front,
     predicted_front,
 )
+from dyn_dnn_ros.translation.design.sample_log import SampleLog, samples_beside
+from dyn_dnn_ros.translation.design.timing_protocol import LatencyProtocol
 from dyn_dnn_ros.translation.design_space import SubnetConfig
+from dyn_dnn_ros.validation import (
+    is_finite_number,
+    is_integer,
+    require_fraction,
+    require_int,
+)
 
 # HAT's population and iteration counts cost up to ~3,000 fitness evaluations per
 # constraint, about 25 minutes each on two CPU cores: too many for a sweep of
@@ -130,54 +132,29 @@ class SweepConfig:
     fill_iterations: int | None = None
 
     def __post_init__(self):
-        if not isinstance(self.constraint_count, int) or self.constraint_count < 1:
-            raise ValueError(f'sweep.constraint_count: must be an integer >= 1, '
-                             f'got {self.constraint_count!r}')
+        require_int('sweep.constraint_count', self.constraint_count, 1)
         for c in self.constraints_ms:
-            if not isinstance(c, (int, float)) or not math.isfinite(c) or c <= 0:
+            if not is_finite_number(c) or c <= 0:
                 raise ValueError(f'sweep.constraints_ms: {c!r} is not a positive number of ms')
         if self.bleu_sentences is not None and self.bleu_sentences < 1:
             raise ValueError(f'sweep.bleu_sentences: must be >= 1, got {self.bleu_sentences}')
-        if not isinstance(self.bleu_batch_size, int) or self.bleu_batch_size < 1:
-            raise ValueError(f'sweep.bleu_batch_size: must be an integer >= 1, '
-                             f'got {self.bleu_batch_size!r}')
+        require_int('sweep.bleu_batch_size', self.bleu_batch_size, 1)
         if self.bleu_split not in ('valid', 'test'):
             raise ValueError(f"sweep.bleu_split: must be 'valid' or 'test', "
                              f'got {self.bleu_split!r}')
-        if self.finalist_limit is not None and (not isinstance(self.finalist_limit, int)
-                                                or self.finalist_limit < 0):
-            raise ValueError(f'sweep.finalist_limit: must be an integer >= 0 or None, '
-                             f'got {self.finalist_limit!r}')
-        if (not isinstance(self.gap, (int, float)) or isinstance(self.gap, bool)
-                or not 0 < self.gap < 1):
-            raise ValueError(f'sweep.gap: must be a fraction in (0, 1), got {self.gap!r}')
-        if not isinstance(self.per_gap, int) or isinstance(self.per_gap, bool) or self.per_gap < 0:
-            raise ValueError(f'sweep.per_gap: must be an integer >= 0, got {self.per_gap!r}')
-        if (not isinstance(self.refine_band, (int, float)) or isinstance(self.refine_band, bool)
-                or not 0 <= self.refine_band < 1):  # NaN fails too
-            raise ValueError(f'sweep.refine_band: must be a fraction in [0, 1), '
-                             f'got {self.refine_band!r}')
-        if self.refine_band and (not isinstance(self.refine_repeats, int)
+        require_int('sweep.finalist_limit', self.finalist_limit, 0, none_allowed=True)
+        require_fraction('sweep.gap', self.gap)
+        require_int('sweep.per_gap', self.per_gap, 0)
+        require_fraction('sweep.refine_band', self.refine_band, '[0, 1)')
+        if self.refine_band and (not is_integer(self.refine_repeats)
                                  or self.refine_repeats <= self.protocol.repeats):
             raise ValueError(f'sweep.refine_repeats: the second pass adds samples to the '
                              f'first pass\'s {self.protocol.repeats}, so it must be an integer '
                              f'above that, got {self.refine_repeats!r}')
-        if (not isinstance(self.fill_searches, int) or isinstance(self.fill_searches, bool)
-                or self.fill_searches < 0):
-            raise ValueError(f'sweep.fill_searches: must be an integer >= 0, '
-                             f'got {self.fill_searches!r}')
-        if (not isinstance(self.fill_gap, (int, float)) or isinstance(self.fill_gap, bool)
-                or not 0 < self.fill_gap < 1):
-            raise ValueError(f'sweep.fill_gap: must be a fraction in (0, 1), '
-                             f'got {self.fill_gap!r}')
-        if self.fill_iterations is not None and (
-                not isinstance(self.fill_iterations, int)
-                or isinstance(self.fill_iterations, bool) or self.fill_iterations < 1):
-            raise ValueError(f'sweep.fill_iterations: must be an integer >= 1 or None, '
-                             f'got {self.fill_iterations!r}')
-        if not isinstance(self.random_count, int) or self.random_count < 0:
-            raise ValueError(f'sweep.random_count: must be an integer >= 0, '
-                             f'got {self.random_count!r}')
+        require_int('sweep.fill_searches', self.fill_searches, 0)
+        require_fraction('sweep.fill_gap', self.fill_gap)
+        require_int('sweep.fill_iterations', self.fill_iterations, 1, none_allowed=True)
+        require_int('sweep.random_count', self.random_count, 0)
 
 
 # -- pure pieces ------------------------------------------------------------------------------
@@ -328,8 +305,7 @@ class CloudComparison:
         returned, so a second pass times the searched points as often as the
         random ones and the selection favours neither.
         """
-        if not isinstance(band, (int, float)) or isinstance(band, bool) or not 0 < band < 1:
-            raise ValueError(f'band: must be a fraction in (0, 1), got {band!r}')
+        require_fraction('band', band)
         cloud_doubt, front_doubt = [], set()
         for i, (ms, loss) in enumerate(self.cloud):
             rivals = [j for j, (f_ms, f_loss) in enumerate(self.front)
@@ -470,43 +446,87 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
     timed into the pipeline's sample log (``config.samples_path``), the shared
     rounds into their own on that log's scale (``time_with_random``).
     """
-    from dyn_dnn_ros.translation.translator import Translator, read_split
-    space, device, protocol = model.space, config.device, config.protocol
+    run = _start(config, model, predictor, fitness, workload, progress)
+    calls_before = fitness.calls
+    searches, pool = _search_constraints(run)
+    _write_json(run.run_dir / 'searches.json', searches)
+    plan = _plan_candidates(run, searches, pool)
+    rows = _time_other_beams(run, plan)
+    randoms = random_subnets(model.space, config.random_count, config.random_seed)
+    together, together_log = _time_deployment_beam_with_random(run, plan, randoms)
+    bleu, bleu_sentences = _bleu_scores(run, tokenizer, plan, corpus_dir)
+    candidates = _measured_candidates(run, plan, rows, together, bleu)
+    candidates = _refine_close_calls(run, candidates, together_log)
+    library = build_library(candidates, config.device, run.rank,
+                            _library_meta(run, meta, bleu_sentences), config.name_prefix)
+    library.save(config.library_path)
+    comparison = _compare_with_cloud(run, plan, randoms, together)
+    if config.plot_path is not None:
+        from dyn_dnn_ros.translation.design.plots import pareto_plot
+        pareto_plot(config.plot_path, comparison.cloud, candidates, library, run.deployment,
+                    run.rank, config.device, front=comparison.front)
+    return SweepSummary(library, [s['constraint_ms'] for s in searches], searches, candidates,
+                        comparison.cloud, comparison.dominated, fitness.calls - calls_before)
+
+
+@dataclass(frozen=True)
+class _SweepRun:
+    """What every step of one sweep reads: its inputs and the settings derived from them."""
+
+    config: SweepConfig
+    model: object
+    predictor: object
+    fitness: object
+    workload: object
+    progress: bool
+    run_dir: Path
+    rank: int  # thread count of the constraints and the ranking
+    floor: float  # the smallest sub-network's predicted latency at ``rank``
+    measure: tuple  # thread counts every candidate is timed at
+    deployment: BeamPolicy
+    samples_path: Path  # the pipeline's sample log
+
+    @property
+    def space(self):
+        return self.model.space
+
+    @property
+    def beams(self) -> list:
+        """The deployment beam first, then the other policies winners are timed with."""
+        return [self.deployment] + [b for b in self.config.extra_beams if b != self.deployment]
+
+
+def _start(config, model, predictor, fitness, workload, progress) -> _SweepRun:
+    """The sweep's settings, refused early where they cannot work together."""
     run_dir = Path(config.run_dir)
     rank = config.rank_threads or max(predictor.threads)
     # Fails early, naming the fitted counts. A fitted predictor need not rank the smallest
     # sub-network fastest, and evolve refuses a constraint below its prediction.
-    floor = predictor.predict_one(space.smallest(), rank)
-    measure = tuple(config.measure_threads or default_threads(device))
+    floor = predictor.predict_one(model.space.smallest(), rank)
+    measure = tuple(config.measure_threads or default_threads(config.device))
     if rank not in measure:
         raise ValueError(f'sweep: ranking thread count {rank} is not among the measured '
                          f'counts {measure}')
-    deployment = BeamPolicy('fixed', protocol.beam)
-    samples_path = config.samples_path or run_dir / 'samples.jsonl'
+    return _SweepRun(config, model, predictor, fitness, workload, progress, run_dir, rank, floor,
+                     measure, BeamPolicy('fixed', config.protocol.beam),
+                     config.samples_path or run_dir / 'samples.jsonl')
 
-    # 1-2. one search per constraint
+
+def _search_constraints(run) -> tuple[list, dict]:
+    """Steps 1-2: one search per constraint, then more inside the predicted front's holes.
+
+    Returns the searches (as written to ``searches.json``) and the pool: key ->
+    ``(config, loss, predicted ms, constraint)`` of every sub-network scored.
+    """
+    config, space, rank = run.config, run.space, run.rank
     constraints = list(config.constraints_ms) or geometric_constraints(
-        floor, predictor.predict_one(space.largest(), rank), config.constraint_count)
+        run.floor, run.predictor.predict_one(space.largest(), rank), config.constraint_count)
     searches, pool = [], {}
-    calls_before = fitness.calls
     evolution = config.evolution
     if config.finalists and config.per_gap:  # the band behind the front select_finalists reads
         evolution = replace(evolution, archive_slack=max(evolution.archive_slack, config.gap))
-    def search(constraint, settings, seeds=(), fill=False):
-        result = evolve(space, fitness, lambda c: predictor.predict_one(c, rank), constraint,
-                        settings, run_dir / f'search_{len(searches):02d}.json', progress,
-                        seeds=seeds)
-        found = result.to_dict()
-        searches.append({'constraint_ms': constraint, 'key': result.best.key(),
-                         'subnet': result.best.to_dict(), 'val_loss': result.loss,
-                         'predicted_ms': result.latency_ms, 'fill': fill,
-                         'finalists': found['finalists'], 'archive': found['archive']})
-        for cfg, loss, ms in result.archive:  # the loosest constraint stays, as for winners
-            if cfg.key() not in pool or pool[cfg.key()][3] < constraint:
-                pool[cfg.key()] = (cfg, loss, ms, constraint)
-
     for constraint in constraints:
-        search(constraint, evolution)
+        _search(run, searches, pool, constraint, evolution)
     filling = replace(evolution, iterations=config.fill_iterations or evolution.iterations)
     searched_gaps, fills = set(), 0
     while fills < config.fill_searches:
@@ -515,95 +535,159 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
             break
         near, far = gaps[0]
         searched_gaps.add((near[0].key(), far[0].key()))
-        constraint = hole_middle(near, far, floor, [s['constraint_ms'] for s in searches],
+        constraint = hole_middle(near, far, run.floor, [s['constraint_ms'] for s in searches],
                                  config.fill_gap)
         if constraint is None:
             continue
         best_under = sorted((f for f in pool.values() if f[2] <= constraint),
                             key=lambda f: (f[1], f[2], f[0].key()))
-        search(constraint, filling, [f[0] for f in best_under[:evolution.parents]], fill=True)
+        _search(run, searches, pool, constraint, filling,
+                [f[0] for f in best_under[:evolution.parents]], fill=True)
         fills += 1
-    constraints = [s['constraint_ms'] for s in searches]
-    _write_json(run_dir / 'searches.json', searches)
+    return searches, pool
+
+
+def _search(run, searches, pool, constraint, settings, seeds=(), fill=False):
+    """One evolutionary search; its result joins ``searches``, its archive ``pool``."""
+    result = evolve(run.space, run.fitness, lambda c: run.predictor.predict_one(c, run.rank),
+                    constraint, settings, run.run_dir / f'search_{len(searches):02d}.json',
+                    run.progress, seeds=seeds)
+    found = result.to_dict()
+    searches.append({'constraint_ms': constraint, 'key': result.best.key(),
+                     'subnet': result.best.to_dict(), 'val_loss': result.loss,
+                     'predicted_ms': result.latency_ms, 'fill': fill,
+                     'finalists': found['finalists'], 'archive': found['archive']})
+    for cfg, loss, ms in result.archive:  # the loosest constraint stays, as for winners
+        if cfg.key() not in pool or pool[cfg.key()][3] < constraint:
+            pool[cfg.key()] = (cfg, loss, ms, constraint)
+
+
+def _plan_candidates(run, searches, pool) -> list:
+    """Step 3's candidates: ``(config, constraint, beams, finalist)`` each.
+
+    Winners (and the anchors) with the deployment beam and the extra ones,
+    finalists with the deployment beam only.
+    """
+    config = run.config
     winners = {}
     # the loosest constraint a winner won under stays with it
     for s in sorted(searches, key=lambda s: s['constraint_ms']):
         winners[s['key']] = (SubnetConfig.from_dict(s['subnet']), s['constraint_ms'])
     if config.anchors:
-        for anchor in (space.smallest(), space.largest()):
+        for anchor in (run.space.smallest(), run.space.largest()):
             winners.setdefault(anchor.key(), (anchor, None))
     finalists = (select_finalists(pool.values(), winners, config.finalist_limit,
                                   config.gap, config.per_gap)
                  if config.finalists else {})
+    plan = [(cfg, constraint, run.beams, False) for cfg, constraint in winners.values()]
+    plan += [(cfg, constraint, [run.deployment], True) for cfg, constraint in finalists.values()]
+    return plan
 
-    # 3. time: winners' other beams at every thread count into the pipeline's log; every
-    # candidate at the deployment beam with the random cloud, in shared rounds
-    beams = [deployment] + [b for b in config.extra_beams if b != deployment]
-    plan = [(cfg, constraint, beams, False) for cfg, constraint in winners.values()]
-    plan += [(cfg, constraint, [deployment], True) for cfg, constraint in finalists.values()]
+
+def _time_other_beams(run, plan) -> dict:
+    """Step 3: the winners' other beams at every thread count, into the pipeline's log.
+
+    Returns ``_beam_key`` -> {thread count: latency row}.
+    """
     rows = {}
-    for beam in beams[1:]:
+    for beam in run.beams[1:]:
         configs = [cfg for cfg, _, with_beams, _ in plan if beam in with_beams]
-        for row in measure_configs(model, configs, workload, protocol, measure,
-                                   run_dir / 'winners.csv', device, beam, progress,
+        for row in measure_configs(run.model, configs, run.workload, run.config.protocol,
+                                   run.measure, run.run_dir / 'winners.csv', run.config.device,
+                                   beam, run.progress,
                                    desc=f'measuring winners ({beam.describe()})',
-                                   samples_path=samples_path):
+                                   samples_path=run.samples_path):
             rows.setdefault(_beam_key(row.config, beam), {})[row.threads] = row
-    randoms = random_subnets(space, config.random_count, config.random_seed)
-    together_csv = Path(config.random_csv or run_dir / 'random.csv')
-    together = time_with_random(model, [cfg for cfg, *_ in plan], randoms, workload, protocol,
-                                rank, together_csv, samples_path, device, deployment,
-                                progress, searched_threads=measure)
-    together_log = samples_beside(together_csv)
-    for cfg, *_ in plan:
-        rows[_beam_key(cfg, deployment)] = together[cfg.key()]
+    return rows
 
+
+def _time_deployment_beam_with_random(run, plan, randoms) -> tuple[dict, Path]:
+    """Step 3: every candidate at the deployment beam, in shared rounds with the random cloud.
+
+    Returns the shared rounds' rows (key -> {thread count: latency row}, see
+    ``time_with_random``) and their sample log.
+    """
+    together_csv = Path(run.config.random_csv or run.run_dir / 'random.csv')
+    together = time_with_random(run.model, [cfg for cfg, *_ in plan], randoms, run.workload,
+                                run.config.protocol, run.rank, together_csv, run.samples_path,
+                                run.config.device, run.deployment, run.progress,
+                                searched_threads=run.measure)
+    return together, samples_beside(together_csv)
+
+
+def _bleu_scores(run, tokenizer, plan, corpus_dir) -> tuple[dict, int]:
+    """Step 3: ``_beam_key`` -> BLEU of every candidate, and the sentences it was scored on.
+
+    Scores are kept in ``bleu.json`` as they are computed, so a rerun scores
+    only what is missing.
+    """
+    from dyn_dnn_ros.translation.translator import Translator, read_split
+    config = run.config
     bleu_sources, references = read_split(corpus_dir, config.bleu_split, config.bleu_sentences)
-    bleu_path = run_dir / 'bleu.json'
+    bleu_path = run.run_dir / 'bleu.json'
     # Scores of other weights must not be reused: the fitness cache's fingerprint
     # names the model file.
     setting = {'split': config.bleu_split, 'sentences': len(bleu_sources),
-               'model': fitness.cache.fingerprint}
+               'model': run.fitness.cache.fingerprint}
     saved = _read_json(bleu_path, {'setting': setting, 'scores': {}})
     if saved.get('setting') != setting:
         raise ValueError(f'{bleu_path}: BLEU of {saved.get("setting")}, this sweep scores '
                          f'{setting}; use another run folder')
     bleu = saved['scores']
-    translator = Translator(model, tokenizer, device=device, batch_size=config.bleu_batch_size)
+    translator = Translator(run.model, tokenizer, device=config.device,
+                            batch_size=config.bleu_batch_size)
     todo = [(cfg, beam) for cfg, _, with_beams, _ in plan for beam in with_beams
             if _beam_key(cfg, beam) not in bleu]
-    for cfg, beam in tqdm(todo, desc='BLEU', unit='candidate', disable=not progress):
+    for cfg, beam in tqdm(todo, desc='BLEU', unit='candidate', disable=not run.progress):
         result = translator.evaluate(bleu_sources, references, cfg, beam)
         bleu[_beam_key(cfg, beam)] = result.bleu
         _write_json(bleu_path, {'setting': setting, 'scores': bleu})
+    return bleu, len(bleu_sources)
 
+
+def _measured_candidates(run, plan, rows, together, bleu) -> list[Candidate]:
+    """One ``Candidate`` per planned (sub-network, beam), with what was measured of it.
+
+    Latencies at the deployment beam come from the shared rounds (``together``),
+    those at other beams from ``rows`` (``_time_other_beams``).
+    """
+    predictor = run.predictor
     candidates = []
     for cfg, constraint, with_beams, finalist in plan:
         predicted = {t: predictor.predict_one(cfg, t) for t in predictor.threads}
         steps = float(predictor.predict_steps([cfg])[0])
         for beam in with_beams:
-            measured = rows[_beam_key(cfg, beam)]
+            deployment = beam == run.deployment
+            measured = together[cfg.key()] if deployment else rows[_beam_key(cfg, beam)]
             candidates.append(Candidate(
                 subnet=cfg, beam=beam, latency_ms={t: r.latency_ms for t, r in measured.items()},
                 decoder_steps=float(np.mean([r.decoder_steps for r in measured.values()])),
-                predicted_ms=predicted if beam == deployment else {},
-                val_loss=fitness(cfg), bleu=bleu[_beam_key(cfg, beam)],
-                params=model.count_parameters(cfg), constraint_ms=constraint,
-                predicted_steps=steps if beam == deployment else None, finalist=finalist))
+                predicted_ms=predicted if deployment else {},
+                val_loss=run.fitness(cfg), bleu=bleu[_beam_key(cfg, beam)],
+                params=run.model.count_parameters(cfg), constraint_ms=constraint,
+                predicted_steps=steps if deployment else None, finalist=finalist))
+    return candidates
 
-    # 4. the library: the measured front (``build_library``), its close calls timed again
+
+def _refine_close_calls(run, candidates, together_log) -> list[Candidate]:
+    """Step 4: deployment-beam candidates the measured front could take or lose, timed again.
+
+    Their samples stay in the shared rounds' log and more rounds are added to
+    them, until no candidate near the front is left untimed again.
+    """
+    config = run.config
     refined, passes = set(), 0
     while config.refine_band > 0:
-        doubt = [c for c in near_front(candidates, lambda c: c.latency_ms[rank],
+        doubt = [c for c in near_front(candidates, lambda c: c.latency_ms[run.rank],
                                        lambda c: c.bleu, config.refine_band)
-                 if c.beam == deployment and c.key not in refined]
+                 if c.beam == run.deployment and c.key not in refined]
         if not doubt:  # re-timing moves points, so doubt can reach new ones: until none
             break
         passes += 1
-        # The shared rounds' log: their samples are kept and more rounds added to them.
-        more = measure_pairs(model, [(c.subnet, t) for c in doubt for t in measure], workload,
-                             replace(protocol, repeats=config.refine_repeats),
-                             run_dir / 'refined.csv', device, deployment, progress,
+        more = measure_pairs(run.model, [(c.subnet, t) for c in doubt for t in run.measure],
+                             run.workload, replace(config.protocol, repeats=config.refine_repeats),
+                             run.run_dir / 'refined.csv', config.device, run.deployment,
+                             run.progress,
                              desc=f'timing the front\'s close calls again ({passes})',
                              samples_path=together_log)
         timed = _by_config(more)
@@ -611,30 +695,31 @@ def run_sweep(config: SweepConfig, model, tokenizer, predictor, fitness, workloa
         candidates = [replace(c, latency_ms={t: r.latency_ms for t, r in timed[c.key].items()},
                               decoder_steps=float(np.mean([r.decoder_steps
                                                            for r in timed[c.key].values()])))
-                      if c.beam == deployment and c.key in timed else c for c in candidates]
-    meta = {
-        **(meta or {}), 'host': hardware_description(device),
+                      if c.beam == run.deployment and c.key in timed else c for c in candidates]
+    return candidates
+
+
+def _library_meta(run, meta, bleu_sentences) -> dict:
+    """What the library records of how it was made, after the caller's ``meta``."""
+    config = run.config
+    return {
+        **(meta or {}), 'host': hardware_description(config.device),
         'torch_version': str(torch.__version__),
         'created': datetime.now(timezone.utc).isoformat(timespec='seconds'),
-        'source': 'dyn-dnn-ros sweep', 'workload': protocol.workload,
-        'deployment_beam': deployment.to_dict(), 'rank_threads': rank,
+        'source': 'dyn-dnn-ros sweep', 'workload': config.protocol.workload,
+        'deployment_beam': run.deployment.to_dict(), 'rank_threads': run.rank,
         'quality': f'BLEU on {config.bleu_split} '
-                   f'({len(bleu_sources)} sentences), sacrebleu defaults',
-        'space': space.to_dict(),
+                   f'({bleu_sentences} sentences), sacrebleu defaults',
+        'space': run.space.to_dict(),
     }
-    library = build_library(candidates, device, rank, meta, config.name_prefix)
-    library.save(config.library_path)
 
-    # 5. the random cloud against the searched sub-networks, from the shared rounds
+
+def _compare_with_cloud(run, plan, randoms, together) -> CloudComparison:
+    """Step 5: the random cloud against the searched sub-networks, from the shared rounds."""
+    fitness, rank = run.fitness, run.rank
     comparison = CloudComparison(
         [(together[cfg.key()][rank].latency_ms, fitness(cfg)) for cfg, *_ in plan],
         [(together[cfg.key()][rank].latency_ms, fitness(cfg))
-         for cfg in tqdm(randoms, desc='random fitness', disable=not progress)])
+         for cfg in tqdm(randoms, desc='random fitness', disable=not run.progress)])
     fitness.save()
-    cloud, cloud_dominated = comparison.cloud, comparison.dominated
-    if config.plot_path is not None:
-        from dyn_dnn_ros.translation.design.plots import pareto_plot
-        pareto_plot(config.plot_path, cloud, candidates, library, deployment, rank, device,
-                    front=comparison.front)
-    return SweepSummary(library, constraints, searches, candidates, cloud, cloud_dominated,
-                        fitness.calls - calls_before)
+    return comparison
