@@ -101,8 +101,8 @@ def test_inference_slices_follow_sizes_and_weights():
         # Starts with the sizes the previous call ended with, so a kept slice is
         # what the first comparison reads.
         for in_dim, out_dim in ((16, 40), (32, 24), (48, 8), (16, 40)):
-            linear.set_sample(in_dim, out_dim)
-            norm.set_sample(in_dim)
+            linear.set_active_sizes(in_dim, out_dim)
+            norm.set_active_sizes(in_dim)
             x = torch.randn(5, 1, in_dim, dtype=dtype)
             expected = F.linear(x, linear.weight[:out_dim, :in_dim], linear.bias[:out_dim])
             torch.testing.assert_close(linear(x), expected)
@@ -122,7 +122,7 @@ def test_inference_slices_follow_sizes_and_weights():
     assert set(linear.state_dict()) == {'weight', 'bias'}
     assert set(norm.state_dict()) == {'weight', 'bias'}
     # With gradients wanted, the slices are taken from the parameters each call.
-    linear.set_sample(32, 24)
+    linear.set_active_sizes(32, 24)
     linear(torch.randn(3, 32, dtype=torch.float64)).sum().backward()
     assert linear.weight.grad[:24, :32].abs().sum() > 0
     assert linear.weight.grad[24:].abs().sum() == 0
@@ -272,7 +272,7 @@ def test_model_file_round_trip(tmp_path, model, space):
 
     compact_path = tmp_path / 'compact.safetensors'
     save_model(compact_path, model.materialize())
-    assert load_model(compact_path).shape == cfg
+    assert load_model(compact_path).super_shape == cfg
 
 
 def test_bad_model_files_fail_at_load(tmp_path, model):

@@ -1,8 +1,19 @@
 """Elastic layers: one super-sized weight, of which a sub-network uses the leading part.
 
-Each layer keeps its own active sizes, set by the model's ``set_subnet``; nothing
-global is read. A sub-network always takes the *first* rows/columns, so slicing
-returns views of the super weight: switching sub-networks copies nothing.
+Read top to bottom:
+
+- ``leading``: the one slicing rule. A sub-network takes the *first*
+  rows/columns of every weight, so its weights are views of the super
+  weights and switching sub-networks copies nothing. ``materialize`` in the
+  model uses the same rule to copy a sub-network out.
+- ``active_parameters``: a layer's weight and bias cut to its active sizes;
+  during inference it keeps the cut views between calls.
+- ``LinearSuper`` and ``LayerNormSuper``: elastic ``nn.Linear`` and
+  ``nn.LayerNorm``. Each keeps its own active sizes, set through
+  ``set_active_sizes`` by the model's ``set_subnet``; nothing global is read.
+- ``EmbeddingSuper``: the token embedding, shared by encoder, decoder and the
+  output projection.
+- ``sinusoidal_positions`` and ``PositionTable``: fixed position embeddings.
 """
 
 import math
@@ -12,11 +23,13 @@ from torch import nn
 import torch.nn.functional as F
 
 
-def set_active(module, **sizes):
+def record_active_sizes(module, **sizes):
     """Record active sizes (plain ints) on ``module``.
 
-    Writes the instance dict directly: ``nn.Module.__setattr__`` costs about 2 us
-    per call, which would make ``set_subnet`` (~200 writes) take half a millisecond.
+    Writes the instance dict directly: ``nn.Module.__setattr__`` searches the
+    parameters, buffers and submodules on every write, and ``set_subnet`` makes
+    a few hundred writes, so going through it would make switching noticeably
+    slower.
     """
     module.__dict__.update(sizes)
 
@@ -27,26 +40,46 @@ def _check(name, value, limit):
     return value
 
 
-def _inference_slices(module, sizes, weight, bias):
-    """Leading ``sizes`` slice of ``weight`` and ``sizes[0]`` of ``bias``, kept between calls.
+def leading(tensor, sizes):
+    """The first ``sizes[i]`` entries along each dimension ``i`` of ``tensor``: a view."""
+    return tensor[tuple(slice(n) for n in sizes)]
 
-    For inference only (gradients off): a slice is two or three operator calls
-    per weight, and a decoding step calls every active layer, so re-slicing at
-    each call took 5-10 % of the smallest sub-network's decoding time. The slices
-    are views, so they follow in-place weight changes by themselves; a weight
-    that moves (``.to()``, ``.half()``, a new ``Parameter``) changes its address,
-    which rebuilds them. Not a buffer or a parameter: never saved, never trained.
+
+def active_parameters(module, sizes):
+    """``module.weight`` cut to ``sizes`` and ``module.bias`` to ``sizes[0]``.
+
+    Three ways to the same values:
+
+    - at full size, the parameters themselves: a slice's backward would
+      allocate and fill a zero gradient first;
+    - with gradients on (training), slices taken at each call, so autograd
+      follows them into the parameters;
+    - with gradients off (inference), slices kept between calls. Slicing costs
+      a few operator calls per weight and a decoding step calls every active
+      layer, so re-slicing at each call is a visible share of a small
+      sub-network's decoding time. The kept slices are views, so they follow
+      in-place weight changes by themselves; a weight that moves (``.to()``,
+      ``.half()``, a new ``Parameter``) changes its address, which rebuilds
+      them. Kept in the instance dict, not as a buffer: never saved, never
+      trained.
     """
+    weight, bias = module.weight, module.bias
+    if sizes == weight.shape:
+        return weight, bias
+    if torch.is_grad_enabled():
+        return leading(weight, sizes), None if bias is None else bias[:sizes[0]]
     key = (sizes, weight.data_ptr(), None if bias is None else bias.data_ptr())
-    cached = module.__dict__.get('_inference_slices')
-    if cached is None or cached[0] != key:
-        cached = (key, weight.detach()[tuple(slice(n) for n in sizes)],
-                  None if bias is None else bias.detach()[:sizes[0]])
-        module.__dict__['_inference_slices'] = cached
-    return cached[1], cached[2]
+    kept = module.__dict__.get('_inference_slices')
+    if kept is None or kept[0] != key:
+        kept = (key, leading(weight.detach(), sizes),
+                None if bias is None else bias.detach()[:sizes[0]])
+        module.__dict__['_inference_slices'] = kept
+    return kept[1], kept[2]
 
 
 class LinearSuper(nn.Module):
+    """``nn.Linear`` on the first ``in_dim`` inputs and ``out_dim`` outputs of its super weight."""
+
     def __init__(self, super_in, super_out, bias=True):
         super().__init__()
         self.super_in, self.super_out = super_in, super_out
@@ -55,28 +88,43 @@ class LinearSuper(nn.Module):
         nn.init.xavier_uniform_(self.weight)
         self.in_dim, self.out_dim = super_in, super_out
 
-    def set_sample(self, in_dim, out_dim):
-        set_active(self, in_dim=_check('in_dim', in_dim, self.super_in),
-                   out_dim=_check('out_dim', out_dim, self.super_out))
+    def set_active_sizes(self, in_dim, out_dim):
+        record_active_sizes(self, in_dim=_check('in_dim', in_dim, self.super_in),
+                            out_dim=_check('out_dim', out_dim, self.super_out))
 
     def forward(self, x):
-        if self.in_dim == self.super_in and self.out_dim == self.super_out:
-            # Unsliced: a slice's backward would allocate and fill a zero gradient first.
-            return F.linear(x, self.weight, self.bias)
-        if not torch.is_grad_enabled():
-            return F.linear(x, *_inference_slices(self, (self.out_dim, self.in_dim),
-                                                  self.weight, self.bias))
-        bias = None if self.bias is None else self.bias[:self.out_dim]
-        return F.linear(x, self.weight[:self.out_dim, :self.in_dim], bias)
+        return F.linear(x, *active_parameters(self, (self.out_dim, self.in_dim)))
 
     def extra_repr(self):
         return f'{self.in_dim}/{self.super_in} -> {self.out_dim}/{self.super_out}'
 
 
+class LayerNormSuper(nn.Module):
+    """``nn.LayerNorm`` over the first ``dim`` features, with their weight and bias."""
+
+    def __init__(self, super_dim):
+        super().__init__()
+        self.super_dim = super_dim
+        self.weight = nn.Parameter(torch.ones(super_dim))
+        self.bias = nn.Parameter(torch.zeros(super_dim))
+        self.dim = super_dim
+
+    def set_active_sizes(self, dim):
+        record_active_sizes(self, dim=_check('dim', dim, self.super_dim))
+
+    def forward(self, x):
+        sizes = (self.dim,)
+        return F.layer_norm(x, sizes, *active_parameters(self, sizes))
+
+    def extra_repr(self):
+        return f'{self.dim}/{self.super_dim}'
+
+
 class EmbeddingSuper(nn.Module):
     """Token embedding shared by encoder, decoder and output projection.
 
-    The encoder and decoder may use different widths of the one table, so the
+    Every token keeps its row; a sub-network uses the leading columns. The
+    encoder and decoder may use different widths of the one table, so the
     width is an argument of ``forward`` rather than stored state.
     """
 
@@ -98,11 +146,11 @@ class EmbeddingSuper(nn.Module):
     def step_logits(self, x):
         """``logits`` for the few rows of one decoding step, from a transposed copy.
 
-        With the table as ``[vocab, d]`` a product with 4 or more rows takes a
-        slower path on this CPU's BLAS; the same product with ``[d, vocab]``
-        (contiguous, and its leading ``d`` rows stay contiguous) takes 0.44
-        instead of 0.71 ms at 5 rows. The copy is rebuilt whenever the weight changes
-        (training, loading); with gradients wanted it is not used.
+        With the table as ``[vocab, d]``, a product with 4 or more rows takes a
+        slower path in the CPU BLAS; the same product with ``[d, vocab]``
+        (contiguous, and its leading ``d`` rows stay contiguous) is clearly
+        faster. The copy is rebuilt whenever the weight changes (training,
+        loading); with gradients wanted it is not used.
         """
         if torch.is_grad_enabled() and self.weight.requires_grad:
             return self.logits(x)
@@ -120,29 +168,6 @@ class EmbeddingSuper(nn.Module):
     def _columns(self, dim):
         _check('embed dim', dim, self.super_dim)
         return self.weight if dim == self.super_dim else self.weight[:, :dim]
-
-
-class LayerNormSuper(nn.Module):
-    def __init__(self, super_dim):
-        super().__init__()
-        self.super_dim = super_dim
-        self.weight = nn.Parameter(torch.ones(super_dim))
-        self.bias = nn.Parameter(torch.zeros(super_dim))
-        self.dim = super_dim
-
-    def set_sample(self, dim):
-        set_active(self, dim=_check('dim', dim, self.super_dim))
-
-    def forward(self, x):
-        if self.dim == self.super_dim:
-            return F.layer_norm(x, (self.dim,), self.weight, self.bias)
-        if not torch.is_grad_enabled():
-            return F.layer_norm(x, (self.dim,), *_inference_slices(self, (self.dim,), self.weight,
-                                                                   self.bias))
-        return F.layer_norm(x, (self.dim,), self.weight[:self.dim], self.bias[:self.dim])
-
-    def extra_repr(self):
-        return f'{self.dim}/{self.super_dim}'
 
 
 def sinusoidal_positions(positions, dim):
@@ -172,7 +197,7 @@ class PositionTable:
 
     def __call__(self, first, count, dim, like):
         """Rows ``first .. first + count - 1`` of width ``dim``, dtype and device of ``like``."""
-        if first + count > self.length:  # past the table: compute, as before
+        if first + count > self.length:  # past the table: computed for this call only
             positions = torch.arange(first, first + count, device=like.device)
             return sinusoidal_positions(positions, dim).to(like.dtype)
         key = (dim, like.device, like.dtype)
