@@ -19,7 +19,7 @@ DEFAULT_CORPUS_DIR = share_dir() / 'data' / 'corpus'
 
 
 def add_arguments(parser):
-    parser.add_argument('--split', choices=('test', 'valid'), default='test',
+    parser.add_argument('--split', choices=('test', 'valid', 'test_incatalog'), default='test',
                         help='corpus split (default: %(default)s)')
     parser.add_argument('--limit', type=int, default=None, metavar='N',
                         help='only the first N sentences')

@@ -248,21 +248,17 @@ def explore(model, val, test, config, calibration=None, progress=True):
                         'repeats': config.latency.repeats, 'trim': config.latency.trim,
                         'rounds': config.latency.rounds, 'interleaved': True},
             'visited': len(result.visited), 'trajectory': len(result.trajectory),
-            'pareto': [{'key': p.groups.key(), 'latency_ms': round(p.latency_ms, 4),
-                        'val_accuracy': p.val_accuracy, 'macs': p.macs} for p in pareto],
             'layers': list(model.space.layers),
             'batch_norm': 'calibrated per configuration' if calibration is not None
-                          else 'per-pattern statistics',
-            'switch_us': {k: round(v, 2) for k, v in switching.items()}}
+                          else 'per-pattern statistics'}
+    # The library says how it was made; the search's other figures (its front,
+    # the uniform baselines, switching times) are results, returned to the
+    # command that prints and plots them, not carried in the library.
     library = build_library(model, chosen, val, test, config, meta)
     uniform = measure_uniform(model, val, test, config, config.library_threads, calibration)
     keep = {p.groups.key() for p in result.trajectory + chosen}
     keep |= {model.space.uniform(n).key() for n in UNIFORM_GROUPS}
     model.calibrations = {k: v for k, v in model.calibrations.items() if k in keep}
-    library.meta['uniform'] = [
-        {'groups': r['groups'], 'macs': r['macs'], 'test_accuracy': r['test_accuracy'],
-         'latency_ms': {t: round(ms, 4) for t, ms in r['latency_ms'].items()}}
-        for r in uniform]
     return {'result': result, 'library': library, 'uniform': uniform, 'pareto': pareto,
             'switching_us': switching}
 

@@ -13,7 +13,7 @@ import yaml
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 
 STATUSES = ('ok', 'truncated', 'empty')
-SPLITS = ('train', 'valid', 'test')
+SPLITS = ('train', 'valid', 'test', 'test_incatalog')
 
 
 def pooled_width(items) -> float:
