@@ -24,6 +24,7 @@ DOCS=${DOCS:-docs}
 LATENCY_SAMPLES=${LATENCY_SAMPLES:-1000}
 LATENCY_MINUTES=${LATENCY_MINUTES-2}
 LATENCY_ARGS=${LATENCY_ARGS:-}  # more latency options, e.g. --threads 4
+PREDICTOR_ARGS=${PREDICTOR_ARGS:-}  # more predictor options, e.g. --epochs 500
 SWEEP_ARGS=${SWEEP_ARGS:---count 6 --max-finalists 16 --gap 0.05 --per-gap 2 \
   --fill-searches 2 --fill-gap 0.05 --fill-iterations 6 --beams 1 3 \
   --bleu-sentences 500 --bleu-batch-size 64 --random 0}
@@ -39,11 +40,11 @@ step() {
 }
 
 csv=$RUN/latency_$DEVICE.csv
-# shellcheck disable=SC2086  # LATENCY_ARGS and SWEEP_ARGS are lists of options
+# shellcheck disable=SC2086  # the *_ARGS variables are lists of options
 {
   step latency cli design latency --device "$DEVICE" --out "$csv" --samples "$LATENCY_SAMPLES" \
     ${LATENCY_MINUTES:+--budget-minutes "$LATENCY_MINUTES"} $LATENCY_ARGS
-  step predictor cli design predictor --data "$csv"
+  step predictor cli design predictor --data "$csv" $PREDICTOR_ARGS
   step sweep cli design sweep --device "$DEVICE" --run-dir "$RUN/sweep_$DEVICE" \
     --predictor "${csv%.csv}.predictor.safetensors" --samples-log "$csv.samples.jsonl" \
     --library "$CONFIG/operating_points_$DEVICE.yaml" --plot "$DOCS/pareto_$DEVICE.png" \

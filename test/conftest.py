@@ -2,9 +2,10 @@
 
 Each test session gets its own ROS domain (random id, discovery kept on
 localhost), so parallel sessions and other ROS systems on the host do not
-see each other. Nodes spin on a multi-threaded executor in a background
-thread; helpers wait for messages, conditions and service responses with
-timeouts instead of sleeping.
+see each other. Nodes spin on ``NodeSpinner``, the executor of bringup, the
+demo and the node processes, in a background thread; helpers wait for
+messages, conditions and service responses with timeouts instead of
+sleeping.
 """
 
 import os

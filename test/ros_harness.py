@@ -3,44 +3,36 @@
 import os
 import threading
 import time
-import traceback
 
 
 class RosHarness:
-    """Creates nodes on one context and spins them until the session ends."""
+    """Creates nodes on one context and spins them until the session ends.
+
+    The nodes spin on ``NodeSpinner``, as in ``dyn-dnn-ros bringup`` and the
+    node processes, on a background thread.
+    """
 
     def __init__(self):
         import rclpy
-        from rclpy.executors import MultiThreadedExecutor
+
+        from dyn_dnn_ros.ros.spin import NodeSpinner
         self.rclpy = rclpy
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
         self.callback_errors = []  # tracebacks of callbacks that raised
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
+        self.spinner = NodeSpinner(context=self.context, on_callback_error=self._record_error)
+        self.spinner.start()
         self._counter = 0
 
-    def _spin(self):
-        from dyn_dnn_ros.ros.spin import spin_once_sharing
-        while self.context.ok():
-            try:
-                spin_once_sharing(self.executor, 0.05)
-            except Exception:  # a callback raised: keep serving, let the test fail
-                if not self.context.ok():
-                    return
-                self.callback_errors.append(traceback.format_exc())
+    def _record_error(self, node_name, text):
+        self.callback_errors.append(f'{node_name}: {text}')
 
     def add(self, node):
-        self.executor.add_node(node)
-        return node
+        return self.spinner.add(node)
 
     def remove(self, node):
-        self.executor.remove_node(node)
-        # A callback of this node may already be running on another executor
-        # thread; destroying the node under it would make it raise.
-        time.sleep(0.3)
-        node.destroy_node()
+        # Waits for a callback of this node in progress before destroying it.
+        self.spinner.remove(node)
 
     def probe_node(self):
         """A fresh helper node for subscriptions and clients in one test."""
@@ -50,9 +42,8 @@ class RosHarness:
         return self.add(node)
 
     def shutdown(self):
-        self.executor.shutdown(timeout_sec=2.0)
+        self.spinner.shutdown()
         self.rclpy.shutdown(context=self.context)
-        self._thread.join(timeout=2.0)
 
 
 class MessageCollector:

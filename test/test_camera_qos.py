@@ -119,7 +119,7 @@ def bench():
 
 def run_camera(bench, setting):
     report = bench.run_setting(setting, [SIZE], FRAMES, 10.0, int(os.environ['ROS_DOMAIN_ID']),
-                               shipped_transport_profile(), settle_s=2.0, ready_timeout=60.0)
+                               shipped_transport_profile(), settle_s=1.0, ready_timeout=60.0)
     assert 'error' not in report, report
     return report['rows'][0]
 

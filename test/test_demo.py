@@ -117,12 +117,13 @@ def test_a_short_demo_runs_end_to_end(tmp_path):
     result = subprocess.run(
         [sys.executable, '-m', 'dyn_dnn_ros.cli', 'demo', '--library', str(library_path),
          '--model', str(model), '--spm', str(SPM), '--duration', '6', '--rate', '4',
-         '--out-dir', str(tmp_path), '--report', str(report)],
+         '--calibrate', '6', '--out-dir', str(tmp_path), '--report', str(report)],
         capture_output=True, text=True, timeout=300,
         env=dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST'))
     assert result.returncode == 0, result.stderr[-2000:]
     assert '| dynamic' in result.stdout and '| static' in result.stdout
     data = json.loads(report.read_text())
+    assert set(data['plan']['calibrated_p90_ms']) == {'big', 'small'}   # budgets measured
     for name in ('dynamic', 'static'):
         summary = data['summaries'][name]
         assert summary['requests'] >= 20

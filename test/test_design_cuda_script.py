@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Two samples at one thread count: enough sub-networks for the predictor fit in the
 # budget even on a slow machine.
 TINY_LATENCY = '--repeats 2 --threads 1'
+# The predictor's fits at a tenth of their training steps: the same code, in seconds.
+TINY_PREDICTOR = '--epochs 200'
 TINY_SWEEP = ('--threads 1 --count 1 --iterations 1 --population 4 --parents 1 --mutations 2 '
               '--crossovers 1 --max-finalists 1 --per-gap 0 --fill-searches 0 --bleu-sentences 4 '
               '--bleu-batch-size 4 --fitness-sentences 8 --refine-band 0 --repeats 2 --random 0')
@@ -24,7 +26,8 @@ TINY_SWEEP = ('--threads 1 --count 1 --iterations 1 --population 4 --parents 1 -
 def test_the_pipeline_script_writes_a_library_a_plot_and_a_reduced_space(tmp_path):
     env = dict(os.environ, DEVICE='cpu', PYTHON=sys.executable, RUN=str(tmp_path / 'run'),
                CONFIG=str(tmp_path), DOCS=str(tmp_path), LATENCY_MINUTES='0.1',
-               LATENCY_ARGS=TINY_LATENCY, SWEEP_ARGS=TINY_SWEEP, TQDM_DISABLE='1')
+               LATENCY_ARGS=TINY_LATENCY, PREDICTOR_ARGS=TINY_PREDICTOR,
+               SWEEP_ARGS=TINY_SWEEP, TQDM_DISABLE='1')
     done = subprocess.run(['bash', str(ROOT / 'scripts' / 'design_cuda.sh')], env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -1,15 +1,16 @@
 """``dyn-dnn-ros bringup``: the whole system in one process.
 
-All nodes share one multi-threaded executor (messages between them still go
-through the ROS middleware). Parameters come from ``ros__parameters`` YAML
-files, exactly as ``ros2 launch`` would pass them; on a ROS host
-``launch/bringup.launch.py`` starts the same nodes as separate processes.
+All nodes share one single-threaded executor, ``NodeSpinner`` (messages
+between them still go through the ROS middleware); a callback that raises is
+logged with its traceback and the nodes go on. Parameters come from
+``ros__parameters`` YAML files, exactly as ``ros2 launch`` would pass them;
+on a ROS host ``launch/bringup.launch.py`` starts the same nodes as separate
+processes.
 """
 
 import math
 import os
 import sys
-import time
 
 NODES = ('resource_monitor', 'translation_node', 'perception_node', 'dnn_manager')
 
@@ -83,13 +84,12 @@ def run(args):
     from dyn_dnn_ros.share import config_path
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
     from rclpy.parameter import Parameter
 
     from dyn_dnn_ros.ros.spin import (
+        NodeSpinner,
         StopRequest,
         init_without_signal_handlers,
-        spin_once_sharing,
         stop_work,
     )
 
@@ -117,22 +117,21 @@ def run(args):
         if not nodes:
             rclpy.try_shutdown()
             return 2
-        executor = MultiThreadedExecutor(num_threads=max(4, 2 * len(nodes)))
+        spinner = NodeSpinner()
         for node in nodes:
-            executor.add_node(node)
+            spinner.add(node)
         print(f'bringup: {", ".join(n.get_name() for n in nodes)} running '
               f'(ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID", "0")}); Ctrl-C to stop',
               flush=True)
-        deadline = time.monotonic() + args.seconds if args.seconds > 0 else math.inf
         try:
-            while not stop and rclpy.ok() and time.monotonic() < deadline:
-                spin_once_sharing(executor, 0.1)
-        except (KeyboardInterrupt, ExternalShutdownException):
+            spinner.spin(until=stop.__bool__,
+                         seconds=args.seconds if args.seconds > 0 else math.inf)
+        except KeyboardInterrupt:
             pass
         finally:
             # Inference threads first, while their results can still be published.
             stop_work(nodes)
-            executor.shutdown(timeout_sec=2.0)
+            spinner.shutdown()
             for node in nodes:
                 node.destroy_node()
             rclpy.try_shutdown()

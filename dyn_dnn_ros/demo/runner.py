@@ -8,14 +8,15 @@ and stops a real CPU-burning process, and records every result.
 """
 
 from dataclasses import dataclass
-import os
 import random
 import threading
 import time
 
 from dyn_dnn_ros.demo.burner import CpuBurner
 from dyn_dnn_ros.demo.metrics import ResultRecord, RunRecord
+from dyn_dnn_ros.resources.cpu import allowed_cpu_count
 
+STARTUP_AVAILABILITY_SAMPLES = 3
 STATUS_NAMES = {0: 'ok', 1: 'truncated', 2: 'empty', 3: 'dropped', 4: 'error', 5: 'partial'}
 
 
@@ -87,13 +88,13 @@ class _Driver:
 def run_once(mode, config, progress=None):
     """One run ('dynamic' or 'static') of the plan; returns its RunRecord."""
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
     from dyn_dnn_ros.operating_points import OperatingPointLibrary
     from dyn_dnn_ros.ros.nodes.manager import ManagerNode
     from dyn_dnn_ros.ros.nodes.resource_monitor import ResourceMonitorNode
     from dyn_dnn_ros.ros.nodes.translation import TranslationNode
+    from dyn_dnn_ros.ros.spin import NodeSpinner
 
     if mode not in ('dynamic', 'static'):
         raise ValueError(f'mode: dynamic or static, got {mode!r}')
@@ -103,23 +104,16 @@ def run_once(mode, config, progress=None):
     context = rclpy.Context()
     rclpy.init(context=context, args=[])
     record = RunRecord(mode)
-    nodes, executors = [], []
+    nodes = []
     burner = CpuBurner()
-
-    def spin(node):
-        # One executor per node: a result or request waits only for its own
-        # node's callbacks, never behind another node's timers and services.
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        executors.append(executor)
-        threading.Thread(target=executor.spin, daemon=True).start()
+    # The nodes spin as in `dyn-dnn-ros bringup`; this thread only sends requests.
+    spinner = NodeSpinner(context=context).start()
 
     try:
         def make(cls, **values):
             node = cls(context=context, namespace=config.namespace,
                        parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
-            nodes.append(node)
-            spin(node)
+            nodes.append(spinner.add(node))
             return node
 
         make(ResourceMonitorNode, rate_hz=config.monitor_rate_hz)
@@ -137,18 +131,19 @@ def run_once(mode, config, progress=None):
         worker = make(TranslationNode, **worker_values)
         if mode == 'dynamic':
             make(ManagerNode, targets='translation', translation_library=str(config.library_path))
-        driver_node = rclpy.create_node('demo_driver', context=context,
-                                        start_parameter_services=False)
+        driver_node = spinner.add(rclpy.create_node('demo_driver', context=context,
+                                                    start_parameter_services=False))
         nodes.append(driver_node)
         driver = _Driver(driver_node, config.namespace)
-        spin(driver_node)
         deadline = time.monotonic() + 20
+        # Up: the worker listens, the manager serves, and a few availability
+        # samples are in before the clock starts.
         while driver.publisher.get_subscription_count() == 0 or (
-                mode == 'dynamic' and not driver.budget_client.service_is_ready()):
+                mode == 'dynamic' and not driver.budget_client.service_is_ready()) or \
+                len(driver.availability) < STARTUP_AVAILABILITY_SAMPLES:
             if time.monotonic() > deadline:
                 raise RuntimeError('demo: the nodes did not come up within 20 s')
             time.sleep(0.05)
-        time.sleep(1.0)  # a few availability samples before the clock starts
 
         driver.start = time.monotonic()
         sent = {}
@@ -210,8 +205,7 @@ def run_once(mode, config, progress=None):
         return record
     finally:
         burner.stop()
-        for executor in executors:
-            executor.shutdown(timeout_sec=2.0)
+        spinner.shutdown()
         for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown(context=context)
@@ -241,4 +235,4 @@ def _apply_event(mode, event, driver, worker, burner, record):
 
 
 def default_threads():
-    return len(os.sched_getaffinity(0))
+    return allowed_cpu_count()
