@@ -31,6 +31,7 @@ from dyn_dnn_ros.translation.engines import EngineConfig, create_engine
 from dyn_dnn_ros.translation.outcome import read_split
 
 ROOT = Path(__file__).resolve().parents[1]
+PARTS = ('engines', 'library', 'switch', 'node')
 
 
 def ms_per_sentence(engine, subnet, width, threads, sources, batch):
@@ -138,7 +139,8 @@ def main(argv=None):
     parser.add_argument('--bleu-sentences', type=int, default=500)
     parser.add_argument('--corpus-dir', type=Path, default=ROOT / 'data' / 'corpus',
                         help='test and valid splits: those the library was made with')
-    parser.add_argument('--skip-node', action='store_true')
+    parser.add_argument('--parts', nargs='+', default=list(PARTS), choices=PARTS,
+                        help='what to measure (default: all)')
     parser.add_argument('--out', type=Path, default=ROOT / 'runs' / 'bench' / 'engines.json')
     args = parser.parse_args(argv)
 
@@ -148,14 +150,16 @@ def main(argv=None):
     chosen = [ordered[0], ordered[len(ordered) // 2], ordered[-1]]
     sources, references = read_split(args.corpus_dir, 'test', args.bleu_sentences)
     timed = sources[:args.sentences]
-    engines = {
-        'torch': create_engine(EngineConfig(engine='torch')),
-        'ct2-float32': create_engine(EngineConfig(engine='ctranslate2', compute_type='float32')),
-        'ct2-int8': create_engine(EngineConfig(engine='ctranslate2', compute_type='int8')),
-    }
+    engines = {'ct2-int8': create_engine(EngineConfig(engine='ctranslate2', compute_type='int8'))}
+    if 'engines' in args.parts:
+        engines = {
+            'torch': create_engine(EngineConfig(engine='torch')),
+            'ct2-float32': create_engine(EngineConfig(engine='ctranslate2',
+                                                      compute_type='float32')),
+            **engines}
     report = {'library': str(args.library), 'sentences': len(timed), 'rounds': args.rounds,
               'points': {}}
-    for point in chosen:
+    for point in chosen if 'engines' in args.parts else ():
         subnet, width = SubnetConfig.from_dict(point.subnet), point.beam.width
         cells = [(e, t, b) for e in engines for t in args.threads for b in (1, args.batch)]
         for name, threads, batch in cells:  # warm-up: load, thread pools
@@ -188,20 +192,23 @@ def main(argv=None):
             print(f'  {cell}: torch {row["torch_ms"]:.2f} ms, ct2 float32 '
                   f'{row["ct2-float32_ms"]:.2f} ms ({row["torch/ct2-float32"]:.2f}x), ct2 int8 '
                   f'{row["ct2-int8_ms"]:.2f} ms ({row["torch/ct2-int8"]:.2f}x)')
-    seed = int(library.meta.get('config', {}).get('seed', 0))
-    count = int(library.meta.get('config', {}).get('timing_sentences', 40))
-    valid, _ = read_split(args.corpus_dir, 'valid')
-    ratios = library_check(engines['ct2-int8'], library, random.Random(seed).sample(valid, count))
-    report['library_check'] = ratios
-    print('measured / library latency per point: ' + ', '.join(
-        f'{name} {ratio:.3f}' for name, ratio in ratios.items()))
-    report['switch'] = switch_costs(engines['ct2-int8'], library.points, timed[0])
-    print('switch:', json.dumps(report['switch']))
-    if not args.skip_node:
+    if 'library' in args.parts:
+        seed = int(library.meta.get('config', {}).get('seed', 0))
+        count = int(library.meta.get('config', {}).get('timing_sentences', 40))
+        valid, _ = read_split(args.corpus_dir, 'valid')
+        ratios = library_check(engines['ct2-int8'], library,
+                               random.Random(seed).sample(valid, count))
+        report['library_check'] = ratios
+        print('measured / library latency per point: ' + ', '.join(
+            f'{name} {ratio:.3f}' for name, ratio in ratios.items()))
+    if 'switch' in args.parts:
+        report['switch'] = switch_costs(engines['ct2-int8'], library.points, timed[0])
+        print('switch:', json.dumps(report['switch']))
+    if 'node' in args.parts:
         report['node'] = node_memory(args.library)
         print('translation node with the whole library loaded:', json.dumps(report['node']))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
+    args.out.write_text(json.dumps(report, indent=1, default=str))
     return 0
 
 
