@@ -9,6 +9,8 @@ training steps, then runs ``train`` as under ``torchrun`` (its environment
 variables), through validation, early-stopping bookkeeping and export.
 """
 
+from datetime import timedelta
+import gc
 import json
 import os
 from pathlib import Path
@@ -52,14 +54,18 @@ def ddp_rank(rank, world_size, folder, port):
     torch.set_num_threads(1)
     folder = Path(folder)
     torch.distributed.init_process_group('gloo', init_method=f'file://{folder / "rendezvous"}',
-                                         rank=rank, world_size=world_size)
+                                         rank=rank, world_size=world_size,
+                                         timeout=timedelta(seconds=120))
     try:
         trainer = make_trainer(folder / f'steps{rank}', rank=rank, world_size=world_size,
                                **OPTIONS)
         records = run_steps(trainer, STEPS)
         torch.save({'weights': trainer.model.state_dict(), 'records': records},
                    folder / f'rank{rank}.pt')
+        torch.distributed.barrier()
     finally:
+        trainer = None  # the DDP reducer holds the group: release it before the group
+        gc.collect()
         torch.distributed.destroy_process_group()
 
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),

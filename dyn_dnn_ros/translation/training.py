@@ -24,6 +24,7 @@ corpus, sets up ``torchrun``'s process group and runs the whole thing.
 """
 
 from dataclasses import replace
+import gc
 import os
 from pathlib import Path
 
@@ -115,6 +116,7 @@ def train(config: TrainConfig) -> TrainSummary:
         torch.set_num_threads(config.threads)
     resuming = should_resume(config)
     rank, world_size, device = _distributed_setup(config.device)
+    trainer = None
     try:
         torch.manual_seed(config.seed)  # same initial weights everywhere (DDP also broadcasts)
         tokenizer = Tokenizer(config.spm_path)
@@ -144,7 +146,16 @@ def train(config: TrainConfig) -> TrainSummary:
             if rank == 0:
                 tqdm.write(f'resuming {trainer.checkpoint_path} at step {trainer.step} '
                            f'(epoch {trainer.epoch + 1}, {trainer.tokens_seen} tokens seen)')
-        return trainer.fit()
+        summary = trainer.fit()
+        if world_size > 1:
+            # Leave together: rank 0 exports after the others have finished their steps.
+            torch.distributed.barrier()
+        return summary
     finally:
         if world_size > 1:
+            # The DDP reducer holds the process group; a gloo group torn down after
+            # a peer has exited can wait forever in its destructor, so release it
+            # here, while every rank is still present.
+            trainer = model = None
+            gc.collect()
             torch.distributed.destroy_process_group()
