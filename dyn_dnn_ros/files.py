@@ -1,6 +1,7 @@
 """Writing files so that a reader never sees half of one, even after a crash or Ctrl-C."""
 
 from contextlib import contextmanager
+import hashlib
 import os
 from pathlib import Path
 import tempfile
@@ -30,3 +31,12 @@ def write_atomic(path, data: bytes):
     """Write ``data`` to ``path`` through a temporary file in the same folder."""
     with atomic_output(path) as tmp:
         tmp.write_bytes(data)
+
+
+def file_digest(path, algorithm='sha256') -> str:
+    """Hex digest of a file's bytes, read in blocks: ties derived files to their source."""
+    digest = hashlib.new(algorithm)
+    with open(path, 'rb') as stream:
+        for block in iter(lambda: stream.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()

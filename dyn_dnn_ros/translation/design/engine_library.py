@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from dyn_dnn_ros.files import write_atomic
 from dyn_dnn_ros.operating_points import OperatingPoint, OperatingPointLibrary
+from dyn_dnn_ros.timing import trimmed_stats
 from dyn_dnn_ros.translation.beam_policy import BeamPolicy
 from dyn_dnn_ros.translation.design.pareto import near_front, pareto_front
 from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
@@ -129,12 +130,6 @@ def time_per_sentence(engine, subnet, width, threads, sentences) -> float:
     return (time.perf_counter() - began) * 1000.0 / len(sentences)
 
 
-def trimmed_mean(samples, trim):
-    values = sorted(samples)
-    cut = int(len(values) * trim)
-    return statistics.fmean(values[cut:len(values) - cut] or values)
-
-
 @dataclass
 class EngineLibraryResult:
     library: OperatingPointLibrary
@@ -203,7 +198,7 @@ def design_engine_library(config: EngineLibraryConfig, engine, fitness, timing_s
             store.save()
 
     def latency(key, width, threads):
-        return trimmed_mean(data['samples'][f'{key}|{width}|{threads}'], config.trim)
+        return trimmed_stats(data['samples'][f'{key}|{width}|{threads}'], config.trim)[0]
 
     options = [(s.key(), b) for s in finalists for b in config.beams]
     front = pareto_front(options, lambda o: latency(o[0], o[1], 1),

@@ -15,7 +15,7 @@ import random
 import torch
 import torch.nn.functional as F
 
-from dyn_dnn_ros.files import write_atomic
+from dyn_dnn_ros.files import file_digest, write_atomic
 from dyn_dnn_ros.translation.batching import TokenBatcher
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 from dyn_dnn_ros.translation.eval_mode import evaluating
@@ -138,20 +138,11 @@ class CachedFitness:
         self.cache.save()
 
 
-def file_digest(path) -> str:
-    """SHA-1 of a file: ties cached losses to the exact weights that produced them."""
-    import hashlib
-    digest = hashlib.sha1()
-    with open(path, 'rb') as stream:
-        for block in iter(lambda: stream.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def make_fitness(model, tokenizer, corpus_dir, sentences, seed, cache_path, model_path,
                  device='cpu') -> CachedFitness:
     """The search's cached validation-loss fitness for ``model`` (loaded from ``model_path``)."""
     pairs = validation_subset(corpus_dir, tokenizer, sentences, seed, model.space.max_positions)
-    fingerprint = {'model_sha1': file_digest(model_path), 'sentences': sentences, 'seed': seed}
+    fingerprint = {'model_sha1': file_digest(model_path, 'sha1'), 'sentences': sentences,
+                   'seed': seed}
     return CachedFitness(ValidationLoss(model, pairs, device=device),
                          FitnessCache(cache_path, fingerprint))

@@ -126,7 +126,7 @@ class CTranslate2Engine:
         model = self.model(subnet, threads)
         source = [self._pieces(self.tokenizer.encode(WARM_UP_TEXT))]
 
-        def best_of(length):
+        def median_of(length):
             times = []
             for _ in range(repeats):
                 began = time.perf_counter()
@@ -135,8 +135,8 @@ class CTranslate2Engine:
                 times.append(time.perf_counter() - began)
             return sorted(times)[len(times) // 2]
 
-        best_of(steps)  # the first call builds the thread pool and caches
-        first, many = best_of(1), best_of(steps)
+        median_of(steps)  # the first call builds the thread pool and caches
+        first, many = median_of(1), median_of(steps)
         return StepCost(first_s=first, step_s=max((many - first) / (steps - 1), 1e-6))
 
     # -- translation ---------------------------------------------------------------------

@@ -13,7 +13,6 @@ process that has not imported torch (a worker node on this engine) exports in
 a child process, so the worker's own memory never holds torch.
 """
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -22,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 
+from dyn_dnn_ros.files import file_digest
 from dyn_dnn_ros.translation.ctranslate2_export import export_subnet
 
 # Bump when the exporter's output changes meaning for the same inputs.
@@ -33,14 +33,6 @@ def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/dyn_dnn_ros/ctranslate2``, else ``~/.cache/dyn_dnn_ros/ctranslate2``."""
     base = os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache'
     return Path(base) / 'dyn_dnn_ros' / 'ctranslate2'
-
-
-def file_digest(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class ModelCache:
