@@ -18,9 +18,9 @@ engine the worker runs:
 3. **Quality** is the teacher-forced validation loss of the torch model (the
    same weights); the candidates near the (quick latency, loss) front are the
    finalists.
-4. **Finalists** are timed again at every beam width and thread count in
-   interleaved, shuffled rounds (trimmed mean over rounds: drift of the machine
-   spreads over all of them), their BLEU is measured on the engine, and the
+4. **Finalists** are timed again at every beam width, one thread count after
+   the other, in shuffled rounds (trimmed mean over rounds: drift of the
+   machine spreads over all of them), their BLEU is measured on the engine, and the
    (latency, BLEU) front becomes the library.
 
 Latency is per sentence at batch 1, the engine decoding each sentence to its
@@ -108,6 +108,9 @@ def candidate_subnets(space: DesignSpace, count, seed) -> list[SubnetConfig]:
     return list(found.values())
 
 
+TIMING_PROTOCOL = 'rounds per thread count'  # samples of another protocol are taken again
+
+
 class Measurements:
     """Everything measured so far, saved as JSON after each addition (a rerun resumes)."""
 
@@ -173,20 +176,25 @@ def design_engine_library(config: EngineLibraryConfig, engine, fitness, timing_s
     anchors = [s.key() for s in subnets[:2]]
     finalists = [by_key[k] for k in dict.fromkeys(anchors + near)]
 
-    combos = [(s.key(), b, t) for s in finalists for b in config.beams for t in config.threads]
+    # One thread count at a time: CTranslate2's worker threads keep spinning a
+    # while after a multi-threaded call, so a one-thread run right after one
+    # measures their leftovers as well (the node runs all its points on one count).
+    if data.get('timing_protocol') != TIMING_PROTOCOL:
+        data['samples'], data['timing_protocol'] = {}, TIMING_PROTOCOL
     rng = random.Random(config.seed)
-    for round_ in tqdm(range(config.rounds), desc='finalists: timing rounds',
-                       disable=not progress):
-        order = combos[:]
-        rng.shuffle(order)  # each round in a new order: slow phases spread over all
-        for key, width, threads in order:
-            name = f'{key}|{width}|{threads}'
-            samples = data['samples'].setdefault(name, [])
-            if len(samples) > round_:
-                continue
-            samples.append(time_per_sentence(engine, by_key[key], width, threads,
-                                             timing_sentences))
-        store.save()
+    for threads in config.threads:
+        combos = [(s.key(), b) for s in finalists for b in config.beams]
+        for round_ in tqdm(range(config.rounds), desc=f'finalists: timing rounds, '
+                           f'{threads} thread(s)', disable=not progress):
+            order = combos[:]
+            rng.shuffle(order)  # each round in a new order: slow phases spread over all
+            for key, width in order:
+                samples = data['samples'].setdefault(f'{key}|{width}|{threads}', [])
+                if len(samples) > round_:
+                    continue
+                samples.append(time_per_sentence(engine, by_key[key], width, threads,
+                                                 timing_sentences))
+            store.save()
 
     for key, width in tqdm([(s.key(), b) for s in finalists for b in config.beams],
                            desc='finalists: BLEU', disable=not progress):
@@ -227,7 +235,7 @@ def design_engine_library(config: EngineLibraryConfig, engine, fitness, timing_s
             'ctranslate2_version': ctranslate2.__version__,
             'workload': f'valid-k{config.timing_sentences}-seed{config.seed}-own-length',
             'quality': f'BLEU on test ({len(test_sources)} sentences), sacrebleu defaults',
-            'timing': f'{config.rounds} interleaved rounds, trimmed mean '
+            'timing': f'{config.rounds} shuffled rounds per thread count, trimmed mean '
                       f'({config.trim:g} each side), batch 1',
             'search': f'{len(subnets)} expressible candidates, {len(finalists)} finalists',
             'config': {k: (str(v) if isinstance(v, Path) else v)
