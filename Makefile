@@ -33,17 +33,17 @@ test: $(STAMPS)/package
 # takes longer than the pipeline, can run later on a machine where runs/ is gone. Without that file (a library
 # from before it existed) the check compares the library's own points only.
 DESIGN_RUN := runs/design
-SWEEP_CANDIDATES := config/sweep_candidates_cpu.csv
+SWEEP_CANDIDATES := config/generated/sweep_candidates_cpu.csv
 design-cpu: $(STAMPS)/package
 	time $(BIN)/dyn-dnn-ros design latency --device cpu --out $(DESIGN_RUN)/latency_cpu.csv
 	time $(BIN)/dyn-dnn-ros design predictor --data $(DESIGN_RUN)/latency_cpu.csv
 	time $(BIN)/dyn-dnn-ros design sweep --device cpu --count 10 --max-finalists 48 --beams 1 3 \
 	  --gap 0.05 --per-gap 6 --fill-searches 6 --fill-gap 0.03 --fill-iterations 8 --random 0 \
 	  --samples-log $(DESIGN_RUN)/latency_cpu.csv.samples.jsonl \
-	  --library config/operating_points_cpu_torch.yaml --plot docs/pareto_cpu.png
+	  --library config/generated/operating_points_translation_cpu_torch.yaml --plot docs/pareto_cpu.png
 	cp $(DESIGN_RUN)/sweep_cpu/random.csv $(SWEEP_CANDIDATES)
-	time $(BIN)/dyn-dnn-ros design report --library config/operating_points_cpu_torch.yaml \
-	  --out config/design_space_reduced.yaml
+	time $(BIN)/dyn-dnn-ros design report --library config/generated/operating_points_translation_cpu_torch.yaml \
+	  --out config/generated/design_space_reduced_cpu.yaml
 
 # The same pipeline on a CUDA GPU, sized to minutes (scripts/design_cuda.sh says
 # how): needs a CUDA build of torch in the environment, which this machine's
@@ -54,7 +54,7 @@ design-cpu: $(STAMPS)/package
 # runs/design_ctranslate2 when interrupted.
 design-ctranslate2: $(STAMPS)/package
 	time $(BIN)/dyn-dnn-ros design ctranslate2-library --run-dir runs/design_ctranslate2 \
-	  --fitness-sentences 100 --candidates 160 --library config/operating_points_cpu.yaml
+	  --fitness-sentences 100 --candidates 160 --library config/generated/operating_points_translation_cpu.yaml
 
 design-cuda: $(STAMPS)/package
 	PYTHON=$(BIN)/python scripts/design_cuda.sh
@@ -63,13 +63,14 @@ design-cuda: $(STAMPS)/package
 # shuffle ablation table; it also rewrites the shipped model's calibrations
 # (models/perception/wenet/calibration.safetensors) for the points it finds.
 design-perception: $(STAMPS)/package
-	time $(BIN)/dyn-dnn-ros perception dse --out config/operating_points_perception_cpu.yaml \
-	  --plot docs/perception_pareto.png --ablation --ablation-table docs/perception_ablation.md
+	time $(BIN)/dyn-dnn-ros perception dse --out config/generated/operating_points_perception_cpu.yaml \
+	  --plot docs/perception_pareto.png --ablation --ablation-table docs/perception_ablation.md \
+	  --model-out models/perception/wenet
 
 design-cpu-check: $(STAMPS)/package
 	time $(BIN)/python bench/front_vs_random.py --random 1000 --random-seed 1 \
 	  $$(test -f $(SWEEP_CANDIDATES) && echo --candidates $(SWEEP_CANDIDATES)) \
-	  --cache $(DESIGN_RUN)/sweep_cpu/fitness_cache.json
+	  --cache $(DESIGN_RUN)/sweep_cpu/fitness_cache.json --plot docs/front_vs_random_cpu.png
 
 lint: $(STAMPS)/package
 	$(BIN)/python -m pytest test/test_lint.py

@@ -21,9 +21,10 @@ pairs (a few sentences each, fixed and pinned dynamic back to back, the order
 alternating) give the overhead as the ratio of total times and as the median
 of the per-pair ratios.
 
-Writes a markdown table (``docs/beam_width_table.md``) and a plot
-(``docs/beam_width.png``). Every finished chunk is kept in a JSON state file,
-so an interrupted run resumes at the next chunk (``--fresh`` starts over).
+Writes a markdown table and a plot under ``runs/bench/``; ``--table
+docs/beam_width_table.md --png docs/beam_width.png`` refreshes the shipped
+ones. Every finished chunk is kept in a JSON state file, so an interrupted run
+resumes at the next chunk (``--fresh`` starts over).
 
     .venv/bin/python bench/beam_width.py --limit 500
 """
@@ -96,8 +97,13 @@ def parse_args(argv=None):
                         '--overhead-limit sentences take turns (default: %(default)s)')
     parser.add_argument('--state', type=Path, default=ROOT / 'runs' / 'bench' / 'beam_width.json')
     parser.add_argument('--fresh', action='store_true', help='ignore earlier measurements')
-    parser.add_argument('--table', type=Path, default=ROOT / 'docs' / 'beam_width_table.md')
-    parser.add_argument('--png', type=Path, default=ROOT / 'docs' / 'beam_width.png')
+    parser.add_argument('--table', type=Path,
+                        default=ROOT / 'runs' / 'bench' / 'beam_width_table.md',
+                        help='Markdown table to write (default: %(default)s; the shipped one: '
+                        'docs/beam_width_table.md)')
+    parser.add_argument('--png', type=Path, default=ROOT / 'runs' / 'bench' / 'beam_width.png',
+                        help='plot to write (default: %(default)s; the shipped one: '
+                        'docs/beam_width.png)')
     args = parser.parse_args(argv)
     for name in ('limit', 'calib_limit', 'threads', 'chunks', 'overhead_limit',
                  'overhead_chunk', 'overhead_pairs'):

@@ -8,8 +8,9 @@ drift-probe scale. Printed per point: the BLEU its library recorded, its
 latency on its own device and here. Then, per library, how many of its
 points another library's points dominate here (as fast or faster, and as
 good or better BLEU). The library made for this device should lose few, the
-other many. Writes a PNG of BLEU against latency here. Timings are kept in
-the run folder, so a rerun resumes.
+other many. Writes a PNG of BLEU against latency here (under runs/bench/
+unless ``--plot`` names another path). Timings are kept in the run folder, so
+a rerun resumes.
 
     .venv/bin/python bench/cross_device.py --device cpu
     PYTHONPATH=. python3 bench/cross_device.py --device cuda   # on a GPU machine
@@ -22,6 +23,7 @@ import sys
 import time
 
 from dyn_dnn_ros.operating_points import load_timed_libraries
+from dyn_dnn_ros.share import library_path
 from dyn_dnn_ros.translation.design.devices import check_device, default_threads
 from dyn_dnn_ros.translation.design.latency_dataset import load_model_and_tokenizer, measure_pairs
 from dyn_dnn_ros.translation.design.pareto import dominated, pareto_front
@@ -30,14 +32,15 @@ from dyn_dnn_ros.translation.design.workload import load_workload
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+PLOT_DIR = ROOT / 'runs' / 'bench'
 COLOURS = ('tab:blue', 'tab:red', 'tab:green', 'tab:purple')
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--library', type=Path, nargs='+',
-                        default=[ROOT / 'config' / 'operating_points_cpu_torch.yaml',
-                                 ROOT / 'config' / 'operating_points_cuda.yaml'],
+                        default=[library_path('translation', 'cpu', 'torch'),
+                                 library_path('translation', 'cuda')],
                         help='libraries to time here (default: %(default)s)')
     parser.add_argument('--device', default='cpu', help='cpu or cuda (default: %(default)s)')
     parser.add_argument('--threads', type=int, default=None,
@@ -45,11 +48,16 @@ def parse_args(argv=None):
     parser.add_argument('--run-dir', type=Path, default=ROOT / 'runs' / 'cross_device')
     parser.add_argument('--corpus-dir', type=Path, default=ROOT / 'data' / 'corpus')
     parser.add_argument('--plot', type=Path, default=None,
-                        help='PNG to write (default: docs/cross_device_DEVICE.png)')
+                        help=f'PNG to write (default: {PLOT_DIR}/cross_device_DEVICE.png; '
+                             'the shipped one: docs/cross_device_DEVICE.png)')
     args = parser.parse_args(argv)
     if args.threads is not None and args.threads < 1:
         parser.error(f'--threads: must be >= 1, got {args.threads}')
     return args
+
+
+def default_plot(device) -> Path:
+    return PLOT_DIR / f'cross_device_{device}.png'
 
 
 def losses_here(entries) -> dict:
@@ -131,7 +139,7 @@ def main(argv=None):
         print(f'{args.library[index].name}: {len(names)} of {len(library.points)} points '
               f'dominated here by another library\'s' + (f' ({", ".join(names)})' if names
                                                            else ''))
-    path = args.plot or ROOT / 'docs' / f'cross_device_{device}.png'
+    path = args.plot or default_plot(device)
     plot(path, libraries, entries, device, threads)
     print(f'wrote {path} in {time.perf_counter() - began:.0f} s')
 

@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from dyn_dnn_ros.operating_points import OperatingPointLibrary
-from dyn_dnn_ros.share import config_path
+from dyn_dnn_ros.share import library_path
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 from dyn_dnn_ros.translation.engines import EngineConfig, create_engine
 from dyn_dnn_ros.translation.outcome import read_split
@@ -131,7 +131,7 @@ def node_memory(library_path, timeout=180.0):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--library', type=Path, default=config_path('operating_points_cpu.yaml'))
+    parser.add_argument('--library', type=Path, default=library_path('translation', 'cpu'))
     parser.add_argument('--sentences', type=int, default=200)
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--threads', type=int, nargs='+', default=[1, 2])

@@ -28,7 +28,8 @@ a few percent apart, within one or two standard errors. Prints the one-pass
 count and the count after each pass, how the undominated ones split by
 decoder depth, how much slower the fastest better searched one is than
 each, and the count when a library sub-network may be up to 2 / 5 / 10 %
-slower; writes a PNG. Timings and fitness values are kept in the run folder,
+slower; writes a PNG (under runs/bench/ unless ``--plot`` names another
+path). Timings and fitness values are kept in the run folder,
 so an interrupted run resumes (``--fresh`` starts over).
 
     .venv/bin/python bench/front_vs_random.py
@@ -48,6 +49,7 @@ import time
 from tqdm import tqdm
 
 from dyn_dnn_ros.operating_points import load_timed_libraries
+from dyn_dnn_ros.share import library_path
 from dyn_dnn_ros.translation.beam_policy import BeamPolicy
 from dyn_dnn_ros.translation.design.fitness import make_fitness
 from dyn_dnn_ros.translation.design.latency_csv import read_latency_csv
@@ -73,7 +75,7 @@ SAVE_EVERY = 50  # fitness evaluations between cache writes
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--library', type=Path, nargs='+',
-                        default=[ROOT / 'config' / 'operating_points_cpu_torch.yaml'],
+                        default=[library_path('translation', 'cpu', 'torch')],
                         help='one or more libraries whose sub-networks form the front '
                              '(default: %(default)s)')
     parser.add_argument('--searches', type=Path, nargs='*', default=[],
@@ -94,7 +96,10 @@ def parse_args(argv=None):
     parser.add_argument('--fitness-seed', type=int, default=0)
     parser.add_argument('--cache', type=Path, default=None,
                         help='fitness cache JSON (default: RUN/fitness_cache.json)')
-    parser.add_argument('--plot', type=Path, default=ROOT / 'docs' / 'front_vs_random_cpu.png')
+    parser.add_argument('--plot', type=Path,
+                        default=ROOT / 'runs' / 'bench' / 'front_vs_random_cpu.png',
+                        help='plot to write (default: %(default)s; the shipped one, which '
+                             '`make design-cpu-check` writes: docs/front_vs_random_cpu.png)')
     parser.add_argument('--refine-band', type=float, default=0.05,
                         help='second pass: random sub-networks whose verdict a latency '
                              'difference within this fraction could flip, and their searched '

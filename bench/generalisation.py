@@ -15,7 +15,7 @@ from pathlib import Path
 import sys
 
 from dyn_dnn_ros.operating_points import OperatingPointLibrary
-from dyn_dnn_ros.share import config_path
+from dyn_dnn_ros.share import library_path
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 from dyn_dnn_ros.translation.engines import EngineConfig, create_engine
 from dyn_dnn_ros.translation.outcome import read_split
@@ -34,7 +34,7 @@ def scores(engine, subnet, width, sources, references, threads):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--library', type=Path, default=config_path('operating_points_cpu.yaml'))
+    parser.add_argument('--library', type=Path, default=library_path('translation', 'cpu'))
     parser.add_argument('--corpus-dir', type=Path, default=ROOT / 'data' / 'corpus')
     parser.add_argument('--splits', nargs='+', default=['test', 'test_incatalog'])
     parser.add_argument('--limit', type=int, default=None)

@@ -4,7 +4,9 @@
 machine those numbers are disturbed. This keeps the library's points and
 qualities and replaces their measured latency at every thread count 1..N
 with a fresh, interleaved measurement (``profiling.measure_latencies_ms``),
-e.g. on the robot itself or on an idle development machine:
+e.g. on the robot itself or on an idle development machine. The re-measured
+library goes under runs/bench/; ``--out`` naming the ``--library`` file
+replaces that one:
 
     .venv/bin/python bench/remeasure_perception_library.py
 """
@@ -13,22 +15,33 @@ import argparse
 from dataclasses import replace
 import datetime
 import os
+from pathlib import Path
 import sys
 
 from dyn_dnn_ros.operating_points import OperatingPointLibrary
 from dyn_dnn_ros.perception.profiling import LatencyConfig, measure_latencies_ms
 from dyn_dnn_ros.perception.wenet import GroupConfig, load_model
 from dyn_dnn_ros.resources.cpu import allowed_cpu_count
-from dyn_dnn_ros.share import config_path, model_path
+from dyn_dnn_ros.share import library_path, model_path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / 'runs' / 'bench' / 'perception_library_remeasured.yaml'
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--library', default=str(library_path('perception', 'cpu')),
+                        help='library whose points are re-measured (default: %(default)s)')
+    parser.add_argument('--model', default=str(model_path('perception', 'wenet')))
+    parser.add_argument('--repeats', type=int, default=200)
+    parser.add_argument('--out', type=Path, default=DEFAULT_OUT,
+                        help='library to write (default: %(default)s); name the --library '
+                             'file to replace it')
+    return parser.parse_args(argv)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--library', default=str(config_path(
-        'operating_points_perception_cpu.yaml')))
-    parser.add_argument('--model', default=str(model_path('perception', 'wenet')))
-    parser.add_argument('--repeats', type=int, default=200)
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     library = OperatingPointLibrary.load(args.library)
     model = load_model(args.model).model
     cases = [(model, GroupConfig.from_dict(p.subnet, model.space)) for p in library.points]
@@ -41,10 +54,11 @@ def main(argv=None):
         'command': ' '.join(['python', *sys.argv]),   # no interpreter path of this machine
         'when': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'load_average': os.getloadavg()[0]}
-    library.save(args.library)
+    library.save(args.out)
     for point in library.points:
         print(f'{point.name:4} acc {point.quality:.4f}  ' + '  '.join(
             f'{t} thr {ms:6.3f} ms' for t, ms in sorted(point.latency_ms.items())))
+    print(f'wrote {args.out}')
     return 0
 
 

@@ -44,13 +44,13 @@ def child(variant, seconds, rate_hz, budget_ms):
     """One run in this interpreter; prints the per-request overheads as JSON."""
     from dyn_dnn_ros.demo.plan import DemoPlan, Event
     from dyn_dnn_ros.demo.runner import DemoConfig, default_threads, load_sentences, run_once
-    from dyn_dnn_ros.share import config_path, share_dir
+    from dyn_dnn_ros.share import library_path, share_dir
 
     interval = VARIANTS[variant][1]
     if interval is not None:
         sys.setswitchinterval(interval)
     plan = DemoPlan(seconds, rate_hz, (Event(0.0, 'budget', budget_ms),))
-    config = DemoConfig(plan=plan, library_path=str(config_path('operating_points_cpu.yaml')),
+    config = DemoConfig(plan=plan, library_path=str(library_path('translation', 'cpu')),
                         sentences=load_sentences(share_dir() / 'data' / 'corpus'),
                         threads=default_threads(), namespace='/bench_overhead')
     run = run_once('dynamic', config)

@@ -20,7 +20,9 @@ One run measures, side by side:
     compact (materialized) model, each in a fresh interpreter so the numbers
     do not mix, and the weight bytes of the super model and of each compact one.
 
-Writes ``docs/supertransformer_bench.md`` and ``docs/subnet_bleu_latency.png``.
+Writes ``supertransformer_bench.md`` and ``subnet_bleu_latency.png`` under
+``runs/bench/``; ``--out`` and ``--png`` naming those in ``docs/`` refresh the
+shipped ones.
 Every measurement is kept in a JSON state file, so an interrupted run resumes
 where it stopped (``--fresh`` starts over).
 
@@ -68,8 +70,10 @@ from dyn_dnn_ros.translation.translator import (
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS_DIR = ROOT / 'data' / 'corpus'
-DEFAULT_OUT = ROOT / 'docs' / 'supertransformer_bench.md'
-DEFAULT_PNG = ROOT / 'docs' / 'subnet_bleu_latency.png'
+# The shipped report and plot (docs/supertransformer_bench.md,
+# docs/subnet_bleu_latency.png) change only when --out and --png name them.
+DEFAULT_OUT = ROOT / 'runs' / 'bench' / 'supertransformer_bench.md'
+DEFAULT_PNG = ROOT / 'runs' / 'bench' / 'subnet_bleu_latency.png'
 DEFAULT_STATE = ROOT / 'runs' / 'bench' / 'supertransformer.json'
 SECTIONS = ('bleu', 'latency', 'switch', 'memory')
 SOURCE_TOKENS = 30  # HAT's latency workload: a 30-token source sentence
@@ -636,8 +640,12 @@ def parse_args(argv=None):
     parser.add_argument('--seed', type=int, default=0, help='for the random switches')
     parser.add_argument('--note', default=None, help='a line printed in bold under the header '
                         '(e.g. "random weights, timings not meaningful")')
-    parser.add_argument('--out', type=Path, default=DEFAULT_OUT)
-    parser.add_argument('--png', type=Path, default=DEFAULT_PNG)
+    parser.add_argument('--out', type=Path, default=DEFAULT_OUT,
+                        help='Markdown report to write (default: %(default)s; the shipped '
+                        'one: docs/supertransformer_bench.md)')
+    parser.add_argument('--png', type=Path, default=DEFAULT_PNG,
+                        help='plot to write (default: %(default)s; the shipped one: '
+                        'docs/subnet_bleu_latency.png)')
     parser.add_argument('--state', type=Path, default=DEFAULT_STATE)
     parser.add_argument('--fresh', action='store_true', help='ignore earlier measurements')
     args = parser.parse_args(argv)

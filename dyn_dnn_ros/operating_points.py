@@ -1,9 +1,9 @@
 """Operating-point libraries: the measured menu a worker can switch between.
 
 A library is one YAML file per target and device (for example
-``config/operating_points_cpu.yaml``). Each point names a sub-network (and,
-for translation, a beam policy), its measured latency at each CPU thread
-count, its predicted latency and its quality. The design-time tools write
+``config/generated/operating_points_translation_cpu.yaml``). Each point names
+a sub-network (and, for translation, a beam policy), its measured latency at
+each CPU thread count, its predicted latency and its quality. The design-time tools write
 libraries; the manager reads them to pick a point that fits a budget.
 
 File layout::
@@ -33,7 +33,7 @@ import yaml
 
 from dyn_dnn_ros.files import write_atomic
 from dyn_dnn_ros.translation.beam_policy import BeamPolicy
-from dyn_dnn_ros.validation import is_finite_number, is_number, require_finite
+from dyn_dnn_ros.validation import is_finite_number, is_number, require_finite, require_int
 
 TARGETS = ('translation', 'perception')
 DEVICES = ('cpu', 'cuda')
@@ -62,8 +62,7 @@ class OperatingPoint:
         count, the smallest one scaled linearly, as if work were perfectly
         parallel, which again over- rather than under-estimates.
         """
-        if threads < 1:
-            raise ValueError(f'threads: must be >= 1, got {threads}')
+        require_int('threads', threads, 1)
         if threads in self.latency_ms:
             return self.latency_ms[threads]
         lower = [t for t in self.latency_ms if t < threads]

@@ -29,6 +29,16 @@ def config_path(*parts) -> Path:
     return share_dir().joinpath('config', *parts)
 
 
+def library_path(target, device, engine=None) -> Path:
+    """The shipped operating-point library of a target on a device, in config/generated/.
+
+    ``engine`` names a library made for another engine than the device's default
+    (``library_path('translation', 'cpu', 'torch')``).
+    """
+    suffix = f'_{engine}' if engine else ''
+    return config_path('generated', f'operating_points_{target}_{device}{suffix}.yaml')
+
+
 def model_path(*parts) -> Path:
     return share_dir().joinpath('models', *parts)
 

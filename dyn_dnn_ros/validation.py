@@ -33,13 +33,22 @@ def require_int(name, value, minimum, *, none_allowed=False):
     return value
 
 
+def require_ints(name, values, minimum):
+    """``values`` as a tuple: one or more integers, each >= ``minimum`` (thread counts, widths)."""
+    items = None if isinstance(values, (str, bytes)) else _tuple_or_none(values)
+    if not items or any(not is_integer(v) or v < minimum for v in items):
+        shown = values if items is None else items
+        raise ValueError(f'{name}: must be one or more integers >= {minimum}, got {shown!r}')
+    return items
+
+
 def require_finite(name, value, minimum=None, *, strict=False):
     """``value``, a finite number, at least ``minimum`` (above it when ``strict``)."""
-    if not is_finite_number(value):
-        raise ValueError(f'{name}: must be a finite number, got {value!r}')
-    if minimum is not None and (value < minimum or (strict and value == minimum)):
-        relation = '>' if strict else '>='
-        raise ValueError(f'{name}: must be {relation} {minimum}, got {value!r}')
+    below = minimum is not None and is_finite_number(value) and (
+        value < minimum or (strict and value == minimum))
+    if not is_finite_number(value) or below:
+        bound = '' if minimum is None else f' {">" if strict else ">="} {minimum}'
+        raise ValueError(f'{name}: must be a finite number{bound}, got {value!r}')
     return value
 
 
@@ -69,6 +78,13 @@ def require_in_interval(name, value, interval, *, noun=None):
 def require_fraction(name, value, interval='(0, 1)'):
     """``value``, a fraction inside ``interval`` (open at both ends unless told)."""
     return require_in_interval(name, value, interval, noun='a fraction')
+
+
+def _tuple_or_none(values):
+    try:
+        return tuple(values)
+    except TypeError:   # not iterable: a lone number
+        return None
 
 
 def _bounds(interval) -> tuple[float, float, bool, bool]:

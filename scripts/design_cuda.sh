@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The design-time pipeline (Dynamic-HAT steps 2-5) on a CUDA GPU, sized to a few
 # minutes of GPU time: latency dataset -> predictor -> sweep -> design report.
-# Writes $CONFIG/operating_points_$DEVICE.yaml, $CONFIG/design_space_reduced_$DEVICE.yaml
-# and $DOCS/pareto_$DEVICE.png; every step resumes from $RUN when run again.
+# Writes $CONFIG/operating_points_translation_$DEVICE.yaml (on DEVICE=cpu
+# operating_points_translation_cpu_torch.yaml: the CPU default is CTranslate2),
+# $CONFIG/design_space_reduced_$DEVICE.yaml and $DOCS/pareto_$DEVICE.png
+# (CONFIG defaults to config/generated); every step resumes from $RUN when run again.
 #
 # The latency dataset times as many sub-networks as fit LATENCY_MINUTES (at most
 # LATENCY_SAMPLES; LATENCY_MINUTES= empty: exactly LATENCY_SAMPLES). At batch 1 a
@@ -19,7 +21,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 DEVICE=${DEVICE:-cuda}
 RUN=${RUN:-runs/design}
-CONFIG=${CONFIG:-config}
+CONFIG=${CONFIG:-config/generated}
 DOCS=${DOCS:-docs}
 LATENCY_SAMPLES=${LATENCY_SAMPLES:-1000}
 LATENCY_MINUTES=${LATENCY_MINUTES-2}
@@ -40,6 +42,10 @@ step() {
 }
 
 csv=$RUN/latency_$DEVICE.csv
+library=$CONFIG/operating_points_translation_$DEVICE.yaml
+if [ "$DEVICE" = cpu ]; then
+  library=$CONFIG/operating_points_translation_cpu_torch.yaml
+fi
 # shellcheck disable=SC2086  # the *_ARGS variables are lists of options
 {
   step latency cli design latency --device "$DEVICE" --out "$csv" --samples "$LATENCY_SAMPLES" \
@@ -47,8 +53,8 @@ csv=$RUN/latency_$DEVICE.csv
   step predictor cli design predictor --data "$csv" $PREDICTOR_ARGS
   step sweep cli design sweep --device "$DEVICE" --run-dir "$RUN/sweep_$DEVICE" \
     --predictor "${csv%.csv}.predictor.safetensors" --samples-log "$csv.samples.jsonl" \
-    --library "$CONFIG/operating_points_$DEVICE.yaml" --plot "$DOCS/pareto_$DEVICE.png" \
+    --library "$library" --plot "$DOCS/pareto_$DEVICE.png" \
     $SWEEP_ARGS
-  step design-report cli design report --library "$CONFIG/operating_points_$DEVICE.yaml" \
+  step design-report cli design report --library "$library" \
     --out "$CONFIG/design_space_reduced_$DEVICE.yaml"
 }

@@ -31,5 +31,5 @@ def test_bad_thread_count_fails_naming_the_option(capsys):
     with pytest.raises(SystemExit):
         bench.parse_args(['--threads', '0'])
     assert '--threads' in capsys.readouterr().err
-    assert [p.name for p in bench.parse_args([]).library] == ['operating_points_cpu_torch.yaml',
-                                                             'operating_points_cuda.yaml']
+    assert [p.name for p in bench.parse_args([]).library] == [
+        'operating_points_translation_cpu_torch.yaml', 'operating_points_translation_cuda.yaml']

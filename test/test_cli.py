@@ -144,6 +144,8 @@ def test_commands_write_under_runs_unless_told_otherwise():
     assert _in_runs(args.out)
     args, _ = _defaults('wenet_dse')
     assert _in_runs(args.out) and _in_runs(args.ablation_table) and args.plot is None
+    assert _in_runs(args.model_out)   # the calibrations; --model is only read
+    assert not _in_runs(args.model)
     args, _ = _defaults('wenet_train')
     assert _in_runs(args.out)
     args, _ = _defaults('tokenizer')

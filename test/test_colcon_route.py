@@ -48,6 +48,8 @@ def test_colcon_builds_and_installs_the_workspace(tmp_path):
         sorted(p.name for p in (ROOT / 'launch').glob('*.py'))
     assert {p.name for p in (ROOT / 'config').glob('*.yaml')} <= \
         {p.name for p in (share / 'config').glob('*.yaml')}
+    assert {p.name for p in (ROOT / 'config' / 'generated').glob('*.yaml')} <= \
+        {p.name for p in (share / 'config' / 'generated').glob('*.yaml')}
     index = install / 'dyn_dnn_ros' / 'share' / 'ament_index' / 'resource_index' / 'packages'
     assert (index / 'dyn_dnn_ros').is_file()
 
@@ -56,7 +58,8 @@ def test_colcon_builds_and_installs_the_workspace(tmp_path):
     check = subprocess.run(
         [sys.executable, '-c',
          'import dyn_dnn_ros_interfaces.msg as m, dyn_dnn_ros.share as s;'
-         'print(m.HardwareAvailability().__class__.__name__, s.share_dir())'],
+         'print(m.HardwareAvailability().__class__.__name__, s.share_dir(),'
+         's.library_path("translation", "cpu").is_file())'],
         cwd=tmp_path, capture_output=True, text=True,
         env=dict(os.environ,
                  PYTHONPATH=f'{install / "dyn_dnn_ros_interfaces" / site}:'
@@ -67,3 +70,4 @@ def test_colcon_builds_and_installs_the_workspace(tmp_path):
     assert check.returncode == 0, check.stderr
     assert check.stdout.split()[0] == 'HardwareAvailability'
     assert Path(check.stdout.split()[1]) == share
+    assert check.stdout.split()[2] == 'True'   # the default library, in config/generated

@@ -34,7 +34,8 @@ def test_the_pipeline_script_writes_a_library_a_plot_and_a_reduced_space(tmp_pat
     for step in ('latency', 'predictor', 'sweep', 'design-report'):
         assert f'== {step} took' in done.stdout
     assert 'sub-networks fit a budget of 6 s' in done.stdout
-    library = yaml.safe_load((tmp_path / 'operating_points_cpu.yaml').read_text())
+    library_file = tmp_path / 'operating_points_translation_cpu_torch.yaml'
+    library = yaml.safe_load(library_file.read_text())
     assert library['device'] == 'cpu' and library['points']
     assert (tmp_path / 'pareto_cpu.png').stat().st_size > 0
     reduced = yaml.safe_load((tmp_path / 'design_space_reduced_cpu.yaml').read_text())

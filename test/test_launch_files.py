@@ -195,6 +195,14 @@ def test_config_files_the_launch_file_names_exist_and_are_installed(path):
         assert relative in installed, f'{path.name}: setup.py does not install {relative}'
 
 
+def test_the_generated_libraries_and_reduced_spaces_are_installed():
+    """A node on a ROS host finds its default library in share/.../config/generated."""
+    generated = {p.relative_to(ROOT).as_posix()
+                 for p in (ROOT / 'config' / 'generated').glob('*.yaml')}
+    assert 'config/generated/operating_points_translation_cpu.yaml' in generated
+    assert generated <= installed_share_files()
+
+
 @pytest.mark.parametrize('path', LAUNCH_FILES, ids=lambda p: p.name)
 def test_every_launch_argument_used_is_declared_with_a_description(path):
     tree = ast.parse(path.read_text())

@@ -1,6 +1,7 @@
 """The manager node over real DDS with a real (small, random-weight) translation worker."""
 
 import math
+import threading
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -364,5 +365,37 @@ def test_a_result_cut_at_the_deadline_is_a_miss_however_fast(ros, probe, tiny_fi
                    message='a switch')
         assert target.controller.switches == 1
         assert 'cut at the 30 ms deadline' in target.controller.last_reason
+    finally:
+        system.stop()
+
+
+def test_the_decision_protocol_is_driven_only_from_the_spinning_thread(ros, probe, tiny_files):
+    """DecisionApplication has no lock: every call comes from the executor's thread.
+
+    That includes the answers to the parameter sets (the futures' done-callbacks).
+    """
+    system = System(ros, probe, '/m_thread', tiny_files)
+    try:
+        application = system.manager.targets['translation'].application
+        callers = []   # (method, thread) of each call from now on
+
+        def recorded(name):
+            method = getattr(application, name)
+
+            def call(*args, **kwargs):
+                callers.append((name, threading.current_thread()))
+                return method(*args, **kwargs)
+            return call
+
+        for name in ('decide', 'next_request', 'answered', 'failed', 'check', 'heartbeat',
+                     'result_seen', 'in_force', 'problem', 'service_remark', 'report'):
+            setattr(application, name, recorded(name))
+        system.publish_threads(2)
+        assert system.budget(7.0).operating_point == 'small'
+        wait_until(lambda: system.worker.worker.setting.point == 'small', message='switch')
+        system.translate('after-switch')
+        wait_until(lambda: {'answered', 'check', 'heartbeat', 'result_seen'} <=
+                   {name for name, _ in list(callers)}, message='every kind of input')
+        assert {thread for _, thread in list(callers)} == {ros.spinner._thread}, callers
     finally:
         system.stop()

@@ -1,5 +1,4 @@
 import math
-from pathlib import Path
 
 import pytest
 import yaml
@@ -10,6 +9,7 @@ from dyn_dnn_ros.operating_points import (
     OperatingPointLibrary,
     load_timed_libraries,
 )
+from dyn_dnn_ros.share import library_path
 
 
 def make_library():
@@ -91,12 +91,24 @@ def test_unknown_point_lists_known_ones():
         make_library().get('medium')
 
 
+def test_shipped_libraries_are_where_library_path_says_and_match_its_target_and_device():
+    for target, device, engine in (('translation', 'cpu', None), ('translation', 'cpu', 'torch'),
+                                   ('translation', 'cuda', None), ('perception', 'cpu', None)):
+        path = library_path(target, device, engine)
+        assert path.parent.name == 'generated' and path.parent.parent.name == 'config'
+        library = OperatingPointLibrary.load(path)
+        assert (library.target, library.device) == (target, device)
+        assert library.engine == (engine or ('ctranslate2' if target == 'translation' and
+                                            device == 'cpu' else 'torch'))
+
+
 def test_libraries_timed_with_another_workload_are_refused_naming_the_file():
-    shipped = Path(__file__).resolve().parents[1] / 'config' / 'operating_points_cpu_torch.yaml'
+    shipped = library_path('translation', 'cpu', 'torch')
     workload = OperatingPointLibrary.load(shipped).meta['workload']
     assert len(load_timed_libraries([shipped, shipped], workload)) == 2
     with pytest.raises(ValueError,
-                       match='operating_points_cpu_torch.yaml: measured with workload'):
+                       match='operating_points_translation_cpu_torch.yaml: measured with '
+                             'workload'):
         load_timed_libraries([shipped], 'ref-k1-seed9')
 
 

@@ -129,7 +129,7 @@ def test_operating_point_parameter_switches_and_rejects_unknown(ros, probe, save
         assert not result.successful and 'known: full, small' in result.reason
         assert set_parameters(probe, 'p3/perception_node',
                               {'operating_point': 'small'})[0].successful
-        wait_until(lambda: node.worker.setting['point'] == 'small')
+        wait_until(lambda: node.worker.setting.point == 'small')
         results = MessageCollector(probe, ClassificationResult, '/p3/classification_results')
         images = probe.create_publisher(Image, '/p3/image', qos_profile_sensor_data)
         wait_until(lambda: images.get_subscription_count() > 0)
@@ -168,13 +168,13 @@ def test_the_manager_switches_the_perception_worker(ros, probe, saved, tmp_path)
 
         answer = budget(1.0)      # only 'small' (0.5 ms) fits 0.85 ms
         assert answer.success and answer.operating_point == 'small'
-        wait_until(lambda: node.worker.setting['point'] == 'small')
-        assert node.worker.setting['budget_ms'] == 1.0
+        wait_until(lambda: node.worker.setting.point == 'small')
+        assert node.worker.setting.budget_ms == 1.0
         assert budget(10.0).operating_point == 'full'
-        wait_until(lambda: node.worker.setting['point'] == 'full')
+        wait_until(lambda: node.worker.setting.point == 'full')
         refused = budget(-1.0)
         assert not refused.success and 'budget_ms' in refused.message
-        assert node.worker.setting['point'] == 'full'
+        assert node.worker.setting.point == 'full'
     finally:
         ros.remove(manager)
         ros.remove(node)

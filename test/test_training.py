@@ -243,7 +243,7 @@ def test_max_steps_stops_early_and_resumes_mid_epoch(tmp_path):
 def test_config_validation():
     with pytest.raises(ValueError, match="mode='hat' not in"):
         TrainConfig(mode='hat').validate()
-    with pytest.raises(ValueError, match='accum=0'):
+    with pytest.raises(ValueError, match='accum: must be an integer >= 1, got 0'):
         TrainConfig(accum=0).validate()
     with pytest.raises(ValueError, match="device='tpu'"):
         TrainConfig(device='tpu').validate()

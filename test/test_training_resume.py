@@ -21,7 +21,7 @@ from dyn_dnn_ros.translation.checkpoint import load_model
 from dyn_dnn_ros.translation.model_selection import EarlyStopping, average_state_dicts
 from dyn_dnn_ros.translation.training import TrainConfig, should_resume, train
 from dyn_dnn_ros.translation.training_state import StopSignals
-from dyn_dnn_ros.translation.validation import spread_indices
+from dyn_dnn_ros.translation.valid_scoring import spread_indices
 
 torch.set_num_threads(1)  # tiny models: one thread avoids contention on a shared CPU
 

@@ -171,16 +171,20 @@ def test_run_dse_writes_library_plot_ablation_and_calibrations(trained_tiny, tmp
     save_model(tmp_path / 'plain', SavedModel(other, preprocess, data.classes, meta))
     config = replace(FAST, threshold=0.0, max_points=5, library_threads=(1,),
                      calibration_images=256)
+    shipped = {p.name: p.read_bytes() for p in (tmp_path / 'shuffle').iterdir()}
     summary = run_dse(tmp_path / 'shuffle', config, tmp_path / 'lib.yaml',
                       tmp_path / 'pareto.png', tmp_path / 'plain', tmp_path / 'ablation.md',
-                      progress=False)
+                      progress=False, model_out=tmp_path / 'calibrated')
+    # the explored model is only read; the calibrated copy is the one the library names
+    assert {p.name: p.read_bytes() for p in (tmp_path / 'shuffle').iterdir()} == shipped
     library = OperatingPointLibrary.load(tmp_path / 'lib.yaml')
+    assert library.meta['model'] == str((tmp_path / 'calibrated').resolve())
     assert library.names == [p.name for p in summary['library'].points]
     assert (tmp_path / 'pareto.png').stat().st_size > 10_000
     table = (tmp_path / 'ablation.md').read_text()
     assert '| 1/16 |' in table and 'no shuffle: accuracy' in table
     # the library's accuracies hold for the saved model with its saved calibrations
-    reloaded = load_model(tmp_path / 'shuffle')
+    reloaded = load_model(tmp_path / 'calibrated')
     dataset = load_dataset(DataConfig(input_size=16))
     for point in library.points:
         groups = GroupConfig.from_dict(point.subnet, reloaded.model.space)

@@ -14,7 +14,7 @@ from dyn_dnn_ros.perception.wenet import GroupConfig, load_model
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / 'models' / 'perception' / 'wenet'
-LIBRARY = REPO / 'config' / 'operating_points_perception_cpu.yaml'
+LIBRARY = REPO / 'config' / 'generated' / 'operating_points_perception_cpu.yaml'
 
 torch.set_num_threads(1)
 

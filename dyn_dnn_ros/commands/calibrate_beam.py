@@ -70,13 +70,13 @@ def run(args) -> int:
 
     from dyn_dnn_ros.translation.beam_policy import PAPER_PERCENTILES, BeamPolicy, calibrate
     from dyn_dnn_ros.translation.translator import read_split
+    from dyn_dnn_ros.validation import require_int
     try:
         options = CalibrationOptions(
             split=args.split, limit=args.limit, bw_min=args.bw_min, bw_max=args.bw_max,
             percentiles=tuple(_percentile_pair(p) for p in args.percentiles),
             evaluate=args.evaluate)
-        if options.evaluate < 0:
-            raise ValueError(f'--evaluate: must be >= 0, got {options.evaluate}')
+        require_int('--evaluate', options.evaluate, 0)
         BeamPolicy(mode='dynamic', bw_min=options.bw_min, bw_max=options.bw_max,
                    sigma_min=0.0, sigma_max=1.0)  # validates the widths, naming them
         point = operating_point(args)

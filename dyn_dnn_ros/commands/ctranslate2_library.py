@@ -2,7 +2,8 @@
 
 See ``translation/design/engine_library.py`` for the steps. Writes the library
 to ``RUN/operating_points_cpu.yaml`` unless ``--library`` names another file
-(``make design-ctranslate2`` refreshes the shipped one).
+(``make design-ctranslate2`` refreshes the shipped one,
+``config/generated/operating_points_translation_cpu.yaml``).
 """
 
 from pathlib import Path

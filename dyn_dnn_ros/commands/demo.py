@@ -16,7 +16,7 @@ import sys
 
 def add_arguments(parser):
     parser.add_argument('--library', help='translation operating-point library (default: '
-                        'config/operating_points_cpu.yaml)')
+                        'config/generated/operating_points_translation_cpu.yaml)')
     parser.add_argument('--model', default='', help='SuperTransformer file (default: shipped)')
     parser.add_argument('--spm', default='', help='SentencePiece model (default: shipped)')
     parser.add_argument('--corpus-dir', help='folder with test.en/test.de (default: '
@@ -64,7 +64,8 @@ def format_table(summaries):
 
 
 def run(args):
-    from dyn_dnn_ros.share import config_path, share_dir
+    from dyn_dnn_ros.share import library_path as shipped_library
+    from dyn_dnn_ros.share import share_dir
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     from dyn_dnn_ros.demo.metrics import adaptation_results, run_to_dict, summarize
     from dyn_dnn_ros.demo.plan import default_plan
@@ -73,7 +74,7 @@ def run(args):
     from dyn_dnn_ros.operating_points import OperatingPointLibrary
 
     library_path = Path(args.library) if args.library else \
-        config_path('operating_points_cpu.yaml')
+        shipped_library('translation', 'cpu')
     try:
         library = OperatingPointLibrary.load(library_path)
         threads = args.threads or default_threads()

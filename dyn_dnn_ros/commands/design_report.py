@@ -4,6 +4,7 @@ from pathlib import Path
 import sys
 
 from dyn_dnn_ros.commands.latency import REPO_ROOT, RUN_DIR, repo_relative
+from dyn_dnn_ros.share import library_path
 
 HELP = 'which design-space choices the library uses; write the reduced space'
 CONFIG_DIR = REPO_ROOT / 'config'
@@ -11,14 +12,14 @@ CONFIG_DIR = REPO_ROOT / 'config'
 
 def add_arguments(parser):
     parser.add_argument('--library', type=Path,
-                        default=CONFIG_DIR / 'operating_points_cpu_torch.yaml',
+                        default=library_path('translation', 'cpu', 'torch'),
                         help='operating-point library (default: %(default)s)')
     parser.add_argument('--space', type=Path, default=None,
                         help='design space (default: the one recorded in the library, else '
                              'config/design_space.yaml)')
     parser.add_argument('--out', type=Path, default=RUN_DIR / 'design_space_reduced.yaml',
                         help='reduced design space YAML (default: %(default)s; the shipped '
-                             'one is config/design_space_reduced.yaml)')
+                             'ones are config/generated/design_space_reduced_DEVICE.yaml)')
 
 
 def run(args) -> int:

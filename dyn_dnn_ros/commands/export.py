@@ -16,7 +16,7 @@ HELP = 'write CTranslate2 models of operating points or sub-networks'
 def add_arguments(parser):
     from dyn_dnn_ros.commands.translate import LIBRARY_FILE
     parser.add_argument('--library', type=Path, default=None,
-                        help=f'export every point of this library (default: config/'
+                        help=f'export every point of this library (default: '
                              f'{LIBRARY_FILE}, unless --subnet is given)')
     parser.add_argument('--subnet', action='append', default=[], metavar='SPEC',
                         help='also (or only) this sub-network: smallest, largest or a YAML '
@@ -42,14 +42,14 @@ def _folder_mb(folder):
 
 def run(args) -> int:
     from dyn_dnn_ros.operating_points import OperatingPointLibrary
-    from dyn_dnn_ros.share import config_path
+    from dyn_dnn_ros.share import library_path
     from dyn_dnn_ros.translation.engines import EngineConfig
     from dyn_dnn_ros.translation.engines.ctranslate2_engine import CTranslate2Engine
     try:
         named = []
         compute_type = args.compute_type
         if args.library is not None or not args.subnet:
-            path = args.library or config_path('operating_points_cpu.yaml')
+            path = args.library or library_path('translation', 'cpu')
             library = OperatingPointLibrary.load(path)
             if library.target != 'translation':
                 raise ValueError(f'{path}: a {library.target} library, not a translation one')

@@ -36,11 +36,11 @@ def run(args) -> int:
     from dyn_dnn_ros.translation.design.latency_csv import read_latency_csv
     from dyn_dnn_ros.translation.design.predictor import PredictorConfig, fit_predictor
     from dyn_dnn_ros.translation.design_space import DesignSpace
+    from dyn_dnn_ros.validation import require_int
     out = args.out or args.data.with_suffix('.predictor.safetensors')
     try:
         if args.threads is not None:
-            if args.threads < 1:
-                raise ValueError(f'--threads: must be >= 1, got {args.threads}')
+            require_int('--threads', args.threads, 1)
             torch.set_num_threads(args.threads)
         config = PredictorConfig(seed=args.seed, epochs=args.epochs, hidden=args.hidden,
                                  kinds=tuple(args.kinds), hat_baseline=not args.no_hat)

@@ -18,7 +18,7 @@ from dyn_dnn_ros.commands.search import (
 )
 
 HELP = 'search a range of latency constraints and write the operating-point library'
-# The shipped library (config/) and plot (docs/) change only when asked for by
+# The shipped library (config/generated/) and plot (docs/) change only when asked for by
 # --library and --plot, as `make design-cpu` does.
 
 
@@ -46,7 +46,8 @@ def add_arguments(parser):
     parser.add_argument('--library', type=Path, default=None,
                         help=f'library to write (default: {RUN_DIR}/'
                              'operating_points_DEVICE.yaml; the shipped one is '
-                             'config/operating_points_DEVICE.yaml)')
+                             'config/generated/operating_points_translation_DEVICE.yaml, '
+                             '_cpu_torch.yaml on the CPU)')
     parser.add_argument('--plot', type=Path, default=None,
                         help=f'Pareto plot PNG (default: {RUN_DIR}/pareto_DEVICE.png)')
     parser.add_argument('--constraints', type=float, nargs='+', default=None, metavar='MS',

@@ -9,7 +9,7 @@ from pathlib import Path
 import sys
 
 HELP = 'translate stdin to stdout with a sub-network'
-LIBRARY_FILE = 'operating_points_cpu.yaml'
+LIBRARY_FILE = 'config/generated/operating_points_translation_cpu.yaml'  # for help texts
 
 
 @dataclass(frozen=True)
@@ -54,9 +54,9 @@ def add_subnet_arguments(parser):
                              '(default: largest, or the operating point\'s)')
     parser.add_argument('--operating-point', default=None, metavar='NAME',
                         help=f'use this point\'s sub-network and beam policy from the library '
-                             f'(config/{LIBRARY_FILE}); explicit options override it')
+                             f'({LIBRARY_FILE}); explicit options override it')
     parser.add_argument('--library', type=Path, default=None,
-                        help=f'operating-point library (default: config/{LIBRARY_FILE})')
+                        help=f'operating-point library (default: {LIBRARY_FILE})')
 
 
 def add_beam_arguments(parser):
@@ -87,8 +87,8 @@ def add_arguments(parser):
 
 
 def model_options(args) -> TranslateOptions:
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f'--threads: must be >= 1, got {args.threads}')
+    from dyn_dnn_ros.validation import require_int
+    require_int('--threads', args.threads, 1, none_allowed=True)
     engine = getattr(args, 'engine', None)
     if engine is None:
         point_library = library_of_point(args) if hasattr(args, 'operating_point') else None
@@ -138,8 +138,8 @@ def operating_point_library(args):
     if args.library is not None:
         path = args.library
     else:
-        from dyn_dnn_ros.share import config_path
-        path = config_path(LIBRARY_FILE)
+        from dyn_dnn_ros.share import library_path
+        path = library_path('translation', 'cpu')
     if not Path(path).is_file():
         raise ValueError(f'--operating-point: library {path} does not exist yet; measure one '
                          'first or pass --library')

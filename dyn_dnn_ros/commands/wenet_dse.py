@@ -10,9 +10,11 @@ HELP = 'greedy design-space exploration of WeNet'
 REPO_ROOT = share_dir()   # a source checkout: its root; installed: the share folder
 DEFAULT_CONFIG = REPO_ROOT / 'config' / 'wenet.yaml'
 DEFAULT_MODEL = REPO_ROOT / 'models' / 'perception' / 'wenet'
-# Outputs go under runs/; the shipped library (config/), plot and ablation
-# table (docs/) change only when named, as `make design-perception` does.
+# Outputs go under runs/; the shipped library (config/generated/), plot and ablation
+# table (docs/) and the shipped model's calibrations (models/) change only when
+# named, as `make design-perception` does.
 RUN_DIR = REPO_ROOT / 'runs' / 'perception'
+DEFAULT_MODEL_OUT = RUN_DIR / 'wenet'
 DEFAULT_LIBRARY = RUN_DIR / 'operating_points_perception_cpu.yaml'
 DEFAULT_PLOT = RUN_DIR / 'perception_pareto.png'
 DEFAULT_ABLATION_MODEL = REPO_ROOT / 'models' / 'perception' / 'wenet_noshuffle'
@@ -23,9 +25,13 @@ def add_arguments(parser):
     parser.add_argument('--config', type=Path, default=DEFAULT_CONFIG,
                         help='YAML with a dse section (default: %(default)s)')
     parser.add_argument('--model', type=Path, default=DEFAULT_MODEL,
-                        help='trained model directory; its calibration.safetensors is '
-                             'rewritten with the calibrations of the points found '
-                             '(default: %(default)s)')
+                        help='trained model directory, read only unless --model-out names '
+                             'it (default: %(default)s)')
+    parser.add_argument('--model-out', type=Path, default=DEFAULT_MODEL_OUT,
+                        help='model directory that receives the calibrations of the points '
+                             'found (calibration.safetensors, with a copy of the weights '
+                             'when it is not --model); the library names it. Name --model '
+                             'to rewrite its calibrations in place (default: %(default)s)')
     parser.add_argument('--threshold', type=float,
                         help='override dse.threshold: lowest validation accuracy to accept')
     parser.add_argument('--out', type=Path, default=DEFAULT_LIBRARY,
@@ -50,7 +56,8 @@ def run(args):
         if args.threshold is not None:
             config = replace(config, threshold=args.threshold)
         summary = run_dse(args.model, config, args.out, args.plot, args.ablation,
-                          args.ablation_table if args.ablation else None)
+                          args.ablation_table if args.ablation else None,
+                          model_out=args.model_out)
     except (TypeError, ValueError) as error:
         print(f'wenet-dse: {error}')
         return 2
@@ -74,6 +81,9 @@ def run(args):
     s = summary['switching_us']
     print(f'switching: wall p50 {s["p50"]:.1f} us, p99 {s["p99"]:.1f} us; '
           f'cpu p99 {s["cpu_p99"]:.1f} us over {s["count"]} random switches')
+    if config.calibrate:
+        print(f'wrote the model with the calibrations of the points to {args.model_out} '
+              f'(perception_node: model_dir:={args.model_out} with this library)')
     if args.plot:
         print(f'wrote {args.plot}')
     if 'ablation' in summary:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import math
 
 from dyn_dnn_ros.operating_points import OperatingPointLibrary
+from dyn_dnn_ros.validation import require_positive
 
 EVENT_KINDS = ('budget', 'burn_start', 'burn_stop')
 
@@ -34,10 +35,8 @@ class DemoPlan:
     events: tuple
 
     def __post_init__(self):
-        if not (math.isfinite(self.duration_s) and self.duration_s > 0):
-            raise ValueError(f'duration_s: must be positive, got {self.duration_s}')
-        if not (math.isfinite(self.request_rate_hz) and self.request_rate_hz > 0):
-            raise ValueError(f'request_rate_hz: must be positive, got {self.request_rate_hz}')
+        require_positive('duration_s', self.duration_s, 'seconds')
+        require_positive('request_rate_hz', self.request_rate_hz)
         for event in self.events:
             if event.kind not in EVENT_KINDS:
                 raise ValueError(f'event kind: must be one of {EVENT_KINDS}, got {event.kind}')

@@ -14,7 +14,7 @@ from sklearn.model_selection import train_test_split
 import torch
 
 from dyn_dnn_ros.perception.preprocess import PreprocessConfig, normalise, resize, to_unit_gray
-from dyn_dnn_ros.validation import require_int
+from dyn_dnn_ros.validation import require_fraction, require_int
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff')
 DIGITS_MAX = 16.0  # the digits' pixels are ink counts 0..16
@@ -30,9 +30,7 @@ class DataConfig:
 
     def __post_init__(self):
         for name in ('val_fraction', 'test_fraction'):
-            value = getattr(self, name)
-            if not 0 < value < 1:
-                raise ValueError(f'data.{name}: must be between 0 and 1, got {value!r}')
+            require_fraction(f'data.{name}', getattr(self, name))
         if self.val_fraction + self.test_fraction >= 1:
             raise ValueError(f'data: val_fraction + test_fraction must leave training data, '
                              f'got {self.val_fraction} + {self.test_fraction}')

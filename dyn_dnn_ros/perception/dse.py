@@ -18,6 +18,7 @@ switches its statistics too.
 from dataclasses import dataclass, field
 import math
 from pathlib import Path
+import shutil
 import time
 
 import torch
@@ -33,9 +34,14 @@ from dyn_dnn_ros.perception.profiling import (
     measure_switching_us,
 )
 from dyn_dnn_ros.perception.training import calibrate, evaluate
-from dyn_dnn_ros.perception.wenet import load_model, save_calibrations
+from dyn_dnn_ros.perception.wenet import (
+    META_FILE,
+    WEIGHTS_FILE,
+    load_model,
+    save_calibrations,
+)
 from dyn_dnn_ros.resources.hardware import hardware_description
-from dyn_dnn_ros.validation import is_integer, require_in_interval, require_int
+from dyn_dnn_ros.validation import require_in_interval, require_int, require_ints
 
 UNIFORM_GROUPS = (1, 2, 4, 8, 16)
 
@@ -52,10 +58,8 @@ class DSEConfig:
 
     def __post_init__(self):
         require_in_interval('dse.threshold', self.threshold, '[0, 1]', noun='an accuracy')
-        threads = (self.search_threads, *self.library_threads)
-        if not self.library_threads or any(not is_integer(t) or t < 1 for t in threads):
-            raise ValueError(f'dse: thread counts must be integers >= 1, got search '
-                             f'{self.search_threads!r}, library {self.library_threads!r}')
+        require_int('dse.search_threads', self.search_threads, 1)
+        require_ints('dse.library_threads', self.library_threads, 1)
         if self.search_threads not in self.library_threads:
             raise ValueError(f'dse.search_threads: {self.search_threads} must be one of '
                              f'library_threads {self.library_threads}, so plots compare '
@@ -389,9 +393,27 @@ def _portable(path):
         return str(path)
 
 
+def _copy_model(model_dir, model_out):
+    """Weights and YAML of ``model_dir`` into ``model_out`` (nothing when they are one folder)."""
+    model_out.mkdir(parents=True, exist_ok=True)
+    if model_out.resolve() == model_dir.resolve():
+        return
+    for name in (WEIGHTS_FILE, META_FILE):
+        shutil.copyfile(model_dir / name, model_out / name)
+
+
 def run_dse(model_dir, config, library_path, plot_path=None, ablation_dir=None,
-            ablation_path=None, progress=True):
-    """Explore a trained model, write its library (and plot / ablation table)."""
+            ablation_path=None, progress=True, model_out=None):
+    """Explore a trained model, write its library (and plot / ablation table).
+
+    With ``config.calibrate``, the batch-norm calibrations of the points found
+    go to ``model_out`` (None: ``model_dir`` itself), which receives a copy of
+    the model's weights and YAML when it is another folder; the library names
+    that folder, whose calibrations match its points. When ``model_out`` is
+    another folder, ``model_dir`` is left as it was.
+    """
+    model_dir = Path(model_dir)
+    model_out = model_dir if model_out is None or not config.calibrate else Path(model_out)
     saved = load_model(model_dir)
     dataset = dataset_of(saved)
     calibration = None
@@ -404,10 +426,11 @@ def run_dse(model_dir, config, library_path, plot_path=None, ablation_dir=None,
     try:
         summary = explore(saved.model, dataset.val, dataset.test, config, calibration,
                           progress)
-        summary['library'].meta['model'] = _portable(model_dir)
-        summary['library'].save(library_path)
         if config.calibrate:
-            save_calibrations(model_dir, saved.model)
+            _copy_model(model_dir, model_out)
+            save_calibrations(model_out, saved.model)
+        summary['library'].meta['model'] = _portable(model_out)
+        summary['library'].save(library_path)
         if plot_path is not None:
             plot_pareto(plot_path, summary['result'], summary['library'], summary['uniform'],
                         config.search_threads)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dyn_dnn_ros.validation import is_finite_number, require_int, require_positive
+from dyn_dnn_ros.validation import require_finite, require_int, require_positive
 
 # ITU-R BT.601 luma weights: how a camera's RGB becomes one grey channel.
 LUMA = (0.299, 0.587, 0.114)
@@ -26,8 +26,7 @@ class PreprocessConfig:
 
     def __post_init__(self):
         require_int('preprocess.input_size', self.input_size, 4)
-        if not is_finite_number(self.mean):
-            raise ValueError(f'preprocess.mean: must be finite, got {self.mean!r}')
+        require_finite('preprocess.mean', self.mean)
         require_positive('preprocess.std', self.std)
 
     def to_dict(self):

@@ -23,7 +23,7 @@ from dyn_dnn_ros.timing import (
     torch_threads,
     trimmed_stats,
 )
-from dyn_dnn_ros.validation import require_in_interval
+from dyn_dnn_ros.validation import require_in_interval, require_int
 
 
 @dataclass(frozen=True)
@@ -34,9 +34,12 @@ class LatencyConfig:
     rounds: int = 5    # measurements of several configs interleave in this many rounds
 
     def __post_init__(self):
-        if self.warmup < 0 or self.repeats < 1 or not 1 <= self.rounds <= self.repeats:
-            raise ValueError(f'latency: need warmup >= 0, repeats >= 1 and 1 <= rounds <= '
-                             f'repeats, got {self.warmup} / {self.repeats} / {self.rounds}')
+        require_int('latency.warmup', self.warmup, 0)
+        require_int('latency.repeats', self.repeats, 1)
+        require_int('latency.rounds', self.rounds, 1)
+        if self.rounds > self.repeats:
+            raise ValueError(f'latency.rounds: {self.rounds} must not exceed repeats '
+                             f'{self.repeats}')
         require_in_interval('latency.trim', self.trim, TRIM_INTERVAL)
 
 
@@ -100,8 +103,7 @@ def measure_latencies_ms(cases, threads, latency=LatencyConfig()):
     after switching, then ``repeats / rounds`` timed ones), so a busy spell on
     a shared machine slows all of them alike rather than whichever ran then.
     """
-    if threads < 1:
-        raise ValueError(f'threads: must be >= 1, got {threads}')
+    require_int('threads', threads, 1)
     warmup = -(-latency.warmup // latency.rounds)
     timed = -(-latency.repeats // latency.rounds)
     times = [[] for _ in cases]

@@ -26,7 +26,12 @@ from dyn_dnn_ros.files import atomic_output
 from dyn_dnn_ros.perception.datasets import load_dataset, random_shift
 from dyn_dnn_ros.perception.wenet import SavedModel, WeNet, save_model
 from dyn_dnn_ros.resources.hardware import hardware_description
-from dyn_dnn_ros.validation import is_integer, require_int
+from dyn_dnn_ros.validation import (
+    require_finite,
+    require_in_interval,
+    require_int,
+    require_positive,
+)
 
 
 @dataclass(frozen=True)
@@ -45,12 +50,10 @@ class TrainConfig:
     def __post_init__(self):
         for name in ('epochs', 'batch_size', 'threads'):
             require_int(f'train.{name}', getattr(self, name), 1)
-        if not is_integer(self.subnets_per_step) or self.subnets_per_step < 2:
-            raise ValueError('train.subnets_per_step: must be >= 2 (full and smallest), '
-                             f'got {self.subnets_per_step!r}')
-        if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
-            raise ValueError(f'train: need lr > 0, weight_decay >= 0, 0 <= momentum < 1, got '
-                             f'{self.lr}, {self.weight_decay}, {self.momentum}')
+        require_int('train.subnets_per_step', self.subnets_per_step, 2)  # full and smallest
+        require_positive('train.lr', self.lr)
+        require_finite('train.weight_decay', self.weight_decay, 0)
+        require_in_interval('train.momentum', self.momentum, '[0, 1)')
         require_int('train.max_shift', self.max_shift, 0)
 
     def to_dict(self):

@@ -3,6 +3,8 @@
 from dataclasses import dataclass
 import math
 
+from dyn_dnn_ros.validation import require_in_interval
+
 
 @dataclass(frozen=True)
 class CapacityConfig:
@@ -18,10 +20,8 @@ class CapacityConfig:
     min_usable_cpus: float = 0.5
 
     def __post_init__(self):
-        if not 0 <= self.rounding_margin < 1:
-            raise ValueError(f'rounding_margin: must be in [0, 1), got {self.rounding_margin}')
-        if not 0 < self.min_usable_cpus <= 1:
-            raise ValueError(f'min_usable_cpus: must be in (0, 1], got {self.min_usable_cpus}')
+        require_in_interval('rounding_margin', self.rounding_margin, '[0, 1)')
+        require_in_interval('min_usable_cpus', self.min_usable_cpus, '(0, 1]')
 
 
 def _or(value: float, default: float) -> float:

@@ -15,6 +15,7 @@ from dyn_dnn_ros.resources.power import PowerReader
 from dyn_dnn_ros.resources.scenario import apply_overrides
 from dyn_dnn_ros.resources.snapshot import ResourceSnapshot
 from dyn_dnn_ros.resources.thermal import ThermalReader
+from dyn_dnn_ros.validation import require_int
 
 READER_NAMES = ('cpu', 'cgroup', 'cpu_usage', 'cpufreq', 'memory', 'thermal', 'power',
                 'nvml', 'jetson')
@@ -44,11 +45,8 @@ class SamplerConfig:
                 raise ValueError(f'disabled: unknown reader {name!r}; known: '
                                  f'{", ".join(READER_NAMES)}')
         for pid in self.own_pids:
-            if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
-                raise ValueError(f'own_pids: must be positive process ids, got {pid!r}')
-        if isinstance(self.gpu_index, bool) or not isinstance(self.gpu_index, int) or (
-                self.gpu_index < 0):
-            raise ValueError(f'gpu_index: must be an integer >= 0, got {self.gpu_index!r}')
+            require_int('own_pids', pid, 1)
+        require_int('gpu_index', self.gpu_index, 0)
 
 
 def default_readers(config: SamplerConfig) -> list:

@@ -21,6 +21,7 @@ import stat
 
 from dyn_dnn_ros.resources.capacity import CapacityConfig, estimate
 from dyn_dnn_ros.resources.snapshot import ResourceSnapshot
+from dyn_dnn_ros.validation import is_finite_number, is_integer, is_number
 
 
 class _Invalid(Exception):
@@ -60,13 +61,13 @@ def _cut(text, limit):
 
 
 def _number(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+    if not is_number(value) or math.isnan(value):
         raise _Invalid(f'must be a number, got {excerpt(value)}')
     return float(value)
 
 
 def _positive_int(value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_integer(value) or value < 1:
         raise _Invalid(f'must be a positive integer, got {excerpt(value)}')
     return value
 
@@ -196,8 +197,7 @@ class Scenario:
             if 'at' not in raw:
                 fail(f'{where}.at', 'missing')
             at = raw['at']
-            if isinstance(at, bool) or not isinstance(at, int | float) or not (
-                    0 <= at < math.inf):
+            if not is_finite_number(at) or at < 0:
                 fail(f'{where}.at',
                      f'must be a finite number of seconds >= 0, got {excerpt(at)}')
             if steps and at < steps[-1].at:

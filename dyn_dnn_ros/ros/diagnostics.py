@@ -18,13 +18,13 @@ Nodes therefore format every value with ``text`` and register their tasks
 through ``guarded``, which turns an exception into an ERROR status.
 """
 
-import math
 import threading
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, SetParametersResult
 
 from dyn_dnn_ros.formatting import text  # noqa: F401 (re-exported for the nodes)
+from dyn_dnn_ros.validation import is_finite_number
 
 OK = DiagnosticStatus.OK
 WARN = DiagnosticStatus.WARN
@@ -156,8 +156,7 @@ class Updater:
             if parameter.name != PERIOD_PARAMETER:
                 continue
             value = parameter.value
-            if not isinstance(value, (int, float)) or isinstance(value, bool) \
-                    or not math.isfinite(value) or value <= 0:
+            if not is_finite_number(value) or value <= 0:
                 return SetParametersResult(
                     successful=False,
                     reason=f'{PERIOD_PARAMETER} must be a positive number of seconds, '

@@ -42,6 +42,7 @@ import math
 
 from dyn_dnn_ros.formatting import text
 from dyn_dnn_ros.runtime.worker_parameters import OPERATING_POINT, THREADS
+from dyn_dnn_ros.validation import require_int, require_positive
 
 
 class Severity(enum.Enum):
@@ -65,12 +66,8 @@ class ApplicationConfig:
 
     def __post_init__(self):
         for name in ('worker_timeout_s', 'answer_timeout_s'):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f'{name}: must be positive, got {value}')
-        if self.results_before_reapply < 1:
-            raise ValueError(f'results_before_reapply: must be >= 1, got '
-                             f'{self.results_before_reapply}')
+            require_positive(name, getattr(self, name), 'seconds')
+        require_int('results_before_reapply', self.results_before_reapply, 1)
 
 
 @dataclass(frozen=True)
@@ -101,7 +98,23 @@ class Note:
 
 
 class DecisionApplication:
-    """The parameter-set protocol between the manager and one worker."""
+    """The parameter-set protocol between the manager and one worker.
+
+    Not thread-safe, and it needs no lock: one thread owns it, the thread
+    spinning the manager node. The node calls it (and its target's
+    ``TargetController``) only from callbacks of its executor: the control
+    timer (``check``), the services (``decide``, ``next_request``), the
+    subscriptions (heartbeats, results, availability), the parameter callback
+    that replaces ``config`` and the done-callbacks of its parameter-set
+    futures (``answered``, ``failed``). rclpy completes a client's future in
+    the executor that took the response and hands the future's done-callbacks
+    to that executor as tasks, so they run on the spinning thread too; the
+    manager has no thread of its own, and every process spins its nodes on one
+    ``SingleThreadedExecutor`` (``ros/spin.py``). Other threads (tests,
+    diagnostics readers) only read. Calling it from another thread, or
+    spinning the manager on a multi-threaded executor, would need a lock
+    around every input and output (or marshalling the calls into the executor).
+    """
 
     def __init__(self, target, worker, config=ApplicationConfig()):
         self.target = target          # 'translation' or 'perception', for log lines

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import math
 
 from dyn_dnn_ros.runtime.policy import Choice, LatencyModel, check_budget
+from dyn_dnn_ros.validation import require_finite, require_int, require_positive
 
 
 @dataclass(frozen=True)
@@ -39,19 +40,11 @@ class ControllerConfig:
     conservative_threads: int = 1
 
     def __post_init__(self):
-        if self.step_up_after < 1:
-            raise ValueError(f'step_up_after: must be >= 1, got {self.step_up_after}')
-        if self.step_down_after < 1:
-            raise ValueError(f'step_down_after: must be >= 1, got {self.step_down_after}')
-        if not (math.isfinite(self.stale_after_s) and self.stale_after_s > 0):
-            raise ValueError(f'stale_after_s: must be positive, got {self.stale_after_s}')
-        if not (math.isfinite(self.rise_after_s) and self.rise_after_s >= 0):
-            raise ValueError(f'rise_after_s: must be >= 0, got {self.rise_after_s}')
-        if not (math.isfinite(self.drop_after_s) and self.drop_after_s >= 0):
-            raise ValueError(f'drop_after_s: must be >= 0, got {self.drop_after_s}')
-        if self.conservative_threads < 1:
-            raise ValueError(f'conservative_threads: must be >= 1, got '
-                             f'{self.conservative_threads}')
+        for name in ('step_up_after', 'step_down_after', 'conservative_threads'):
+            require_int(name, getattr(self, name), 1)
+        require_positive('stale_after_s', self.stale_after_s, 'seconds')
+        require_finite('rise_after_s', self.rise_after_s, 0)
+        require_finite('drop_after_s', self.drop_after_s, 0)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import math
 
 from dyn_dnn_ros.operating_points import OperatingPointLibrary
+from dyn_dnn_ros.validation import is_number, require_finite, require_in_interval, require_int
 
 
 @dataclass(frozen=True)
@@ -61,27 +62,21 @@ class PolicyConfig:
     relax: float = 0.05
 
     def __post_init__(self):
-        if not 0 < self.safety_margin <= 1:
-            raise ValueError(f'safety_margin: must be in (0, 1], got {self.safety_margin}')
-        if not 0 < self.ewma_alpha <= 1:
-            raise ValueError(f'ewma_alpha: must be in (0, 1], got {self.ewma_alpha}')
-        if not (math.isfinite(self.tail_z) and 0 <= self.tail_z <= 5):
-            raise ValueError(f'tail_z: must be in [0, 5], got {self.tail_z}')
-        if not 0 <= self.tail_quantile < 1:
-            raise ValueError(f'tail_quantile: must be in [0, 1), got {self.tail_quantile}')
-        if self.tail_window < 1 or not 1 <= self.min_tail_samples <= self.tail_window:
+        require_in_interval('safety_margin', self.safety_margin, '(0, 1]')
+        require_in_interval('ewma_alpha', self.ewma_alpha, '(0, 1]')
+        require_in_interval('tail_z', self.tail_z, '[0, 5]')
+        require_in_interval('tail_quantile', self.tail_quantile, '[0, 1)')
+        require_int('tail_window', self.tail_window, 1)
+        require_int('min_tail_samples', self.min_tail_samples, 1)
+        if self.min_tail_samples > self.tail_window:
             raise ValueError(f'min_tail_samples: must be in [1, tail_window '
                              f'{self.tail_window}], got {self.min_tail_samples}')
-        if not (math.isfinite(self.prior_spread) and 0 <= self.prior_spread <= 1):
-            raise ValueError(f'prior_spread: must be in [0, 1], got {self.prior_spread}')
-        if not (math.isfinite(self.censored_factor) and self.censored_factor >= 1):
-            raise ValueError(f'censored_factor: must be >= 1, got {self.censored_factor}')
-        if not 0 <= self.relax <= 1:
-            raise ValueError(f'relax: must be in [0, 1], got {self.relax}')
-        low, high = self.ratio_bounds
-        if not 0 < low <= 1 <= high:
-            raise ValueError(f'ratio_bounds: must satisfy 0 < low <= 1 <= high, got '
-                             f'{self.ratio_bounds}')
+        require_in_interval('prior_spread', self.prior_spread, '[0, 1]')
+        require_finite('censored_factor', self.censored_factor, 1)
+        require_in_interval('relax', self.relax, '[0, 1]')
+        low, high = self.ratio_bounds   # 0 < low <= 1 <= high
+        require_in_interval('ratio_bounds[0]', low, '(0, 1]')
+        require_finite('ratio_bounds[1]', high, 1)
 
 
 @dataclass(frozen=True)
@@ -108,7 +103,7 @@ BUDGET_MS_MIN = 1e-3
 
 def check_budget(budget_ms):
     """Why a budget is unusable, or None."""
-    if isinstance(budget_ms, bool) or not isinstance(budget_ms, (int, float)):
+    if not is_number(budget_ms):
         return f'budget_ms: must be a number of milliseconds, got {budget_ms!r}'
     if not math.isfinite(budget_ms) or budget_ms <= 0:
         return f'budget_ms: must be a positive finite number of milliseconds, got {budget_ms}'

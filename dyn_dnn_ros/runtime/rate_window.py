@@ -7,12 +7,13 @@ a recent window shows it within that window.
 from collections import deque
 import time
 
+from dyn_dnn_ros.validation import require_positive
+
 
 class RateWindow:
 
     def __init__(self, seconds=5.0, clock=time.monotonic):
-        if not seconds > 0:
-            raise ValueError(f'seconds: must be > 0, got {seconds!r}')
+        require_positive('seconds', seconds)
         self.seconds = seconds
         self.clock = clock
         self.started = clock()

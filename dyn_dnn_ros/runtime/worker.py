@@ -19,6 +19,8 @@ import threading
 import time
 from typing import Any, Callable
 
+from dyn_dnn_ros.validation import require_int
+
 # Why a job was dropped, handed to ``on_dropped`` with it.
 QUEUE_FULL = 'queue full'
 SHUTTING_DOWN = 'shutting down'
@@ -47,8 +49,7 @@ class InferenceWorker:
         The result of ``setup`` becomes ``setup_result``; an exception it
         raises is raised here, with the thread stopped.
         """
-        if depth < 1:
-            raise ValueError(f'depth: must be >= 1, got {depth}')
+        require_int('depth', depth, 1)
         self._process = process
         self._on_finished = on_finished
         self._on_dropped = on_dropped
@@ -99,8 +100,7 @@ class InferenceWorker:
             self._setting = setting
 
     def set_depth(self, depth):
-        if depth < 1:
-            raise ValueError(f'depth: must be >= 1, got {depth}')
+        require_int('depth', depth, 1)
         dropped = []
         with self._condition:
             self._depth = depth

@@ -10,6 +10,8 @@ import random
 
 import torch
 
+from dyn_dnn_ros.validation import require_int
+
 
 @dataclass
 class Batch:
@@ -57,8 +59,7 @@ class TokenBatcher:
     """Groups pairs into batches of at most ``max_tokens`` padded tokens (per side)."""
 
     def __init__(self, pairs, max_tokens, pad_id, bos_id, eos_id, seed=0):
-        if max_tokens <= 0:
-            raise ValueError(f'max_tokens={max_tokens} must be positive')
+        require_int('max_tokens', max_tokens, 1)
         self.pairs, self.max_tokens, self.seed = pairs, max_tokens, seed
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         # +1 for the EOS (source, target output) or BOS (target input) each side gains.

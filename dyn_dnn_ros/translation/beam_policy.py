@@ -23,16 +23,13 @@ distribution (the paper uses the 5th and the 50th) as ``sigma_min`` and
 """
 
 from dataclasses import dataclass
-import math
 
 import numpy as np
 
+from dyn_dnn_ros.validation import require_finite, require_in_interval, require_int
+
 BEAM_MODES = ('fixed', 'dynamic')
 METRICS = ('std', 'gap')
-
-
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -84,13 +81,9 @@ def validate_beam_policy(policy):
     if policy.mode not in BEAM_MODES:
         raise ValueError(f'beam.mode: must be one of {BEAM_MODES}, got {policy.mode!r}')
     for name in ('width', 'bw_min', 'bw_max'):
-        value = getattr(policy, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f'beam.{name}: must be an integer >= 1, got {value!r}')
+        require_int(f'beam.{name}', getattr(policy, name), 1)
     for name in ('sigma_min', 'sigma_max'):
-        value = getattr(policy, name)
-        if not _is_number(value) or not math.isfinite(value) or value < 0:
-            raise ValueError(f'beam.{name}: must be a finite number >= 0, got {value!r}')
+        require_finite(f'beam.{name}', getattr(policy, name), 0)
     if policy.bw_min > policy.bw_max:
         raise ValueError(f'beam.bw_min: {policy.bw_min} must not exceed bw_max {policy.bw_max}')
     if policy.sigma_min >= policy.sigma_max:
@@ -177,8 +170,7 @@ def percentile_thresholds(values, low: float, high: float) -> tuple[float, float
     if values.size == 0:
         raise ValueError('values: no finite metric values to calibrate from')
     for name, pct in (('low', low), ('high', high)):
-        if not (isinstance(pct, (int, float)) and math.isfinite(pct) and 0 <= pct <= 100):
-            raise ValueError(f'{name} percentile: must lie in 0..100, got {pct!r}')
+        require_in_interval(f'{name} percentile', pct, '[0, 100]')
     if low >= high:
         raise ValueError(f'low percentile {low} must be below high percentile {high}')
     sigma_min, sigma_max = np.percentile(values, [low, high])

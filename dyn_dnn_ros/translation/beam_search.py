@@ -60,7 +60,7 @@ from dyn_dnn_ros.translation.beam_policy import (
 )
 from dyn_dnn_ros.translation.eval_mode import evaluating
 from dyn_dnn_ros.translation.outcome import pooled_width  # noqa: F401  (re-exported)
-from dyn_dnn_ros.validation import require_finite
+from dyn_dnn_ros.validation import is_finite_number, require_finite
 
 
 @dataclass(frozen=True)
@@ -215,7 +215,7 @@ def beam_search(model, src_tokens, config: BeamSearchConfig = BeamSearchConfig()
     ``time.monotonic()`` value by which the search should have returned.
     ``lengths``: the length rule (see ``SourceLengthLimit``, the default).
     """
-    if deadline is not None and not math.isfinite(deadline):
+    if deadline is not None and not is_finite_number(deadline):
         raise ValueError(f'deadline: must be a finite time.monotonic() value, got {deadline}')
     if src_tokens.dim() != 2 or src_tokens.shape[0] == 0:
         raise ValueError(f'src_tokens: expected a non-empty [B, S] tensor, '

@@ -68,6 +68,7 @@ import yaml
 
 from dyn_dnn_ros.files import write_atomic
 from dyn_dnn_ros.share import share_dir
+from dyn_dnn_ros.validation import require_fraction, require_int
 
 REPO_ROOT = share_dir()   # a source checkout: its root; installed: the share folder
 DEFAULT_CONFIG_PATH = REPO_ROOT / 'config' / 'corpus.yaml'
@@ -169,13 +170,14 @@ class CorpusConfig:
                 if roles.setdefault(_base_name(name), role) != role:
                     raise ValueError(f'{name} is both a {roles[_base_name(name)]} and a {role} '
                                      'package: a package belongs to one split')
-        if not 1 <= self.min_words <= self.max_words:
+        require_int('min_words', self.min_words, 1)
+        require_int('max_words', self.max_words, 1)
+        if self.min_words > self.max_words:
             raise ValueError(f'min_words={self.min_words}, max_words={self.max_words}: '
                              'need 1 <= min_words <= max_words')
         ratios = ('valid_ratio', 'test_ratio', 'test_incatalog_ratio')
         for name in ratios:
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f'{name}={getattr(self, name)} must be in [0, 1)')
+            require_fraction(name, getattr(self, name), '[0, 1)')
         if sum(getattr(self, name) for name in ratios) >= 1.0:
             raise ValueError(f'{" + ".join(ratios)} >= 1 leaves no training data')
         if not (self.packages or self.base_system or self.parallel):

@@ -13,6 +13,8 @@ import random
 
 import yaml
 
+from dyn_dnn_ros.validation import is_integer, require_int
+
 # HAT's "arbitrary encoder-decoder attention": a decoder layer may attend to the
 # outputs of the last 1, 2 or 3 encoder layers.
 MAX_ENDE = 3
@@ -20,13 +22,12 @@ MAX_ENDE = 3
 
 def _choices(name, value):
     """Validate one list of choices and return it as a sorted tuple."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    if is_integer(value):
         value = [value]
     if not isinstance(value, (list, tuple)) or not value:
         raise ValueError(f'{name} must be a non-empty list of integers, got {value!r}')
     for v in value:
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            raise ValueError(f'{name} choice {v!r} is not a positive integer')
+        require_int(f'{name} choice', v, 1)
     if len(set(value)) != len(value):
         raise ValueError(f'{name} has duplicate choices: {list(value)}')
     return tuple(sorted(value))
@@ -51,9 +52,7 @@ class DesignSpace:
     def __post_init__(self):
         for f in fields(self):
             if f.name in ('head_dim', 'max_positions'):
-                v = getattr(self, f.name)
-                if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                    raise ValueError(f'{f.name} must be a positive integer, got {v!r}')
+                require_int(f.name, getattr(self, f.name), 1)
             else:
                 object.__setattr__(self, f.name, _choices(f.name, getattr(self, f.name)))
         for name in ('encoder_embed_dim', 'decoder_embed_dim'):
@@ -214,7 +213,7 @@ def ladder(space: DesignSpace, count: int) -> list:
     decoder layer each while widths, heads and attention span grow alongside.
     Duplicates (a small space repeats steps) are dropped.
     """
-    if not isinstance(count, int) or count < 2:
+    if not is_integer(count) or count < 2:
         raise ValueError(f'subnets: a ladder needs at least 2 steps, got {count!r}')
 
     def pick(choices, fraction):

@@ -112,7 +112,7 @@ def export_weights(model, snapshots: SnapshotKeeper, history, evaluate):
     snapshot, which is then chosen. One: the best validated weights. None
     (no validation data, or ``average=0``): the weights as they are.
     """
-    from dyn_dnn_ros.translation.validation import selection_metric
+    from dyn_dnn_ros.translation.valid_scoring import selection_metric
 
     paths = snapshots.paths()
     if not paths:

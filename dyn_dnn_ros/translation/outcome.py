@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from dyn_dnn_ros.translation.design_space import SubnetConfig
+from dyn_dnn_ros.validation import require_int
 
 STATUSES = ('ok', 'truncated', 'empty')
 SPLITS = ('train', 'valid', 'test', 'test_incatalog')
@@ -90,8 +91,7 @@ def read_split(corpus_dir, split, limit=None):
     """Source (English) and reference (German) lines of one corpus split."""
     if split not in SPLITS:
         raise ValueError(f'split: must be one of {SPLITS}, got {split!r}')
-    if limit is not None and limit < 1:
-        raise ValueError(f'limit: must be >= 1, got {limit}')
+    require_int('limit', limit, 1, none_allowed=True)
     texts = []
     for lang in ('en', 'de'):
         path = Path(corpus_dir) / f'{split}.{lang}'

@@ -19,6 +19,7 @@ import sentencepiece as spm
 
 from dyn_dnn_ros.share import share_dir
 from dyn_dnn_ros.translation.corpus import normalize_text, placeholders
+from dyn_dnn_ros.validation import require_in_interval, require_int
 
 REPO_ROOT = share_dir()   # a source checkout: its root; installed: the share folder
 DEFAULT_CORPUS_DIR = REPO_ROOT / 'data' / 'corpus'
@@ -113,12 +114,10 @@ class TokenizerConfig:
         object.__setattr__(self, 'model_path', Path(self.model_path))
         if self.model_path.suffix != '.model':
             raise ValueError(f'model_path {self.model_path} must end in .model')
-        if self.vocab_size < 100:
-            raise ValueError(f'vocab_size={self.vocab_size} is too small (need >= 100)')
-        if not 0.9 <= self.character_coverage <= 1.0:
-            raise ValueError(f'character_coverage={self.character_coverage} must be in [0.9, 1]')
-        if self.placeholder_min_count < 1 or self.num_threads < 1:
-            raise ValueError('placeholder_min_count and num_threads must be >= 1')
+        require_int('vocab_size', self.vocab_size, 100)
+        require_in_interval('character_coverage', self.character_coverage, '[0.9, 1]')
+        require_int('placeholder_min_count', self.placeholder_min_count, 1)
+        require_int('num_threads', self.num_threads, 1)
 
 
 def training_files(corpus_dir) -> list[Path]:

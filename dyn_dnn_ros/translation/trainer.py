@@ -36,7 +36,7 @@ from dyn_dnn_ros.translation.training_state import (
     data_fingerprint,
     resume_mismatches,
 )
-from dyn_dnn_ros.translation.validation import (
+from dyn_dnn_ros.translation.valid_scoring import (
     ValidationInterrupted,
     Validator,
     label_smoothed_nll_loss,

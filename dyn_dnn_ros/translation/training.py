@@ -16,7 +16,7 @@ stopping, and the best validated snapshots are averaged into the exported
 model.
 
 The pieces: ``training_config`` (the settings), ``trainer`` (steps, the loop,
-checkpoints), ``validation`` (NLL, greedy BLEU, the selection metric),
+checkpoints), ``valid_scoring`` (NLL, greedy BLEU, the selection metric),
 ``model_selection`` (early stopping, snapshots, averaging),
 ``training_state`` (signals, what a resume must match) and
 ``training_report`` (history and learning curve). This module reads the
@@ -41,7 +41,7 @@ from dyn_dnn_ros.translation.trainer import (
     inverse_sqrt_schedule,
 )
 from dyn_dnn_ros.translation.training_config import MODES, RESUME_MODES, TrainConfig
-from dyn_dnn_ros.translation.validation import label_smoothed_nll_loss
+from dyn_dnn_ros.translation.valid_scoring import label_smoothed_nll_loss
 
 # Importers of this module find the whole training API here.
 __all__ = ['CHECKPOINT_NAME', 'MODES', 'RESUME_MODES', 'TrainConfig', 'TrainSummary', 'Trainer',

@@ -4,6 +4,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from dyn_dnn_ros.share import share_dir
+from dyn_dnn_ros.validation import require_in_interval, require_int, require_positive
 
 REPO_ROOT = share_dir()   # a source checkout: its root; installed: the share folder
 MODES = ('sandwich', 'random', 'largest')
@@ -57,24 +58,19 @@ class TrainConfig:
         if self.resume not in RESUME_MODES:
             raise ValueError(f'resume={self.resume!r} not in {RESUME_MODES}')
         for name in ('epochs', 'max_tokens', 'accum', 'checkpoint_every', 'log_every'):
-            if getattr(self, name) < 1:
-                raise ValueError(f'{name}={getattr(self, name)} must be >= 1')
+            require_int(name, getattr(self, name), 1)
         for name in ('random_subnets', 'warmup', 'valid_sentences', 'valid_every', 'patience',
                      'average'):
-            if getattr(self, name) < 0:
-                raise ValueError(f'{name}={getattr(self, name)} must be >= 0')
-        for name in ('lr', 'checkpoint_minutes'):
-            if not getattr(self, name) > 0:
-                raise ValueError(f'{name}={getattr(self, name)} must be positive')
-        for name in ('distill_weight', 'label_smoothing', 'dropout'):
-            if not 0 <= getattr(self, name) <= (1 if name == 'distill_weight' else 0.99):
-                raise ValueError(f'{name}={getattr(self, name)} out of range')
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f'threads={self.threads} must be >= 1')
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f'max_steps={self.max_steps} must be >= 1')
-        if self.max_minutes is not None and not self.max_minutes > 0:
-            raise ValueError(f'max_minutes={self.max_minutes} must be positive')
+            require_int(name, getattr(self, name), 0)
+        require_positive('lr', self.lr)
+        require_positive('checkpoint_minutes', self.checkpoint_minutes, 'minutes')
+        require_in_interval('distill_weight', self.distill_weight, '[0, 1]')
+        for name in ('label_smoothing', 'dropout'):
+            require_in_interval(name, getattr(self, name), '[0, 0.99]')
+        require_int('threads', self.threads, 1, none_allowed=True)
+        require_int('max_steps', self.max_steps, 1, none_allowed=True)
+        if self.max_minutes is not None:
+            require_positive('max_minutes', self.max_minutes, 'minutes')
         return self
 
     def to_dict(self):

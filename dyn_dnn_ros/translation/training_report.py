@@ -12,7 +12,7 @@ import io
 import json
 
 from dyn_dnn_ros.files import write_atomic
-from dyn_dnn_ros.translation.validation import ENDS
+from dyn_dnn_ros.translation.valid_scoring import ENDS
 
 HISTORY_JSON = 'history.json'
 HISTORY_CSV = 'history.csv'

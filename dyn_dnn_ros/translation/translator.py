@@ -34,6 +34,7 @@ from dyn_dnn_ros.translation.outcome import (  # noqa: F401  (re-exported)
     read_split,
     subnet_from_spec,
 )
+from dyn_dnn_ros.validation import is_integer, require_int
 
 
 class Translator:
@@ -47,11 +48,10 @@ class Translator:
                                  f'the model ({getattr(model, name)})')
         longest = model.space.max_positions - 1  # one position is the EOS
         max_source_tokens = longest if max_source_tokens is None else max_source_tokens
-        if not isinstance(max_source_tokens, int) or not 1 <= max_source_tokens <= longest:
+        if not is_integer(max_source_tokens) or not 1 <= max_source_tokens <= longest:
             raise ValueError(f'max_source_tokens: must be an integer in 1..{longest} (the '
                              f'positions the model was trained on), got {max_source_tokens!r}')
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f'batch_size: must be an integer >= 1, got {batch_size!r}')
+        require_int('batch_size', batch_size, 1)
         # Validates alpha and the length limits once, with their names.
         self.search_defaults = BeamSearchConfig(alpha=alpha, max_len_a=max_len_a,
                                                 max_len_b=max_len_b)

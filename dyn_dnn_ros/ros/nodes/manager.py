@@ -40,7 +40,7 @@ from dyn_dnn_ros.runtime.application import ApplicationConfig, DecisionApplicati
 from dyn_dnn_ros.runtime.controller import ControllerConfig, TargetController
 from dyn_dnn_ros.runtime.policy import LatencyModel, PolicyConfig
 from dyn_dnn_ros.runtime.worker_parameters import parameter_values
-from dyn_dnn_ros.share import config_path
+from dyn_dnn_ros.share import library_path
 from dyn_dnn_ros_interfaces.msg import BeamPolicy as BeamPolicyMsg
 from dyn_dnn_ros_interfaces.msg import (
     ClassificationResult,
@@ -65,11 +65,11 @@ class TargetSpec:
 
 
 TARGETS = {
-    'translation': TargetSpec('translation', 'operating_points_cpu.yaml', 'translation_node',
+    'translation': TargetSpec('translation', '', 'translation_node',
                               'translation_results', TranslationResult,
                               (TranslationResult.STATUS_OK, TranslationResult.STATUS_TRUNCATED,
                                TranslationResult.STATUS_PARTIAL)),
-    'perception': TargetSpec('perception', 'operating_points_perception_cpu.yaml',
+    'perception': TargetSpec('perception', '',
                              'perception_node', 'classification_results', ClassificationResult,
                              (ClassificationResult.STATUS_OK,)),
 }
@@ -126,11 +126,13 @@ class ManagerNode(Node):
             ParameterSpec('targets', 'translation,perception', 'comma-separated targets to '
                           'manage', read_only=True, check=self._check_targets),
             ParameterSpec('translation_library', '', 'translation operating-point library '
-                          '("" = config/operating_points_cpu.yaml)', read_only=True),
+                          '("" = config/generated/operating_points_translation_cpu.yaml)',
+                          read_only=True),
             ParameterSpec('translation_worker', 'translation_node', 'translation node name '
                           '(relative to this namespace, or absolute)', read_only=True),
             ParameterSpec('perception_library', '', 'perception operating-point library '
-                          '("" = config/operating_points_perception_cpu.yaml)', read_only=True),
+                          '("" = config/generated/operating_points_perception_cpu.yaml)',
+                          read_only=True),
             ParameterSpec('perception_worker', 'perception_node', 'perception node name',
                           read_only=True),
             ParameterSpec('safety_margin', 0.9, 'a point fits when its tail latency estimate '
@@ -175,7 +177,7 @@ class ManagerNode(Node):
         for name in [t.strip() for t in self.params.value('targets').split(',') if t.strip()]:
             spec = TARGETS[name]
             spec = TargetSpec(name, self.params.value(f'{name}_library') or
-                              str(config_path(spec.library)),
+                              str(library_path(name, 'cpu')),
                               self.params.value(f'{name}_worker'), spec.results_topic,
                               spec.result_type, spec.ok_statuses)
             try:
@@ -398,6 +400,8 @@ class ManagerNode(Node):
                               for k, v in request.values.items()]
         future = target.client.call_async(message)
         target.pending = (request, future)
+        # Run by the executor as a task, on the spinning thread like every other
+        # input of the protocol: DecisionApplication needs no lock (its docstring).
         future.add_done_callback(lambda f: self._answered(target, request, f))
 
     def _answered(self, target, request, future):

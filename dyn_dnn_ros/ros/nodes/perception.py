@@ -7,6 +7,7 @@ else, and images whose size, step and data length disagree, get a status
 instead of a label. One image waits at most: the latest image wins.
 """
 
+from dataclasses import dataclass
 import math
 import sys
 import time
@@ -15,7 +16,6 @@ import numpy as np
 from sensor_msgs.msg import Image
 import torch
 
-from dyn_dnn_ros.operating_points import OperatingPointLibrary
 from dyn_dnn_ros.perception.preprocess import to_model_input
 from dyn_dnn_ros.perception.wenet import GroupConfig, load_model
 from dyn_dnn_ros.ros.diagnostics import ERROR, OK, WARN, Updater, guarded, text
@@ -23,19 +23,28 @@ from dyn_dnn_ros.ros.nodes.inference_node import InferenceNode
 from dyn_dnn_ros.ros.params import ParameterSpec, ValidatedParameters
 from dyn_dnn_ros.ros.qos import QOS_CHOICES, qos_profile
 from dyn_dnn_ros.ros.spin import publish_while_running, run_node
-from dyn_dnn_ros.ros.worker_presence import WAIT_FOR_SETTING, WorkerPresence
+from dyn_dnn_ros.ros.worker_presence import WAIT_FOR_SETTING
 from dyn_dnn_ros.runtime.device import resolve_device
 from dyn_dnn_ros.runtime.latency_window import LatencyWindow
 from dyn_dnn_ros.runtime.policy import WORKER_BUDGET_MS_RANGE
 from dyn_dnn_ros.runtime.rate_window import RateWindow
 from dyn_dnn_ros.runtime.worker import InferenceWorker
+from dyn_dnn_ros.runtime.worker_library import WorkerSetting
 from dyn_dnn_ros.runtime.worker_parameters import BUDGET_MS, OPERATING_POINT, THREADS
-from dyn_dnn_ros.share import config_path, model_path
+from dyn_dnn_ros.share import library_path, model_path
 from dyn_dnn_ros_interfaces.msg import ClassificationResult
 
 NODE_NAME = 'perception_node'
 CHANNELS = {'rgb8': 3, 'bgr8': 3, 'mono8': 1}
 RATE_WINDOW_S = 5.0   # images/s on diagnostics is over this many recent seconds
+
+
+@dataclass(frozen=True)
+class Setting(WorkerSetting):
+    """What one image is classified with: the point's groups and the labels to report."""
+
+    groups: GroupConfig
+    top_k: int
 
 
 def decode_image(msg):
@@ -69,11 +78,12 @@ class PerceptionNode(InferenceNode):
         super().__init__(NODE_NAME, **node_kwargs)
         self.params = ValidatedParameters(self, [
             ParameterSpec(OPERATING_POINT, '', 'operating point of the library to run '
-                          '("" = the best-quality point)', check=self._check_point),
+                          '("" = the best-quality point)', check=self.check_point),
             ParameterSpec('model_dir', '', 'trained WeNet folder ("" = shipped)',
                           read_only=True),
             ParameterSpec('library_path', '', 'operating-point library YAML '
-                          '("" = config/operating_points_perception_cpu.yaml)', read_only=True),
+                          '("" = config/generated/operating_points_perception_cpu.yaml)',
+                          read_only=True),
             ParameterSpec('device', 'cpu', 'torch device', choices=('cpu', 'cuda', 'auto'),
                           read_only=True),
             ParameterSpec(THREADS, 1, 'torch CPU threads', integer_range=(1, 256)),
@@ -85,22 +95,16 @@ class PerceptionNode(InferenceNode):
                           float_range=WORKER_BUDGET_MS_RANGE),
             WAIT_FOR_SETTING,
         ], apply=self._apply)
-        if library is None:
-            path = self.params.value('library_path') or \
-                config_path('operating_points_perception_cpu.yaml')
-            library = OperatingPointLibrary.load(path)
-            if library.target != 'perception':
-                raise ValueError(f'library_path: {path} is a {library.target} library')
-        self.library = library
-        problems = self.params.startup_problems()
-        if problems:
-            raise ValueError('; '.join(problems))
+        self.load_library('perception', library_path('perception', 'cpu'), library)
+        self.refuse_bad_start_values()
         self.device = torch.device(resolve_device(self.params.value('device')))
         model_dir = self.params.value('model_dir') or model_path('perception', 'wenet')
 
         def load():
             saved = saved_model if saved_model is not None else load_model(model_dir)
             saved.model.to(self.device).eval()
+            self.worker_library.check_points(   # every point must run on this model
+                lambda point: saved.model.space.validate(GroupConfig.from_dict(point.subnet)))
             return saved
 
         self.window = LatencyWindow()
@@ -114,52 +118,33 @@ class PerceptionNode(InferenceNode):
                                       setting=self._setting(), name='perception', setup=load)
         self.saved = self.worker.setup_result
         self.model = self.saved.model
-        try:
-            for point in library.points:   # every point must run on this model
-                self.model.space.validate(GroupConfig.from_dict(point.subnet))
-        except ValueError:
-            self.worker.stop()
-            raise
         self.publisher = self.create_publisher(ClassificationResult,
                                                'classification_results', 10)
         self.updater = Updater(self)
         self.updater.setHardwareID(str(self.device))
         self.updater.add('perception', guarded(self._diagnose))
-        self.presence = WorkerPresence(self, 'perception', self._in_force, self._subscribe,
-                                       wait_s=self.params.value('wait_for_setting_s'))
+        self.announce('perception', self._subscribe)
 
     def _subscribe(self):
         self.create_subscription(Image, 'image', self._on_image,
                                  qos_profile(self.params.value('qos')))
 
-    def _in_force(self):
-        setting = self.worker.setting
-        return setting['point'], setting['threads'], setting['budget_ms']
-
     # -- parameters -------------------------------------------------------------
-    def _check_point(self, name):
-        library = getattr(self, 'library', None)
-        if library is None or not name or name in library.names:
-            return None
-        return f'unknown operating point {name!r}; known: {", ".join(library.names)}'
-
     def _setting(self):
-        name = self.params.value(OPERATING_POINT) or self.library.by_quality()[0].name
-        point = self.library.get(name)
-        return {'point': name, 'groups': GroupConfig.from_dict(point.subnet),
-                'threads': self.params.value(THREADS),
-                'top_k': self.params.value('top_k'),
-                'budget_ms': float(self.params.value(BUDGET_MS))}
+        values = self.params.values()
+        point = self.worker_library.point(values)
+        return self.worker_library.setting(values, Setting,
+                                           groups=GroupConfig.from_dict(point.subnet),
+                                           top_k=values['top_k'])
 
     def _apply(self, changed):
-        self.worker.set_setting(self._setting())
-        self.presence.setting_changed()
+        self.put_in_force(self._setting())
 
     # -- images -------------------------------------------------------------------
     def _result(self, header, setting):
-        return ClassificationResult(header=header, operating_point=setting['point'], label=-1,
-                                    budget_ms=setting['budget_ms'] or math.nan,
-                                    threads=setting['threads'])
+        return ClassificationResult(header=header, operating_point=setting.point, label=-1,
+                                    budget_ms=setting.budget_ms or math.nan,
+                                    threads=setting.threads)
 
     def _on_image(self, msg):
         self.received += 1
@@ -177,15 +162,15 @@ class PerceptionNode(InferenceNode):
     def _classify(self, job, setting):
         """Runs on the worker thread, the only thread that touches the model."""
         _, image = job
-        if torch.get_num_threads() != setting['threads']:
-            torch.set_num_threads(setting['threads'])
+        if torch.get_num_threads() != setting.threads:
+            torch.set_num_threads(setting.threads)
         started = time.perf_counter()
-        if self.model.groups != setting['groups']:
-            self.model.set_groups(setting['groups'])
+        if self.model.groups != setting.groups:
+            self.model.set_groups(setting.groups)
         x = to_model_input(image, self.saved.preprocess).to(self.device)
         with torch.inference_mode():
             probabilities = torch.softmax(self.model(x)[0], dim=-1)
-        k = min(setting['top_k'], probabilities.numel())
+        k = min(setting.top_k, probabilities.numel())
         scores, labels = probabilities.topk(k)
         return scores.tolist(), labels.tolist(), (time.perf_counter() - started) * 1000.0
 
@@ -204,7 +189,7 @@ class PerceptionNode(InferenceNode):
             result.label_name = self.saved.classes[labels[0]]
             result.top_k_labels, result.top_k_scores = labels, scores
             result.latency_ms = latency_ms
-            self.window.add(latency_ms, finished.setting['budget_ms'])
+            self.window.add(latency_ms, finished.setting.budget_ms)
         publish_while_running(self, self.publisher, result)
 
     def _publish_dropped(self, job, reason):
@@ -219,14 +204,14 @@ class PerceptionNode(InferenceNode):
             stat.summary(ERROR, f'last image failed: {self.last_error}')
         elif misses:
             stat.summary(WARN, f'{misses} of the last {len(self.window.samples)} results '
-                               f'over the {setting["budget_ms"]:g} ms budget')
+                               f'over the {setting.budget_ms:g} ms budget')
         else:
-            stat.summary(OK, f'{setting["point"]}: {rate:.1f} images/s')
+            stat.summary(OK, f'{setting.point}: {rate:.1f} images/s')
         self.last_error = ''
-        stat.add('operating_point', setting['point'])
-        stat.add('groups', setting['groups'].key())
-        stat.add('threads', text(setting['threads']))
-        stat.add('budget_ms', text(setting['budget_ms']))
+        stat.add('operating_point', setting.point)
+        stat.add('groups', setting.groups.key())
+        stat.add('threads', text(setting.threads))
+        stat.add('budget_ms', text(setting.budget_ms))
         stat.add('rate_hz', text(rate))
         self.window.report(stat)
         stat.add('received', text(self.received))

@@ -22,17 +22,17 @@ import time
 from rclpy.time import Time
 from std_msgs.msg import String
 
-from dyn_dnn_ros.operating_points import OperatingPointLibrary
 from dyn_dnn_ros.resources.cpu import allowed_cpu_count
 from dyn_dnn_ros.ros.diagnostics import ERROR, OK, WARN, Updater, guarded, text
 from dyn_dnn_ros.ros.nodes.inference_node import InferenceNode
 from dyn_dnn_ros.ros.params import ParameterSpec, ValidatedParameters
 from dyn_dnn_ros.ros.spin import publish_while_running, run_node
-from dyn_dnn_ros.ros.worker_presence import WAIT_FOR_SETTING, WorkerPresence
+from dyn_dnn_ros.ros.worker_presence import WAIT_FOR_SETTING
 from dyn_dnn_ros.runtime.device import resolve_device
 from dyn_dnn_ros.runtime.latency_window import LatencyWindow
 from dyn_dnn_ros.runtime.policy import WORKER_BUDGET_MS_RANGE
 from dyn_dnn_ros.runtime.worker import SHUTTING_DOWN, InferenceWorker
+from dyn_dnn_ros.runtime.worker_library import WorkerSetting
 from dyn_dnn_ros.runtime.worker_parameters import (
     BEAM_METRIC,
     BEAM_MODE,
@@ -45,7 +45,7 @@ from dyn_dnn_ros.runtime.worker_parameters import (
     SIGMA_MIN,
     THREADS,
 )
-from dyn_dnn_ros.share import config_path
+from dyn_dnn_ros.share import library_path
 from dyn_dnn_ros.translation.beam_policy import BeamPolicy
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 from dyn_dnn_ros.translation.engines import ENGINES, EngineConfig, create_engine
@@ -57,14 +57,11 @@ STATUS = {'ok': TranslationResult.STATUS_OK, 'truncated': TranslationResult.STAT
 
 
 @dataclass(frozen=True)
-class Setting:
+class Setting(WorkerSetting):
     """Everything one request is translated with; swapped whole, never edited."""
 
-    point: str
     subnet: object
     beam: BeamPolicy
-    threads: int
-    budget_ms: float
     max_source_tokens: int
     stop_at_deadline: bool = False
     deadline_margin_ms: float = 0.0
@@ -112,7 +109,7 @@ class TranslationNode(InferenceNode):
         super().__init__(NODE_NAME, **node_kwargs)
         self.params = ValidatedParameters(self, [
             ParameterSpec(OPERATING_POINT, '', 'operating point of the library to run '
-                          '("" = the best-quality point)', check=self._check_point),
+                          '("" = the best-quality point)', check=self.check_point),
             ParameterSpec(BEAM_MODE, 'fixed', 'beam search: fixed width or dynamic',
                           choices=('fixed', 'dynamic')),
             ParameterSpec(BEAM_WIDTH, 5, 'fixed beam width', integer_range=(1, 16)),
@@ -128,7 +125,8 @@ class TranslationNode(InferenceNode):
                           read_only=True),
             ParameterSpec('spm_path', '', 'SentencePiece model ("" = shipped)', read_only=True),
             ParameterSpec('library_path', '', 'operating-point library YAML '
-                          '("" = config/operating_points_<device>.yaml)', read_only=True),
+                          '("" = config/generated/operating_points_translation_<device>.yaml)',
+                          read_only=True),
             ParameterSpec('device', 'cpu', 'inference device', choices=('cpu', 'cuda', 'auto'),
                           read_only=True),
             ParameterSpec('engine', '', 'inference engine: torch or ctranslate2 ("" = the '
@@ -157,14 +155,11 @@ class TranslationNode(InferenceNode):
                           'publishing the result and its transport', float_range=(0.0, 1000.0)),
         ], apply=self._apply, check_together=self._check_together)
         device = resolve_device(self.params.value('device'))
-        self.library_source = 'given'
-        self.library = library if library is not None else self._load_library(device)
+        self.load_library('translation', library_path('translation', device.split(':')[0]),
+                          library)
         self.engine_name = self.params.value('engine') or self.library.engine
-        self.library.check_runs_on(self.engine_name, device.split(':')[0],
-                                   where=f'library_path ({self.library_source})')
-        problems = self.params.startup_problems()
-        if problems:
-            raise ValueError('; '.join(problems))
+        self.worker_library.check_runs_on(self.engine_name, device.split(':')[0])
+        self.refuse_bad_start_values()
         values = self.params.values()
         setting = self._setting(values)
 
@@ -180,9 +175,9 @@ class TranslationNode(InferenceNode):
             # Every point is loaded (CTranslate2) and every thread count warmed
             # up now, not with a request's budget: a switch is then a lookup.
             threads = sorted(self._measured_threads() or {1})
-            for point in self.library.points:
-                loaded.prepare([point.subnet], beam=point.beam or setting.beam,
-                               threads=threads)
+            self.worker_library.check_points(   # every point must run on this model
+                lambda point: loaded.prepare([point.subnet], beam=point.beam or setting.beam,
+                                             threads=threads))
             loaded.prepare([setting.subnet], beam=setting.beam, threads=[setting.threads])
             return loaded
         self.window = LatencyWindow()
@@ -205,8 +200,7 @@ class TranslationNode(InferenceNode):
         self.updater = Updater(self)
         self.updater.setHardwareID(f'{device} {self.engine_name} {self.library.compute_type}')
         self.updater.add('translation', guarded(self._diagnose))
-        self.presence = WorkerPresence(self, 'translation', self._in_force, self._subscribe,
-                                       wait_s=values['wait_for_setting_s'])
+        self.announce('translation', self._subscribe)
 
     def _subscribe(self):
         depth = self.params.value('qos_depth')
@@ -214,20 +208,7 @@ class TranslationNode(InferenceNode):
                                  self._on_request, depth)
         self.create_subscription(String, 'translation_requests_text', self._on_text, depth)
 
-    def _in_force(self):
-        setting = self.worker.setting
-        return setting.point, setting.threads, setting.budget_ms
-
     # -- parameters -------------------------------------------------------------
-    def _load_library(self, device):
-        path = (self.params.value('library_path')
-                or config_path(f'operating_points_{device.split(":")[0]}.yaml'))
-        self.library_source = str(path)
-        library = OperatingPointLibrary.load(path)
-        if library.target != 'translation':
-            raise ValueError(f'library_path: {path} is a {library.target} library')
-        return library
-
     def _measured_threads(self):
         """Thread counts the manager may choose: the fastest usable count of some point.
 
@@ -242,17 +223,6 @@ class TranslationNode(InferenceNode):
             if measured:
                 counts.add(min(measured, key=measured.get))
         return counts
-
-    def _point_name(self, name):
-        return name or self.library.by_quality()[0].name
-
-    def _check_point(self, name):
-        library = getattr(self, 'library', None)
-        if library is None or not name:
-            return None
-        if name not in library.names:
-            return f'unknown operating point {name!r}; known: {", ".join(library.names)}'
-        return None
 
     def _check_together(self, values):
         try:
@@ -272,22 +242,19 @@ class TranslationNode(InferenceNode):
         return None
 
     def _setting(self, values):
-        name = self._point_name(values[OPERATING_POINT])
-        point = self.library.get(name)
-        return Setting(point=name, subnet=SubnetConfig.from_dict(point.subnet),
-                       beam=beam_from(values), threads=values[THREADS],
-                       budget_ms=float(values[BUDGET_MS]),
-                       max_source_tokens=values['max_source_tokens'],
-                       stop_at_deadline=values['stop_at_deadline'],
-                       deadline_margin_ms=float(values['deadline_margin_ms']))
+        point = self.worker_library.point(values)
+        return self.worker_library.setting(
+            values, Setting, subnet=SubnetConfig.from_dict(point.subnet),
+            beam=beam_from(values), max_source_tokens=values['max_source_tokens'],
+            stop_at_deadline=values['stop_at_deadline'],
+            deadline_margin_ms=float(values['deadline_margin_ms']))
 
     def _apply(self, changed):
         if 'queue_depth' in changed:
             self.worker.set_depth(changed['queue_depth'])
         # One new Setting from all current values: a point and its beam policy
         # set together in one atomic parameter set switch together.
-        self.worker.set_setting(self._setting(self.params.values()))
-        self.presence.setting_changed()
+        self.put_in_force(self._setting(self.params.values()))
 
     # -- requests -----------------------------------------------------------------
     def _on_request(self, msg):

@@ -3,7 +3,7 @@
 import torch
 
 from dyn_dnn_ros.resources.cpu import allowed_cpu_count
-from dyn_dnn_ros.validation import is_integer
+from dyn_dnn_ros.validation import require_ints
 
 DEVICES = ('cpu', 'cuda')
 
@@ -24,7 +24,4 @@ def default_threads(device) -> tuple[int, ...]:
 
 def check_thread_counts(threads) -> tuple:
     """``threads`` as a tuple, refused unless it holds integers >= 1 and at least one."""
-    threads = tuple(threads)
-    if not threads or any(not is_integer(t) or t < 1 for t in threads):
-        raise ValueError(f'threads: must be integers >= 1, got {threads!r}')
-    return threads
+    return require_ints('threads', threads, 1)

@@ -44,6 +44,7 @@ from dyn_dnn_ros.timing import trimmed_stats
 from dyn_dnn_ros.translation.beam_policy import BeamPolicy
 from dyn_dnn_ros.translation.design.pareto import near_front, pareto_front
 from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
+from dyn_dnn_ros.validation import require_in_interval, require_int, require_ints
 
 
 @dataclass(frozen=True)
@@ -67,15 +68,11 @@ class EngineLibraryConfig:
         object.__setattr__(self, 'run_dir', Path(self.run_dir))
         for name in ('candidates', 'timing_sentences', 'max_finalists', 'rounds',
                      'bleu_sentences', 'max_points', 'fitness_sentences'):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f'{name}: must be an integer >= 1, got {value!r}')
-        if not self.beams or any(not isinstance(b, int) or b < 1 for b in self.beams):
-            raise ValueError(f'beams: must be widths >= 1, got {self.beams!r}')
-        if not self.threads or any(not isinstance(t, int) or t < 1 for t in self.threads):
-            raise ValueError(f'threads: must be counts >= 1, got {self.threads!r}')
-        if not 0 <= self.trim < 0.5 or not 0 <= self.quick_band < 1:
-            raise ValueError('trim must lie in [0, 0.5) and quick_band in [0, 1)')
+            require_int(name, getattr(self, name), 1)
+        require_ints('beams', self.beams, 1)
+        require_ints('threads', self.threads, 1)
+        require_in_interval('trim', self.trim, '[0, 0.5)')
+        require_in_interval('quick_band', self.quick_band, '[0, 1)')
 
 
 def expressible_space(space: DesignSpace) -> DesignSpace:

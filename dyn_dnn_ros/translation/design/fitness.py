@@ -20,14 +20,14 @@ from dyn_dnn_ros.translation.batching import TokenBatcher
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 from dyn_dnn_ros.translation.eval_mode import evaluating
 from dyn_dnn_ros.translation.training import label_smoothed_nll_loss, load_pairs
+from dyn_dnn_ros.validation import is_finite_number, require_int
 
 CACHE_FORMAT = 'dyn_dnn_ros.fitness_cache/1'
 
 
 def validation_subset(corpus_dir, tokenizer, count, seed, max_positions):
     """``count`` tokenized (source, target) validation pairs, drawn with ``seed``."""
-    if not isinstance(count, int) or count < 1:
-        raise ValueError(f'fitness sentences: must be an integer >= 1, got {count!r}')
+    require_int('fitness sentences', count, 1)
     pairs, _ = load_pairs(corpus_dir, 'valid', tokenizer, max_positions)
     if len(pairs) < count:
         raise ValueError(f'{corpus_dir}: valid split has {len(pairs)} usable pairs, fewer '
@@ -91,7 +91,7 @@ class FitnessCache:
         if not isinstance(losses, dict):
             raise ValueError(f'{self.path}: losses must be a mapping key -> loss')
         for key, loss in losses.items():
-            if not isinstance(loss, (int, float)) or not math.isfinite(loss) or loss < 0:
+            if not is_finite_number(loss) or loss < 0:
                 raise ValueError(f'{self.path}: loss of {key} must be a finite number >= 0, '
                                  f'got {loss!r}')
         self.losses = {k: float(v) for k, v in losses.items()}

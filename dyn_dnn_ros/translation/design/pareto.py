@@ -3,6 +3,8 @@
 import bisect
 import math
 
+from dyn_dnn_ros.validation import require_finite
+
 
 def pareto_front(items, latency, quality) -> list:
     """Items no other item beats on both (lower ``latency(item)``, higher ``quality(item)``).
@@ -28,8 +30,7 @@ def predicted_front(items, slack=0.0) -> list:
     """
     if not slack:
         return pareto_front(items, lambda f: f[2], lambda f: -f[1])
-    if not math.isfinite(slack) or slack < 0:
-        raise ValueError(f'front slack: must be a finite fraction >= 0, got {slack!r}')
+    require_finite('front slack', slack, 0)
     distinct = {}
     for f in items:  # an archive is offered the same parents again every iteration
         distinct.setdefault(f[0].key(), f)

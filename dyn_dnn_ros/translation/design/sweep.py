@@ -68,6 +68,7 @@ from dyn_dnn_ros.validation import (
     is_integer,
     require_fraction,
     require_int,
+    require_positive,
 )
 
 # HAT's population and iteration counts cost up to ~3,000 fitness evaluations per
@@ -134,10 +135,8 @@ class SweepConfig:
     def __post_init__(self):
         require_int('sweep.constraint_count', self.constraint_count, 1)
         for c in self.constraints_ms:
-            if not is_finite_number(c) or c <= 0:
-                raise ValueError(f'sweep.constraints_ms: {c!r} is not a positive number of ms')
-        if self.bleu_sentences is not None and self.bleu_sentences < 1:
-            raise ValueError(f'sweep.bleu_sentences: must be >= 1, got {self.bleu_sentences}')
+            require_positive('sweep.constraints_ms', c, 'ms')
+        require_int('sweep.bleu_sentences', self.bleu_sentences, 1, none_allowed=True)
         require_int('sweep.bleu_batch_size', self.bleu_batch_size, 1)
         if self.bleu_split not in ('valid', 'test'):
             raise ValueError(f"sweep.bleu_split: must be 'valid' or 'test', "
@@ -162,7 +161,7 @@ class SweepConfig:
 
 def geometric_constraints(low, high, count) -> list[float]:
     """``count`` constraints from ``low`` to ``high`` ms, evenly spaced on a log scale."""
-    if not (0 < low <= high) or not math.isfinite(high):
+    if not (is_finite_number(low) and is_finite_number(high) and 0 < low <= high):
         raise ValueError(f'constraints: need 0 < low <= high, got {low!r}, {high!r}')
     if count == 1:
         return [float(high)]

@@ -18,6 +18,8 @@ CTranslate2 never imports torch.
 from dataclasses import dataclass
 from pathlib import Path
 
+from dyn_dnn_ros.validation import require_int
+
 ENGINES = ('torch', 'ctranslate2')
 DEFAULT_COMPUTE_TYPE = {'torch': 'float32', 'ctranslate2': 'int8'}
 COMPUTE_TYPES = {'torch': ('float32',),
@@ -51,8 +53,7 @@ class EngineConfig:
             raise ValueError(f'compute_type: the {self.engine} engine computes in one of '
                              f'{COMPUTE_TYPES[self.engine]}, got {compute!r}')
         object.__setattr__(self, 'compute_type', compute)
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f'batch_size: must be an integer >= 1, got {self.batch_size!r}')
+        require_int('batch_size', self.batch_size, 1)
         for name in ('model_path', 'spm_path', 'cache_dir'):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):

@@ -1,4 +1,4 @@
-"""Validation during training: NLL and greedy BLEU of the largest and smallest sub-networks.
+"""Scoring on the validation split: NLL and greedy BLEU of the largest and smallest sub-networks.
 
 The model-selection metric is the mean greedy BLEU of the two ends of the
 design space, so early stopping and checkpoint averaging favour weights that
