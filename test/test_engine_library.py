@@ -41,28 +41,42 @@ class RecordingEngine:
         return [Outcome(s) for s in sentences]
 
 
-def _design(tmp_path, engine, **overrides):
+def _design(tmp_path, engine, final_engine=None, **overrides):
     config = EngineLibraryConfig(run_dir=tmp_path, candidates=6, beams=(1, 3),
                                  threads=(1, 2), timing_sentences=3, rounds=2,
                                  max_finalists=4, **overrides)
     sentences = ['a b c', 'd e', 'f']
     return design_engine_library(config, engine, lambda s: 1.0 / s.decoder_layers,
-                                 sentences, sentences, sentences, progress=False)
+                                 sentences, sentences, sentences, progress=False,
+                                 final_engine=final_engine)
+
+
+def _thread_blocks(calls):
+    """Thread counts of the one-sentence (timing) calls, with repeats collapsed."""
+    blocks = []
+    for threads in (c[2] for c in calls if c[3] == 1):
+        if not blocks or blocks[-1] != threads:
+            blocks.append(threads)
+    return blocks
 
 
 def test_each_thread_count_is_timed_in_its_own_block(tmp_path):
-    engine = RecordingEngine()
-    result = _design(tmp_path, engine)
-    timed = [c for c in engine.calls if c[3] == 1]   # the timing loops send one sentence
-    threads_in_order = [c[2] for c in timed]
-    first_two = threads_in_order.index(2)
-    assert 2 not in threads_in_order[:first_two]
-    assert 1 not in threads_in_order[first_two:], 'a one-thread run after a two-thread one'
+    engine, final = RecordingEngine(), RecordingEngine()
+    result = _design(tmp_path, engine, final)
+    assert _thread_blocks(engine.calls) == [1, 2], 'a one-thread run after a two-thread one'
+    assert _thread_blocks(final.calls) == [1, 2]
+    # The winners alone are timed again, in the engine that held nothing else.
+    winners = {(p.metrics['key'], p.beam.width) for p in result.library.points}
+    timed_again = {(c[0], c[1]) for c in final.calls}
+    assert winners <= timed_again
+    assert len(timed_again) <= len({(c[0], c[1]) for c in engine.calls if c[3] == 1})
     assert len(result.library.points) >= 1
     for point in result.library.points:
         assert set(point.latency_ms) == {1, 2}
     saved = json.loads((tmp_path / 'measurements.json').read_text())
     assert saved['timing_protocol'] == TIMING_PROTOCOL
+    for key, width in winners:
+        assert len(saved['final'][f'{key}|{width}|1']) == 2
 
 
 def test_samples_of_an_older_protocol_are_taken_again_and_the_rest_kept(tmp_path):

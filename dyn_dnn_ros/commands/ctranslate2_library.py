@@ -62,14 +62,17 @@ def run(args) -> int:
         fitness = make_fitness(model, tokenizer, corpus, config.fitness_sentences, config.seed,
                                config.run_dir / 'fitness_cache.json',
                                args.model or default_model_path())
-        engine = create_engine(EngineConfig(engine='ctranslate2', compute_type=config.compute_type,
-                                            model_path=args.model, spm_path=args.spm,
-                                            cache_dir=config.run_dir / 'models', batch_size=16))
+        engine_config = EngineConfig(engine='ctranslate2', compute_type=config.compute_type,
+                                     model_path=args.model, spm_path=args.spm,
+                                     cache_dir=config.run_dir / 'models', batch_size=16)
+        engine = create_engine(engine_config)
+        final_engine = create_engine(engine_config)   # holds only the winners, as the node
         valid, _ = read_split(corpus, 'valid')
         import random
         timing = random.Random(config.seed).sample(valid, config.timing_sentences)
         sources, references = read_split(corpus, 'test', config.bleu_sentences)
-        result = design_engine_library(config, engine, fitness, timing, sources, references)
+        result = design_engine_library(config, engine, fitness, timing, sources, references,
+                                       final_engine=final_engine)
     except ValueError as err:
         print(f'dyn-dnn-ros design ctranslate2-library: {err}', file=sys.stderr)
         return 2

@@ -21,7 +21,11 @@ engine the worker runs:
 4. **Finalists** are timed again at every beam width, one thread count after
    the other, in shuffled rounds (trimmed mean over rounds: drift of the
    machine spreads over all of them), their BLEU is measured on the engine, and the
-   (latency, BLEU) front becomes the library.
+   (latency, BLEU) front is chosen.
+5. **The winners** are timed again the same way in an engine that holds only
+   their models, as the translation node does; those are the latencies the
+   library records (the manager's assumptions), and a winner they push off
+   the front is dropped.
 
 Latency is per sentence at batch 1, the engine decoding each sentence to its
 own end, as the node does: what the manager assumes is what a request costs.
@@ -139,8 +143,13 @@ class EngineLibraryResult:
 
 
 def design_engine_library(config: EngineLibraryConfig, engine, fitness, timing_sentences,
-                          test_sources, test_references, progress=True) -> EngineLibraryResult:
-    """Run steps 1-4 (see the module docstring) and return the library."""
+                          test_sources, test_references, progress=True,
+                          final_engine=None) -> EngineLibraryResult:
+    """Run steps 1-5 (see the module docstring) and return the library.
+
+    ``final_engine``: a second engine with nothing loaded, for step 5 (default
+    ``engine`` itself).
+    """
     import sacrebleu
 
     began = time.perf_counter()
@@ -177,7 +186,8 @@ def design_engine_library(config: EngineLibraryConfig, engine, fitness, timing_s
     # while after a multi-threaded call, so a one-thread run right after one
     # measures their leftovers as well (the node runs all its points on one count).
     if data.get('timing_protocol') != TIMING_PROTOCOL:
-        data['samples'], data['timing_protocol'] = {}, TIMING_PROTOCOL
+        data['samples'], data['final'] = {}, {}
+        data['timing_protocol'] = TIMING_PROTOCOL
     rng = random.Random(config.seed)
     for threads in config.threads:
         combos = [(s.key(), b) for s in finalists for b in config.beams]
@@ -208,6 +218,29 @@ def design_engine_library(config: EngineLibraryConfig, engine, fitness, timing_s
     options = [(s.key(), b) for s in finalists for b in config.beams]
     front = pareto_front(options, lambda o: latency(o[0], o[1], 1),
                          lambda o: data['bleu'][f'{o[0]}|{o[1]}'])
+
+    # Step 5: the winners timed again as the node runs them, in an engine that
+    # holds only their models, and kept where they still form a front.
+    final = data.setdefault('final', {})
+    timer = final_engine if final_engine is not None else engine
+    for threads in config.threads:
+        for round_ in tqdm(range(config.rounds), desc=f'winners: timing rounds, '
+                           f'{threads} thread(s)', disable=not progress):
+            order = front[:]
+            rng.shuffle(order)
+            for key, width in order:
+                samples = final.setdefault(f'{key}|{width}|{threads}', [])
+                if len(samples) > round_:
+                    continue
+                samples.append(time_per_sentence(timer, by_key[key], width, threads,
+                                                 timing_sentences))
+            store.save()
+
+    def final_latency(key, width, threads):
+        return trimmed_stats(final[f'{key}|{width}|{threads}'], config.trim)[0]
+
+    front = pareto_front(front, lambda o: final_latency(o[0], o[1], 1),
+                         lambda o: data['bleu'][f'{o[0]}|{o[1]}'])
     if len(front) > config.max_points:
         step = (len(front) - 1) / (config.max_points - 1)
         front = [front[round(i * step)] for i in range(config.max_points)]
@@ -216,7 +249,7 @@ def design_engine_library(config: EngineLibraryConfig, engine, fitness, timing_s
         subnet = by_key[key]
         points.append(OperatingPoint(
             name=f'tr_ct2_{i + 1:02d}', target='translation', subnet=subnet.to_dict(),
-            latency_ms={t: round(latency(key, width, t), 4) for t in config.threads},
+            latency_ms={t: round(final_latency(key, width, t), 4) for t in config.threads},
             quality=round(data['bleu'][f'{key}|{width}'], 4),
             beam=BeamPolicy('fixed', width=width),
             metrics={'key': key, 'val_loss': round(data['loss'][key], 5)}))
@@ -233,7 +266,8 @@ def design_engine_library(config: EngineLibraryConfig, engine, fitness, timing_s
             'workload': f'valid-k{config.timing_sentences}-seed{config.seed}-own-length',
             'quality': f'BLEU on test ({len(test_sources)} sentences), sacrebleu defaults',
             'timing': f'{config.rounds} shuffled rounds per thread count, trimmed mean '
-                      f'({config.trim:g} each side), batch 1',
+                      f'({config.trim:g} each side), batch 1; the winners timed again '
+                      'in an engine holding only their models',
             'search': f'{len(subnets)} expressible candidates, {len(finalists)} finalists',
             'config': {k: (str(v) if isinstance(v, Path) else v)
                        for k, v in asdict(config).items()},
