@@ -52,6 +52,8 @@ CORPUS = ROOT / 'data' / 'corpus'
 SPACE = DesignSpace(encoder_embed_dim=(32, 96), decoder_embed_dim=(32, 96), ffn_dim=(64, 384),
                     heads=(1, 3), encoder_layers=(2,), decoder_layers=(1, 2, 3), ende=(1, 2),
                     head_dim=16, max_positions=64)
+# One short sentence, no warm-up, two rounds: the sweep's bookkeeping, not its timings, is
+# under test, and every sample at 2 threads costs far more on a loaded machine.
 FAST = LatencyProtocol(beam=3, sentences=2, warmup=1, repeats=3, mode='fixed', fixed_length=5)
 FIVE, ONE = BeamPolicy('fixed', 5), BeamPolicy('fixed', 1)
 torch.set_num_threads(1)
