@@ -98,12 +98,17 @@ def node_executable():
 
 
 def node_command(extra=()):
-    """``perception_node --ros-args ...`` as the launch file runs it (SensorData QoS)."""
+    """``perception_node --ros-args ...`` as the launch file runs it (SensorData QoS).
+
+    No manager runs here to send the node a setting, so it subscribes at once
+    (``wait_for_setting_s:=0``) instead of after waiting for one.
+    """
     from dyn_dnn_ros.share import config_path
     return node_executable() + [
         '--ros-args', '-r', '__node:=perception_node', '-r', f'__ns:={NAMESPACE}',
         '--params-file', str(config_path('dyn_dnn_ros.yaml')),
-        '-p', 'qos:=sensor_data', '-p', 'device:=cpu', *extra]
+        '-p', 'qos:=sensor_data', '-p', 'device:=cpu', '-p', 'wait_for_setting_s:=0.0',
+        *extra]
 
 
 # -- the camera process ---------------------------------------------------------------

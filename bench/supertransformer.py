@@ -30,6 +30,7 @@ where it stopped (``--fresh`` starts over).
 """
 
 import argparse
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 import json
@@ -416,11 +417,15 @@ def measure_memory(model, model_path, subnets, source, protocol: Protocol) -> di
             path = Path(folder) / f'compact-{sub.cfg.key()}.safetensors'
             save_model(path, model.materialize())
             jobs.append(('compact', path, [sub]))
-        rows = []
-        for kind, path, points in tqdm(jobs, desc='memory probes', unit='process'):
-            probe = run_probe({**common, 'model': str(path),
-                               'subnets': [p.cfg.to_dict() for p in points]})
-            rows.append({'kind': kind, 'keys': [p.cfg.key() for p in points], **probe})
+        # The probes run side by side: each reports its own process's RSS, which the
+        # others do not change, and their interpreter start-ups overlap.
+        requests = [{**common, 'model': str(path), 'subnets': [p.cfg.to_dict() for p in points]}
+                    for _, path, points in jobs]
+        print(f'memory probes: {len(jobs)} processes', file=sys.stderr, flush=True)
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            probes = list(pool.map(run_probe, requests))
+        rows = [{'kind': kind, 'keys': [p.cfg.key() for p in points], **probe}
+                for (kind, _, points), probe in zip(jobs, probes, strict=True)]
     return {'rows': rows, 'super_bytes': weight_bytes(model)}
 
 

@@ -8,8 +8,9 @@ the launch files and `dyn-dnn-ros bringup` load; the camera's process needs
 it too. The DDS tests run bench/camera_qos.py's set-up: the node as its own
 process (as the launch file starts it), the camera in another, 20 frames at
 10 Hz, fresh processes per setting (Fast DDS reads its configuration once
-per process). The node process takes about 4 s to match its subscription
-(torch import, model load); each setting runs in about 10 s.
+per process). The node process takes about 3 s to match its subscription
+(torch import, model load; it subscribes at once, no manager being there to
+wait for); each setting runs in about 7 s.
 """
 
 import ast

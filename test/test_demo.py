@@ -116,8 +116,8 @@ def test_a_short_demo_runs_end_to_end(tmp_path):
     report = tmp_path / 'report.json'
     result = subprocess.run(
         [sys.executable, '-m', 'dyn_dnn_ros.cli', 'demo', '--library', str(library_path),
-         '--model', str(model), '--spm', str(SPM), '--duration', '6', '--rate', '4',
-         '--calibrate', '6', '--out-dir', str(tmp_path), '--report', str(report)],
+         '--model', str(model), '--spm', str(SPM), '--duration', '4', '--rate', '6',
+         '--calibrate', '3', '--out-dir', str(tmp_path), '--report', str(report)],
         capture_output=True, text=True, timeout=300,
         env=dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST'))
     assert result.returncode == 0, result.stderr[-2000:]

@@ -54,7 +54,7 @@ SPACE = DesignSpace(encoder_embed_dim=(32, 96), decoder_embed_dim=(32, 96), ffn_
                     head_dim=16, max_positions=64)
 # One short sentence, no warm-up, two rounds: the sweep's bookkeeping, not its timings, is
 # under test, and every sample at 2 threads costs far more on a loaded machine.
-FAST = LatencyProtocol(beam=3, sentences=2, warmup=1, repeats=3, mode='fixed', fixed_length=5)
+FAST = LatencyProtocol(beam=3, sentences=1, warmup=0, repeats=2, mode='fixed', fixed_length=3)
 FIVE, ONE = BeamPolicy('fixed', 5), BeamPolicy('fixed', 1)
 torch.set_num_threads(1)
 
@@ -310,7 +310,7 @@ def test_sweep_writes_a_library_and_resumes_without_remeasuring(tmp_path, tokeni
         evolution=EvolutionConfig(population=8, parents=2, mutations=3, crossovers=3,
                                   iterations=2),
         protocol=FAST, extra_beams=(ONE,), bleu_sentences=3, bleu_batch_size=3,
-        random_count=5, refine_repeats=FAST.repeats + 2)
+        random_count=5, refine_repeats=FAST.repeats + 1)
 
     def fitness(weights=1):
         return CachedFitness(ValidationLoss(model, pairs),

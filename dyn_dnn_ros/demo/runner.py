@@ -124,10 +124,12 @@ def run_once(mode, config, progress=None):
             measured = {int(t): ms for t, ms in best.latency_ms.items()
                         if int(t) <= config.threads}
             threads = min(measured, key=measured.get) if measured else config.threads
+        # The worker starts with its setting (the best point, the first budget), so it
+        # serves at once instead of waiting for the manager's (worker_presence).
         worker_values = dict(library_path=str(config.library_path), threads=threads,
                              queue_depth=4, operating_point=best.name,
                              budget_ms=float(plan.events[0].value),
-                             stop_at_deadline=mode == 'dynamic')
+                             stop_at_deadline=mode == 'dynamic', wait_for_setting_s=0.0)
         if config.model_path:
             worker_values['model_path'] = str(config.model_path)
         if config.spm_path:
