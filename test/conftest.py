@@ -16,16 +16,8 @@ import random
 os.environ.setdefault('ROS_DOMAIN_ID', str(random.SystemRandom().randint(1, 200)))
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 
-from pathlib import Path  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-
-from colcon_workspace import NICENESS, WorkspaceBuild, colcon_executable  # noqa: E402
 import pytest  # noqa: E402
 from ros_harness import RosHarness  # noqa: E402
-
-# The colcon build of test_colcon_route.py, started once the tests are collected.
-_workspace_builds = []
 
 
 def pytest_configure(config):
@@ -49,32 +41,3 @@ def probe(ros):
     ros.remove(node)
     raised = ros.callback_errors[errors_before:]
     assert not raised, 'a node callback raised:\n' + '\n'.join(raised)
-
-
-def pytest_collection_finish(session):
-    """Start test_colcon_route.py's build now, beside the tests before it.
-
-    See colcon_workspace.py; the build runs niced and is stopped at the session's end.
-    """
-    if session.config.option.collectonly or colcon_executable() is None:
-        return
-    if any(Path(str(item.fspath)).name == 'test_colcon_route.py' for item in session.items):
-        folder = tempfile.mkdtemp(prefix='dyn_dnn_ros-colcon-')
-        _workspace_builds.append(WorkspaceBuild(folder, niceness=NICENESS))
-
-
-def pytest_sessionfinish(session):
-    while _workspace_builds:   # still building if its test did not run to the end
-        build = _workspace_builds.pop()
-        build.stop()
-        shutil.rmtree(build.folder, ignore_errors=True)
-
-
-@pytest.fixture(scope='session')
-def workspace_build(tmp_path_factory):
-    """The colcon build started at collection, or one started now (None without colcon)."""
-    if _workspace_builds:
-        return _workspace_builds[0]
-    if colcon_executable() is None:
-        return None
-    return WorkspaceBuild(tmp_path_factory.mktemp('colcon'))

@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # The sweep times its winners the same way (TINY_PROTOCOL in both), as it must.
 TINY_PROTOCOL = '--repeats 2 --sentences 1 --warmup 0 --fixed-length 5'
 TINY_LATENCY = f'{TINY_PROTOCOL} --threads 1'
-# The predictor's fits at a tenth of their training steps: the same code, in seconds.
-TINY_PREDICTOR = '--epochs 200'
+# The predictor's fits at a tenth of their training steps: the same code, in seconds (on
+# one thread, which such small fits do not need more of).
+TINY_PREDICTOR = '--epochs 200 --threads 1'
 TINY_SWEEP = ('--threads 1 --count 1 --iterations 1 --population 4 --parents 1 --mutations 2 '
               '--crossovers 1 --max-finalists 1 --per-gap 0 --fill-searches 0 --bleu-sentences 4 '
               '--bleu-batch-size 4 --fitness-sentences 8 --refine-band 0 --random 0 '

@@ -208,7 +208,7 @@ class PerceptionNode(InferenceNode):
         else:
             stat.summary(OK, f'{setting.point}: {rate:.1f} images/s')
         self.last_error = ''
-        stat.add('operating_point', setting.point)
+        stat.add('operating_point', str(setting.point))
         stat.add('groups', setting.groups.key())
         stat.add('threads', text(setting.threads))
         stat.add('budget_ms', text(setting.budget_ms))

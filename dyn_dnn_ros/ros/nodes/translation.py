@@ -360,7 +360,7 @@ class TranslationNode(InferenceNode):
                          else f'{setting.point}: waiting for requests')
         self.last_error = ''
         stat.add('engine', f'{self.engine_name} {self.library.compute_type}')
-        stat.add('operating_point', setting.point)
+        stat.add('operating_point', str(setting.point))
         stat.add('decoder_layers', text(setting.subnet.decoder_layers))
         stat.add('beam', setting.beam.describe())
         stat.add('threads', text(setting.threads))
