@@ -7,6 +7,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMPS := $(VENV)/.stamps
 INTERFACES_BUILD := $(VENV)/build/interfaces
+# The suite runs on one pytest-xdist worker per CPU (at most 4), a test file
+# per worker: much of it waits on DDS, subprocesses and timers. Each worker
+# gets its own ROS domain (test/conftest.py). PYTEST_PARALLEL= runs it serially.
+PYTEST_PARALLEL ?= -n auto --maxprocesses 4 --dist loadfile
 PYTEST_ARGS ?=
 
 # Keep DDS discovery on this machine unless the caller chose otherwise.
@@ -19,7 +23,7 @@ demo: $(STAMPS)/package
 	$(BIN)/dyn-dnn-ros system demo
 
 test: $(STAMPS)/package
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 # The design-time pipeline on this CPU (Dynamic-HAT steps 2-5): latency dataset,
 # predictor, sweep, design report. It refreshes the shipped library, plot and

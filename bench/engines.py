@@ -4,7 +4,9 @@ Same sub-networks (points of the CTranslate2 library: its fastest, middle and
 slowest), same sentences (the test split, one at a time as the node
 translates, and in batches), 1 and 2 threads, rounds interleaved so that a
 slow phase of the machine hits every engine alike; a ratio is taken within
-each round, then the median over rounds is printed.
+each round, then the median over rounds is printed. With several thread
+counts free, ``up_to_N`` rows compare each engine at its faster count up to
+N, which is what a node given N threads runs.
 
 Also measured: BLEU of int8 and float32 on the same sentences, the cost of a
 switch between points (the lookup the worker does, and the first answer after
@@ -50,19 +52,41 @@ def bleu(engine, subnet, width, sources, references):
     return sacrebleu.corpus_bleu([o.text for o in outcomes], [references]).score
 
 
-def library_check(engine, library, sentences, rounds=3):
-    """Each point timed again as the library was (same sentences, batch 1): measured / library."""
+def library_check(engine, library, sentences, rounds=5):
+    """Each point timed again as the library was (same sentences, batch 1, its thread count).
+
+    Two figures per point, medians over rounds:
+
+    - ``measured/library``: against the library's figure alone;
+    - ``measured/manager``: against what a manager that has just started
+      assumes the moment it picks the point: the library's figure corrected by
+      the results of the points run before it in the round (its
+      ``LatencyModel``, fed exactly as the manager is, fresh every round).
+      The first point of a round, which only has the library to go by, is left
+      out of this figure. A whole machine running uniformly faster or slower
+      than when the library was made moves the first figure and not the second.
+    """
+    from dyn_dnn_ros.runtime.policy import LatencyModel
     from dyn_dnn_ros.translation.design.engine_library import time_per_sentence
-    found = {p.name: [] for p in library.points}
+    to_library = {p.name: [] for p in library.points}
+    to_manager = {p.name: [] for p in library.points}
     for r in range(rounds):
+        manager = LatencyModel(library)
         order = list(library.points)
         random.Random(100 + r).shuffle(order)
-        for point in order:
+        for i, point in enumerate(order):
             subnet = SubnetConfig.from_dict(point.subnet)
-            fastest = min(point.latency_ms, key=point.latency_ms.get)
-            ms = time_per_sentence(engine, subnet, point.beam.width, int(fastest), sentences)
-            found[point.name].append(ms / point.latency_ms[fastest])
-    return {name: statistics.median(ratios) for name, ratios in found.items()}
+            threads = min(point.latency_ms, key=point.latency_ms.get)
+            assumed = manager.mean_ms(point.name, threads)
+            ms = time_per_sentence(engine, subnet, point.beam.width, int(threads), sentences)
+            manager.observe(point.name, ms, threads)
+            to_library[point.name].append(ms / point.latency_at(threads))
+            if i > 0:
+                to_manager[point.name].append(ms / assumed)
+    return {name: {'measured/library': statistics.median(to_library[name]),
+                   'measured/manager': (statistics.median(to_manager[name])
+                                        if to_manager[name] else None)}
+            for name in to_library}
 
 
 def switch_costs(engine, points, sentence, threads=1, switches=300, seed=0):
@@ -181,6 +205,18 @@ def main(argv=None):
                         r[('torch', threads, batch)] / r[(name, threads, batch)]
                         for r in rounds)
                 rows[f'threads{threads}_batch{batch}'] = row
+        # What a user with this many threads free gets: each engine at its faster
+        # thread count (the library runs CTranslate2 int8 on one where two are slower).
+        for threads in sorted(args.threads)[1:]:
+            counts = [t for t in args.threads if t <= threads]
+            for batch in (1, args.batch):
+                row = {}
+                best = [{name: min(r[(name, t, batch)] for t in counts) for name in engines}
+                        for r in rounds]
+                for name in engines:
+                    row[f'{name}_ms'] = statistics.median(b[name] for b in best)
+                    row[f'torch/{name}'] = statistics.median(b['torch'] / b[name] for b in best)
+                rows[f'up_to_{threads}threads_batch{batch}'] = row
         quality = {name: bleu(engines[name], subnet, width, sources, references)
                    for name in ('ct2-float32', 'ct2-int8')}
         report['points'][point.name] = {'key': subnet.key(), 'beam': width,
@@ -199,8 +235,14 @@ def main(argv=None):
         ratios = library_check(engines['ct2-int8'], library,
                                random.Random(seed).sample(valid, count))
         report['library_check'] = ratios
-        print('measured / library latency per point: ' + ', '.join(
-            f'{name} {ratio:.3f}' for name, ratio in ratios.items()))
+        print('per point, measured / library latency and measured / what the manager assumes:')
+        for name, row in ratios.items():
+            manager = row['measured/manager']
+            print(f'  {name}: {row["measured/library"]:.3f}, '
+                  + ('first in every round' if manager is None else f'{manager:.3f}'))
+        worst = max(abs(row['measured/manager'] - 1) for row in ratios.values()
+                    if row['measured/manager'] is not None)
+        print(f'largest gap to the manager\'s assumption: {worst:.1%}')
     if 'switch' in args.parts:
         report['switch'] = switch_costs(engines['ct2-int8'], library.points, timed[0])
         print('switch:', json.dumps(report['switch']))

@@ -14,6 +14,12 @@ import random
 # Before rclpy is imported anywhere: the domain and discovery range are read
 # when the first context starts.
 os.environ.setdefault('ROS_DOMAIN_ID', str(random.SystemRandom().randint(1, 200)))
+# pytest-xdist's workers inherit the session's domain: each takes the next ones,
+# so that two workers' nodes never meet (ids above 232 do not work on Linux).
+_worker = os.environ.get('PYTEST_XDIST_WORKER', '')
+if _worker.startswith('gw'):
+    os.environ['ROS_DOMAIN_ID'] = str((int(os.environ['ROS_DOMAIN_ID']) + 1
+                                       + int(_worker[2:])) % 230)
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 
 import pytest  # noqa: E402

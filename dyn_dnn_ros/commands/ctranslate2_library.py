@@ -27,6 +27,9 @@ def add_arguments(parser):
     parser.add_argument('--rounds', type=int, default=d.rounds)
     parser.add_argument('--max-finalists', type=int, default=d.max_finalists)
     parser.add_argument('--bleu-sentences', type=int, default=d.bleu_sentences)
+    parser.add_argument('--quality-split', choices=('valid', 'test'), default=d.quality_split,
+                        help='split whose BLEU picks the points (default: %(default)s; '
+                             'the test split is then left for reporting)')
     parser.add_argument('--fitness-sentences', type=int, default=d.fitness_sentences)
     parser.add_argument('--seed', type=int, default=d.seed)
     parser.add_argument('--corpus-dir', type=Path, default=None,
@@ -54,7 +57,8 @@ def run(args) -> int:
             beams=tuple(args.beams), threads=tuple(args.threads),
             timing_sentences=args.timing_sentences, rounds=args.rounds,
             max_finalists=args.max_finalists, bleu_sentences=args.bleu_sentences,
-            fitness_sentences=args.fitness_sentences, seed=args.seed)
+            quality_split=args.quality_split, fitness_sentences=args.fitness_sentences,
+            seed=args.seed)
         corpus = args.corpus_dir or share_dir() / 'data' / 'corpus'
         # Fitness runs on torch: pin it to one thread so it leaves the other CPU idle.
         torch.set_num_threads(1)
@@ -70,7 +74,7 @@ def run(args) -> int:
         valid, _ = read_split(corpus, 'valid')
         import random
         timing = random.Random(config.seed).sample(valid, config.timing_sentences)
-        sources, references = read_split(corpus, 'test', config.bleu_sentences)
+        sources, references = read_split(corpus, config.quality_split, config.bleu_sentences)
         result = design_engine_library(config, engine, fitness, timing, sources, references,
                                        final_engine=final_engine)
     except ValueError as err:

@@ -64,7 +64,8 @@ class EngineLibraryConfig:
     max_finalists: int = 24
     rounds: int = 5
     trim: float = 0.2
-    bleu_sentences: int = 500  # test sentences
+    bleu_sentences: int = 500  # sentences of quality_split
+    quality_split: str = 'valid'  # BLEU that picks the points: never the split results report
     max_points: int = 20
     fitness_sentences: int = 300
 
@@ -77,6 +78,9 @@ class EngineLibraryConfig:
         require_ints('threads', self.threads, 1)
         require_in_interval('trim', self.trim, '[0, 0.5)')
         require_in_interval('quick_band', self.quick_band, '[0, 1)')
+        if self.quality_split not in ('valid', 'test'):
+            raise ValueError("quality_split: must be 'valid' or 'test', "
+                             f'got {self.quality_split!r}')
 
 
 def expressible_space(space: DesignSpace) -> DesignSpace:
@@ -143,7 +147,7 @@ class EngineLibraryResult:
 
 
 def design_engine_library(config: EngineLibraryConfig, engine, fitness, timing_sentences,
-                          test_sources, test_references, progress=True,
+                          quality_sources, quality_references, progress=True,
                           final_engine=None) -> EngineLibraryResult:
     """Run steps 1-5 (see the module docstring) and return the library.
 
@@ -207,9 +211,9 @@ def design_engine_library(config: EngineLibraryConfig, engine, fitness, timing_s
                            desc='finalists: BLEU', disable=not progress):
         name = f'{key}|{width}'
         if name not in data['bleu']:
-            outcomes = engine.translate(test_sources, by_key[key], width, threads=1)
+            outcomes = engine.translate(quality_sources, by_key[key], width, threads=1)
             data['bleu'][name] = sacrebleu.corpus_bleu(
-                [o.text for o in outcomes], [list(test_references)]).score
+                [o.text for o in outcomes], [list(quality_references)]).score
             store.save()
 
     def latency(key, width, threads):
@@ -264,7 +268,8 @@ def design_engine_library(config: EngineLibraryConfig, engine, fitness, timing_s
             'host': hardware_description('cpu'),
             'ctranslate2_version': ctranslate2.__version__,
             'workload': f'valid-k{config.timing_sentences}-seed{config.seed}-own-length',
-            'quality': f'BLEU on test ({len(test_sources)} sentences), sacrebleu defaults',
+            'quality': f'BLEU on {config.quality_split} ({len(quality_sources)} sentences), '
+                       'sacrebleu defaults',
             'timing': f'{config.rounds} shuffled rounds per thread count, trimmed mean '
                       f'({config.trim:g} each side), batch 1; the winners timed again '
                       'in an engine holding only their models',
