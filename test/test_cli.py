@@ -162,5 +162,5 @@ def test_commands_write_under_runs_unless_told_otherwise():
     parser = argparse.ArgumentParser()
     importlib.import_module('dyn_dnn_ros.commands.sweep').add_arguments(parser)
     helps = {a.dest: a.help for a in parser._actions}
-    assert '/runs/design/operating_points_DEVICE.yaml' in helps['library']
+    assert '/runs/design/operating_points_translation_DEVICE_torch.yaml' in helps['library']
     assert '/runs/design/pareto_DEVICE.png' in helps['plot']

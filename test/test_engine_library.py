@@ -111,3 +111,5 @@ def test_config_rejects_nonsense():
         EngineLibraryConfig(threads=())
     with pytest.raises(ValueError, match='rounds'):
         EngineLibraryConfig(rounds=0)
+    with pytest.raises(ValueError, match='quality_split'):
+        EngineLibraryConfig(quality_split='train')

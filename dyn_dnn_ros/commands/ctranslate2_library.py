@@ -1,7 +1,7 @@
 """``dyn-dnn-ros design ctranslate2-library``: an operating-point library timed on CTranslate2.
 
 See ``translation/design/engine_library.py`` for the steps. Writes the library
-to ``RUN/operating_points_cpu.yaml`` unless ``--library`` names another file
+to ``RUN/operating_points_translation_cpu.yaml`` unless ``--library`` names another file
 (``make design-ctranslate2`` refreshes the shipped one,
 ``config/generated/operating_points_translation_cpu.yaml``).
 """
@@ -18,7 +18,7 @@ def add_arguments(parser):
     parser.add_argument('--run-dir', type=Path, default=d.run_dir,
                         help='measurements and exported models (default: %(default)s)')
     parser.add_argument('--library', type=Path, default=None,
-                        help='library to write (default: RUN/operating_points_cpu.yaml)')
+                        help='library to write (default: RUN/operating_points_translation_cpu.yaml)')
     parser.add_argument('--compute-type', default=d.compute_type)
     parser.add_argument('--candidates', type=int, default=d.candidates)
     parser.add_argument('--beams', type=int, nargs='+', default=list(d.beams))
@@ -41,7 +41,7 @@ def add_arguments(parser):
 def run(args) -> int:
     import torch
 
-    from dyn_dnn_ros.share import share_dir
+    from dyn_dnn_ros.share import library_path, share_dir
     from dyn_dnn_ros.translation.design.engine_library import (
         EngineLibraryConfig,
         design_engine_library,
@@ -80,7 +80,7 @@ def run(args) -> int:
     except ValueError as err:
         print(f'dyn-dnn-ros design ctranslate2-library: {err}', file=sys.stderr)
         return 2
-    out = args.library or config.run_dir / 'operating_points_cpu.yaml'
+    out = args.library or config.run_dir / library_path('translation', 'cpu').name
     result.library.save(out)
     lat = [p.latency_ms[1] for p in result.library.points]
     print(f'{out}: {len(result.library.points)} points, {min(lat):.2f}-{max(lat):.2f} ms at '

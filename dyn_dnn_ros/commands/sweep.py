@@ -45,8 +45,8 @@ def add_arguments(parser):
                              f'(default: {RUN_DIR}/sweep_DEVICE)')
     parser.add_argument('--library', type=Path, default=None,
                         help=f'library to write (default: {RUN_DIR}/'
-                             'operating_points_DEVICE.yaml; the shipped one is '
-                             'config/generated/operating_points_translation_DEVICE.yaml, '
+                             'operating_points_translation_DEVICE_torch.yaml; the shipped one '
+                             'is config/generated/operating_points_translation_DEVICE.yaml, '
                              '_cpu_torch.yaml on the CPU)')
     parser.add_argument('--plot', type=Path, default=None,
                         help=f'Pareto plot PNG (default: {RUN_DIR}/pareto_DEVICE.png)')
@@ -129,6 +129,7 @@ def run(args) -> int:
 
     import torch
 
+    from dyn_dnn_ros.share import library_path
     from dyn_dnn_ros.translation.beam_policy import BeamPolicy
     from dyn_dnn_ros.translation.design.sweep import SweepConfig, run_sweep
     from dyn_dnn_ros.translation.design.workload import load_workload
@@ -142,7 +143,8 @@ def run(args) -> int:
         beams += tuple(_dynamic_policy(text) for text in args.dynamic)
         config = SweepConfig(
             run_dir=args.run_dir,
-            library_path=args.library or RUN_DIR / f'operating_points_{args.device}.yaml',
+            library_path=args.library or RUN_DIR / library_path('translation', args.device,
+                                                                'torch').name,
             plot_path=args.plot or RUN_DIR / f'pareto_{args.device}.png',
             device=args.device, rank_threads=args.rank_threads,
             measure_threads=tuple(args.threads) if args.threads else None,
@@ -190,7 +192,7 @@ def run(args) -> int:
         # Joint points with another beam have no prediction: the predictor knows the
         # deployment beam only.
         predicted = p.metrics.get('predicted_latency_ms_by_threads', {})
-        ratios = [p.latency_ms[t] / predicted[t] for t in threads if t in predicted]
+        ratios = [p.latency_ms[t] / predicted[t] for t in threads if predicted.get(t, 0) > 0]
         print(f'{p.name:<12} {p.beam.describe():<34} {p.quality:5.2f}  '
               f'{p.metrics["val_loss"]:8.4f}  {p.predicted_latency_ms:9.2f}  '
               + '  '.join(f'{p.latency_ms[t]:8.2f}' for t in threads)
