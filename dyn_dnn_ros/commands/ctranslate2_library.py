@@ -18,7 +18,8 @@ def add_arguments(parser):
     parser.add_argument('--run-dir', type=Path, default=d.run_dir,
                         help='measurements and exported models (default: %(default)s)')
     parser.add_argument('--library', type=Path, default=None,
-                        help='library to write (default: RUN/operating_points_translation_cpu.yaml)')
+                        help='library to write '
+                             '(default: RUN/operating_points_translation_cpu.yaml)')
     parser.add_argument('--compute-type', default=d.compute_type)
     parser.add_argument('--candidates', type=int, default=d.candidates)
     parser.add_argument('--beams', type=int, nargs='+', default=list(d.beams))
