@@ -64,7 +64,8 @@ def library_check(engine, library, sentences, rounds=5):
       ``LatencyModel``, fed exactly as the manager is, fresh every round).
       The first point of a round, which only has the library to go by, is left
       out of this figure. A whole machine running uniformly faster or slower
-      than when the library was made moves the first figure and not the second.
+      than when the library was made moves the first figure, and the second
+      only until the manager has seen a few results.
     """
     from dyn_dnn_ros.runtime.policy import LatencyModel
     from dyn_dnn_ros.translation.design.engine_library import time_per_sentence
