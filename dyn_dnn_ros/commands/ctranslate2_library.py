@@ -13,7 +13,7 @@ HELP = 'library for the CTranslate2 engine, timed on it'
 
 
 def add_arguments(parser):
-    from dyn_dnn_ros.translation.design.engine_library import EngineLibraryConfig
+    from dyn_dnn_ros.translation.design.engine_library import QUALITY_SPLITS, EngineLibraryConfig
     d = EngineLibraryConfig()
     parser.add_argument('--run-dir', type=Path, default=d.run_dir,
                         help='measurements and exported models (default: %(default)s)')
@@ -28,7 +28,7 @@ def add_arguments(parser):
     parser.add_argument('--rounds', type=int, default=d.rounds)
     parser.add_argument('--max-finalists', type=int, default=d.max_finalists)
     parser.add_argument('--bleu-sentences', type=int, default=d.bleu_sentences)
-    parser.add_argument('--quality-split', choices=('valid', 'test'), default=d.quality_split,
+    parser.add_argument('--quality-split', choices=QUALITY_SPLITS, default=d.quality_split,
                         help='split whose BLEU picks the points (default: %(default)s; '
                              'the test split is then left for reporting)')
     parser.add_argument('--fitness-sentences', type=int, default=d.fitness_sentences)

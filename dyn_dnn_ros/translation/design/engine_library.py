@@ -50,6 +50,9 @@ from dyn_dnn_ros.translation.design.pareto import near_front, pareto_front
 from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
 from dyn_dnn_ros.validation import require_in_interval, require_int, require_ints
 
+# Splits whose BLEU may pick the points (results report on the test split).
+QUALITY_SPLITS = ('valid', 'test')
+
 
 @dataclass(frozen=True)
 class EngineLibraryConfig:
@@ -65,7 +68,7 @@ class EngineLibraryConfig:
     rounds: int = 5
     trim: float = 0.2
     bleu_sentences: int = 500  # sentences of quality_split
-    quality_split: str = 'valid'  # BLEU that picks the points: never the split results report
+    quality_split: str = 'valid'  # one of QUALITY_SPLITS
     max_points: int = 20
     fitness_sentences: int = 300
 
@@ -78,8 +81,8 @@ class EngineLibraryConfig:
         require_ints('threads', self.threads, 1)
         require_in_interval('trim', self.trim, '[0, 0.5)')
         require_in_interval('quick_band', self.quick_band, '[0, 1)')
-        if self.quality_split not in ('valid', 'test'):
-            raise ValueError("quality_split: must be 'valid' or 'test', "
+        if self.quality_split not in QUALITY_SPLITS:
+            raise ValueError(f'quality_split: must be one of {QUALITY_SPLITS}, '
                              f'got {self.quality_split!r}')
 
 
