@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from dyn_dnn_ros.share import share_dir
+from dyn_dnn_ros.share import data_path
 from dyn_dnn_ros.translation import beam_search
 from dyn_dnn_ros.translation.beam_policy import BeamPolicy
 from dyn_dnn_ros.translation.translator import Translator, read_split
@@ -106,7 +106,7 @@ def main(argv=None):
     subnet = translator.subnet(args.subnet)
     translator.model.set_subnet(subnet)
     translator.batch_size = args.batch
-    sources, _ = read_split(share_dir() / 'data' / 'corpus', 'test', args.sentences)
+    sources, _ = read_split(data_path('corpus'), 'test', args.sentences)
     chunks = [sources[i:i + args.chunk] for i in range(0, len(sources), args.chunk)]
     translator.translate(chunks[0], None, policies[0])  # warm-up
 

@@ -44,6 +44,8 @@ import time
 import torch
 from tqdm import tqdm
 
+from dyn_dnn_ros.files import write_atomic
+from dyn_dnn_ros.share import data_path, runs_path
 from dyn_dnn_ros.translation.beam_policy import BeamPolicy, percentile_thresholds
 from dyn_dnn_ros.translation.translator import (
     TranslationOutcome,
@@ -53,8 +55,7 @@ from dyn_dnn_ros.translation.translator import (
     read_split,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-CORPUS_DIR = ROOT / 'data' / 'corpus'
+CORPUS_DIR = data_path('corpus')
 # Targets the dynamic policy should reach against fixed width 5.
 TARGET_BLEU_DROP, TARGET_WIDTH, TARGET_TIME, TARGET_OVERHEAD = 0.1, 3.35, 0.8, 0.05
 # Bumped when the state file's layout changes, so older files are not misread.
@@ -95,13 +96,13 @@ def parse_args(argv=None):
     parser.add_argument('--overhead-pairs', type=int, default=60,
                         help='fixed/dynamic pairs per overhead width; the chunks of '
                         '--overhead-limit sentences take turns (default: %(default)s)')
-    parser.add_argument('--state', type=Path, default=ROOT / 'runs' / 'bench' / 'beam_width.json')
+    parser.add_argument('--state', type=Path, default=runs_path('bench', 'beam_width.json'))
     parser.add_argument('--fresh', action='store_true', help='ignore earlier measurements')
     parser.add_argument('--table', type=Path,
-                        default=ROOT / 'runs' / 'bench' / 'beam_width_table.md',
+                        default=runs_path('bench', 'beam_width_table.md'),
                         help='Markdown table to write (default: %(default)s; the shipped one: '
                         'docs/beam_width_table.md)')
-    parser.add_argument('--png', type=Path, default=ROOT / 'runs' / 'bench' / 'beam_width.png',
+    parser.add_argument('--png', type=Path, default=runs_path('bench', 'beam_width.png'),
                         help='plot to write (default: %(default)s; the shipped one: '
                         'docs/beam_width.png)')
     args = parser.parse_args(argv)
@@ -130,10 +131,7 @@ class State:
 
     def put(self, key, value):
         self.data[key] = value
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + '.tmp')
-        tmp.write_text(json.dumps(self.data, indent=1))
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(self.data, indent=1).encode())
 
 
 def run_key(args, translator, model_path):

@@ -23,7 +23,7 @@ import sys
 import time
 
 from dyn_dnn_ros.operating_points import load_timed_libraries
-from dyn_dnn_ros.share import library_path
+from dyn_dnn_ros.share import data_path, library_path, runs_path
 from dyn_dnn_ros.translation.design.devices import check_device, default_threads
 from dyn_dnn_ros.translation.design.latency_dataset import load_model_and_tokenizer, measure_pairs
 from dyn_dnn_ros.translation.design.pareto import dominated, pareto_front
@@ -31,8 +31,7 @@ from dyn_dnn_ros.translation.design.timing_protocol import LatencyProtocol
 from dyn_dnn_ros.translation.design.workload import load_workload
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-PLOT_DIR = ROOT / 'runs' / 'bench'
+PLOT_DIR = runs_path('bench')
 COLOURS = ('tab:blue', 'tab:red', 'tab:green', 'tab:purple')
 
 
@@ -45,8 +44,8 @@ def parse_args(argv=None):
     parser.add_argument('--device', default='cpu', help='cpu or cuda (default: %(default)s)')
     parser.add_argument('--threads', type=int, default=None,
                         help='CPU threads (default: all usable ones)')
-    parser.add_argument('--run-dir', type=Path, default=ROOT / 'runs' / 'cross_device')
-    parser.add_argument('--corpus-dir', type=Path, default=ROOT / 'data' / 'corpus')
+    parser.add_argument('--run-dir', type=Path, default=runs_path('cross_device'))
+    parser.add_argument('--corpus-dir', type=Path, default=data_path('corpus'))
     parser.add_argument('--plot', type=Path, default=None,
                         help=f'PNG to write (default: {PLOT_DIR}/cross_device_DEVICE.png; '
                              'the shipped one: docs/cross_device_DEVICE.png)')

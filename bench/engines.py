@@ -27,12 +27,11 @@ import time
 import numpy as np
 
 from dyn_dnn_ros.operating_points import OperatingPointLibrary
-from dyn_dnn_ros.share import library_path
+from dyn_dnn_ros.share import data_path, library_path, runs_path
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 from dyn_dnn_ros.translation.engines import EngineConfig, create_engine
 from dyn_dnn_ros.translation.outcome import read_split
 
-ROOT = Path(__file__).resolve().parents[1]
 PARTS = ('engines', 'library', 'switch', 'node')
 
 
@@ -127,7 +126,7 @@ def node_memory(library_path, timeout=180.0):
     from dyn_dnn_ros.demo.processes import NodeProcess, node_command, stop_all
     from dyn_dnn_ros.ros.worker_presence import HEARTBEAT_QOS, HEARTBEAT_TOPIC
     from dyn_dnn_ros_interfaces.msg import WorkerHeartbeat
-    log = ROOT / 'runs' / 'bench' / 'engines_node.log'
+    log = runs_path('bench', 'engines_node.log')
     process = NodeProcess('translation_node', node_command(
         'translation_node', extra=['-p', f'library_path:={library_path}',
                                    '-p', 'wait_for_setting_s:=0.0']), log)
@@ -162,11 +161,11 @@ def main(argv=None):
     parser.add_argument('--threads', type=int, nargs='+', default=[1, 2])
     parser.add_argument('--batch', type=int, default=16)
     parser.add_argument('--bleu-sentences', type=int, default=500)
-    parser.add_argument('--corpus-dir', type=Path, default=ROOT / 'data' / 'corpus',
+    parser.add_argument('--corpus-dir', type=Path, default=data_path('corpus'),
                         help='test and valid splits: those the library was made with')
     parser.add_argument('--parts', nargs='+', default=list(PARTS), choices=PARTS,
                         help='what to measure (default: all)')
-    parser.add_argument('--out', type=Path, default=ROOT / 'runs' / 'bench' / 'engines.json')
+    parser.add_argument('--out', type=Path, default=runs_path('bench', 'engines.json'))
     args = parser.parse_args(argv)
 
     library = OperatingPointLibrary.load(args.library)

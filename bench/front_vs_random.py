@@ -14,9 +14,9 @@ the sweep's winners, so this count is a lower bound of the sweep's own;
 RUN/random.csv`` every sub-network it timed (a sweep run with ``--random 0``
 leaves the comparison to this bench).
 
-One pass of 10 samples leaves a standard error of about 1 ms at the fast
-end (45 ms), where random and searched sub-networks differ by less than
-that; so a second pass takes every comparison whose verdict a
+One pass of 10 samples leaves a standard error at the fast end as large as
+the gap between random and searched sub-networks there
+(docs/results.md gives both); so a second pass takes every comparison whose verdict a
 ``--refine-band`` latency difference could flip, both the random
 sub-network and its searched rivals, to the first ``--refine-repeats``
 count in further shared rounds of the same sample log (the first pass's
@@ -49,7 +49,7 @@ import time
 from tqdm import tqdm
 
 from dyn_dnn_ros.operating_points import load_timed_libraries
-from dyn_dnn_ros.share import library_path
+from dyn_dnn_ros.share import data_path, library_path, runs_path
 from dyn_dnn_ros.translation.beam_policy import BeamPolicy
 from dyn_dnn_ros.translation.design.fitness import make_fitness
 from dyn_dnn_ros.translation.design.latency_csv import read_latency_csv
@@ -67,7 +67,6 @@ from dyn_dnn_ros.translation.design.workload import load_workload
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 from dyn_dnn_ros.translation.translator import default_model_path
 
-ROOT = Path(__file__).resolve().parents[1]
 SLACKS = (0.02, 0.05, 0.10)
 SAVE_EVERY = 50  # fitness evaluations between cache writes
 
@@ -90,14 +89,14 @@ def parse_args(argv=None):
     parser.add_argument('--random-seed', type=int, default=1,
                         help='the sweep\'s --random-seed (default: %(default)s, as in the '
                              'Makefile)')
-    parser.add_argument('--run-dir', type=Path, default=ROOT / 'runs' / 'front_vs_random')
-    parser.add_argument('--corpus-dir', type=Path, default=ROOT / 'data' / 'corpus')
+    parser.add_argument('--run-dir', type=Path, default=runs_path('front_vs_random'))
+    parser.add_argument('--corpus-dir', type=Path, default=data_path('corpus'))
     parser.add_argument('--fitness-sentences', type=int, default=100)
     parser.add_argument('--fitness-seed', type=int, default=0)
     parser.add_argument('--cache', type=Path, default=None,
                         help='fitness cache JSON (default: RUN/fitness_cache.json)')
     parser.add_argument('--plot', type=Path,
-                        default=ROOT / 'runs' / 'bench' / 'front_vs_random_cpu.png',
+                        default=runs_path('bench', 'front_vs_random_cpu.png'),
                         help='plot to write (default: %(default)s; the shipped one, which '
                              '`make design-cpu-check` writes: docs/front_vs_random_cpu.png)')
     parser.add_argument('--refine-band', type=float, default=0.05,

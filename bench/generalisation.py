@@ -15,12 +15,10 @@ from pathlib import Path
 import sys
 
 from dyn_dnn_ros.operating_points import OperatingPointLibrary
-from dyn_dnn_ros.share import library_path
+from dyn_dnn_ros.share import data_path, library_path, runs_path
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 from dyn_dnn_ros.translation.engines import EngineConfig, create_engine
 from dyn_dnn_ros.translation.outcome import read_split
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def scores(engine, subnet, width, sources, references, threads):
@@ -35,12 +33,12 @@ def scores(engine, subnet, width, sources, references, threads):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--library', type=Path, default=library_path('translation', 'cpu'))
-    parser.add_argument('--corpus-dir', type=Path, default=ROOT / 'data' / 'corpus')
+    parser.add_argument('--corpus-dir', type=Path, default=data_path('corpus'))
     parser.add_argument('--splits', nargs='+', default=['test', 'test_incatalog'])
     parser.add_argument('--limit', type=int, default=None)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--out', type=Path,
-                        default=ROOT / 'runs' / 'bench' / 'generalisation.json')
+                        default=runs_path('bench', 'generalisation.json'))
     args = parser.parse_args(argv)
     library = OperatingPointLibrary.load(args.library)
     splits = {name: read_split(args.corpus_dir, name, args.limit) for name in args.splits}

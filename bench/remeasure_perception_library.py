@@ -14,7 +14,6 @@ replaces that one:
 import argparse
 from dataclasses import replace
 import datetime
-import os
 from pathlib import Path
 import sys
 
@@ -22,10 +21,9 @@ from dyn_dnn_ros.operating_points import OperatingPointLibrary
 from dyn_dnn_ros.perception.profiling import LatencyConfig, measure_latencies_ms
 from dyn_dnn_ros.perception.wenet import GroupConfig, load_model
 from dyn_dnn_ros.resources.cpu import allowed_cpu_count
-from dyn_dnn_ros.share import library_path, model_path
+from dyn_dnn_ros.share import library_path, model_path, runs_path
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = ROOT / 'runs' / 'bench' / 'perception_library_remeasured.yaml'
+DEFAULT_OUT = runs_path('bench', 'perception_library_remeasured.yaml')
 
 
 def parse_args(argv=None):
@@ -50,10 +48,13 @@ def main(argv=None):
     measured = {t: measure_latencies_ms(cases, t, latency) for t in threads}
     library.points = [replace(p, latency_ms={t: round(measured[t][i], 4) for t in threads})
                       for i, p in enumerate(library.points)]
-    library.meta['latency_remeasured'] = {
+    # The library's latency record says how its figures were measured: now this way.
+    library.meta['latency'] = {
+        'batch': 1, 'warmup': latency.warmup, 'repeats': latency.repeats, 'trim': latency.trim,
+        'rounds': latency.rounds, 'interleaved': True,
         'command': ' '.join(['python', *sys.argv]),   # no interpreter path of this machine
-        'when': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-        'load_average': os.getloadavg()[0]}
+        'measured': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
+    library.meta.pop('latency_remeasured', None)
     library.save(args.out)
     for point in library.points:
         print(f'{point.name:4} acc {point.quality:.4f}  ' + '  '.join(

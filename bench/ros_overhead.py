@@ -44,14 +44,14 @@ def child(variant, seconds, rate_hz, budget_ms):
     """One run in this interpreter; prints the per-request overheads as JSON."""
     from dyn_dnn_ros.demo.plan import DemoPlan, Event
     from dyn_dnn_ros.demo.runner import DemoConfig, default_threads, load_sentences, run_once
-    from dyn_dnn_ros.share import library_path, share_dir
+    from dyn_dnn_ros.share import data_path, library_path
 
     interval = VARIANTS[variant][1]
     if interval is not None:
         sys.setswitchinterval(interval)
     plan = DemoPlan(seconds, rate_hz, (Event(0.0, 'budget', budget_ms),))
     config = DemoConfig(plan=plan, library_path=str(library_path('translation', 'cpu')),
-                        sentences=load_sentences(share_dir() / 'data' / 'corpus'),
+                        sentences=load_sentences(data_path('corpus')),
                         threads=default_threads(), namespace='/bench_overhead')
     run = run_once('dynamic', config)
     answered = [r for r in run.results if r.status in ('ok', 'truncated')]

@@ -50,8 +50,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dyn_dnn_ros.files import write_atomic
 from dyn_dnn_ros.operating_points import OperatingPointLibrary
 from dyn_dnn_ros.resources.cpu import allowed_cpu_count
+from dyn_dnn_ros.share import data_path, runs_path
 from dyn_dnn_ros.timing import trimmed_stats
 from dyn_dnn_ros.translation.batching import encode_sources
 from dyn_dnn_ros.translation.beam_policy import BeamPolicy
@@ -69,13 +71,12 @@ from dyn_dnn_ros.translation.translator import (
     subnet_from_spec,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-CORPUS_DIR = ROOT / 'data' / 'corpus'
+CORPUS_DIR = data_path('corpus')
 # The shipped report and plot (docs/supertransformer_bench.md,
 # docs/subnet_bleu_latency.png) change only when --out and --png name them.
-DEFAULT_OUT = ROOT / 'runs' / 'bench' / 'supertransformer_bench.md'
-DEFAULT_PNG = ROOT / 'runs' / 'bench' / 'subnet_bleu_latency.png'
-DEFAULT_STATE = ROOT / 'runs' / 'bench' / 'supertransformer.json'
+DEFAULT_OUT = runs_path('bench', 'supertransformer_bench.md')
+DEFAULT_PNG = runs_path('bench', 'subnet_bleu_latency.png')
+DEFAULT_STATE = runs_path('bench', 'supertransformer.json')
 SECTIONS = ('bleu', 'latency', 'switch', 'memory')
 SOURCE_TOKENS = 30  # HAT's latency workload: a 30-token source sentence
 BEAM = 5
@@ -452,10 +453,7 @@ class State:
     def get_or_measure(self, key, measure):
         if key not in self.data:
             self.data[key] = measure()
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(self.path.name + '.tmp')
-            tmp.write_text(json.dumps(self.data, indent=1))
-            os.replace(tmp, self.path)
+            write_atomic(self.path, json.dumps(self.data, indent=1).encode())
         return self.data[key]
 
 

@@ -41,8 +41,9 @@ import sys
 import threading
 import time
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = ROOT / 'runs' / 'bench' / 'system_processes.json'
+from dyn_dnn_ros.share import data_path, runs_path
+
+DEFAULT_OUT = runs_path('bench', 'system_processes.json')
 MANAGER_STATUS = 'dnn_manager: translation'
 LEVEL_NAMES = {0: 'OK', 1: 'WARN', 2: 'ERROR', 3: 'STALE'}
 # Statuses of results the worker ran inference for (they carry a real point).
@@ -294,9 +295,8 @@ def run(args):
     from dyn_dnn_ros.demo.burner import CpuBurner
     from dyn_dnn_ros.demo.processes import NodeProcess, node_command, stop_all
     from dyn_dnn_ros.demo.runner import load_sentences
-    from dyn_dnn_ros.share import share_dir
 
-    sentences = load_sentences(share_dir() / 'data' / 'corpus')
+    sentences = load_sentences(data_path('corpus'))
     logs = args.out.parent / (args.out.stem + '_logs')
     names = ['resource_monitor', 'translation_node'] + \
         (['perception_node'] if args.perception else []) + ['dnn_manager']

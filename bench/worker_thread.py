@@ -33,14 +33,14 @@ def measure(layout, threads, sentences):
     import torch
 
     from dyn_dnn_ros.operating_points import OperatingPointLibrary
-    from dyn_dnn_ros.share import library_path, share_dir
+    from dyn_dnn_ros.share import data_path, library_path
     from dyn_dnn_ros.translation.design_space import SubnetConfig
     from dyn_dnn_ros.translation.translator import Translator, read_split
 
     library = OperatingPointLibrary.load(library_path('translation', 'cpu', 'torch'))
     best = library.by_quality()[0]
     subnet = SubnetConfig.from_dict(best.subnet)
-    sources, _ = read_split(share_dir() / 'data' / 'corpus', 'test', sentences)
+    sources, _ = read_split(data_path('corpus'), 'test', sentences)
     state = {}
 
     def load():

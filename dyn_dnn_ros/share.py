@@ -1,9 +1,16 @@
-"""Where the package's data lives: config/, launch/ and models/.
+"""Where the package's files are: what it ships, and what its commands make.
 
-A source checkout (editable install, tests, the Makefile) uses its own files
-so that edits take effect without reinstalling. An installed package (colcon
-on a ROS host, or a regular pip install) finds them through the ament index,
-in ``<prefix>/share/dyn_dnn_ros``.
+Shipped (read): config/, launch/ and models/. A source checkout (editable
+install, tests, the Makefile) uses its own files so that edits take effect
+without reinstalling. An installed package (colcon on a ROS host, or a
+regular pip install) finds them through the ament index, in
+``<prefix>/share/dyn_dnn_ros``.
+
+Made (written, then read back): runs/ (every command's output unless it is
+given a path) and data/ (the corpus and its download cache). A source
+checkout keeps them in its root, beside the shipped files; an installed
+share folder is not the place to write, so there they are the current
+folder's.
 """
 
 from functools import lru_cache
@@ -13,10 +20,18 @@ PACKAGE = 'dyn_dnn_ros'
 
 
 @lru_cache(maxsize=1)
+def source_root() -> Path | None:
+    """The root of the source checkout this module runs from; None when installed."""
+    root = Path(__file__).resolve().parents[1]
+    if (root / 'package.xml').is_file() and (root / 'config').is_dir():
+        return root
+    return None
+
+
+@lru_cache(maxsize=1)
 def share_dir() -> Path:
-    source_root = Path(__file__).resolve().parents[1]
-    if (source_root / 'package.xml').is_file() and (source_root / 'config').is_dir():
-        return source_root
+    if source_root() is not None:
+        return source_root()
     try:
         from ament_index_python.packages import get_package_share_directory
     except ImportError as error:
@@ -45,3 +60,29 @@ def model_path(*parts) -> Path:
 
 def launch_path(*parts) -> Path:
     return share_dir().joinpath('launch', *parts)
+
+
+def work_dir() -> Path:
+    """Where runs/ and data/ are: the source checkout's root, else the current folder."""
+    return source_root() or Path.cwd()
+
+
+def runs_path(*parts) -> Path:
+    return work_dir().joinpath('runs', *parts)
+
+
+def data_path(*parts) -> Path:
+    return work_dir().joinpath('data', *parts)
+
+
+def portable_path(path) -> Path:
+    """``path`` relative to the checkout (or share folder) when inside it, else absolute.
+
+    For paths recorded in files that travel (library meta, reports), which must
+    not carry the folders of the machine they were made on.
+    """
+    path = Path(path).resolve()
+    for base in dict.fromkeys((work_dir().resolve(), share_dir().resolve())):
+        if path.is_relative_to(base):
+            return path.relative_to(base)
+    return path

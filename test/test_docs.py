@@ -3,8 +3,9 @@
 The README and docs/ describe the package as it is: no work log (numbered
 work periods, the machine a measurement ran on called "the VM", paths
 outside the repository, issue numbers as history). The same patterns are
-not wanted in the code, the Makefile and config/ either, since their
-comments and messages are read as documentation too.
+not wanted in the code, the tests, the Makefile, config/ and the shipped
+models' metadata either, since their comments, messages and records are read
+as documentation too.
 """
 
 from pathlib import Path
@@ -51,6 +52,16 @@ def _text_files(folder):
     return files
 
 
+def _test_files():
+    """The tests, except this file: its patterns and examples are the phrases themselves."""
+    return [p for p in _python_files('test') if p.name != Path(__file__).name]
+
+
+def _model_metadata():
+    """What a shipped model records of itself (the tokenizer's vocabulary is data, not prose)."""
+    return sorted((ROOT / 'models').rglob('*.yaml'))
+
+
 def _markdown_files():
     return [README, *sorted((ROOT / 'docs').glob('*.md'))]
 
@@ -64,6 +75,8 @@ SCANNED = {
     'bench': lambda: _python_files('bench'),
     'scripts': lambda: _text_files('scripts'),
     'launch': lambda: _python_files('launch'),
+    'test': _test_files,
+    'models': _model_metadata,
 }
 
 

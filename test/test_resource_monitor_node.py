@@ -87,7 +87,7 @@ def test_diagnostics_carry_status_and_warn_for_missing_readers(ros, probe):
         values = {kv.key: kv.value for kv in readers.values}
         assert values['cpu'] == 'available' and values['memory'] == 'available'
         missing = [k for k, v in values.items() if v != 'available']
-        if missing:  # this VM: no cpufreq, thermal, RAPL, NVML, Jetson
+        if missing:  # a machine without cpufreq, thermal, RAPL, NVML or a Jetson
             assert level_value(readers.level) == 1
             assert all(name in readers.message for name in missing)
         if not Path('/sys/class/thermal').exists():

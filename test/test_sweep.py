@@ -12,8 +12,8 @@ import torch
 import yaml
 
 from dyn_dnn_ros.cli import main
-from dyn_dnn_ros.commands.latency import repo_relative
 from dyn_dnn_ros.operating_points import OperatingPointLibrary
+from dyn_dnn_ros.share import portable_path
 from dyn_dnn_ros.translation.beam_policy import BeamPolicy
 from dyn_dnn_ros.translation.design import latency_dataset as ld
 from dyn_dnn_ros.translation.design.config_sampling import dataset_configs
@@ -454,8 +454,8 @@ def _library_of(subnets):
 
 def test_paths_written_into_shipped_files_are_relative_to_the_checkout(tmp_path):
     shipped = ROOT / 'config' / 'generated' / 'operating_points_translation_cpu.yaml'
-    assert repo_relative(shipped) == Path('config/generated/operating_points_translation_cpu.yaml')
-    assert repo_relative(tmp_path / 'library.yaml') == (tmp_path / 'library.yaml').resolve()
+    assert portable_path(shipped) == Path('config/generated/operating_points_translation_cpu.yaml')
+    assert portable_path(tmp_path / 'library.yaml') == (tmp_path / 'library.yaml').resolve()
 
 
 def test_design_report_lists_used_and_unused_choices(tmp_path, capsys):

@@ -42,7 +42,7 @@ def add_arguments(parser):
 def run(args) -> int:
     import torch
 
-    from dyn_dnn_ros.share import library_path, share_dir
+    from dyn_dnn_ros.share import data_path, library_path
     from dyn_dnn_ros.translation.design.engine_library import (
         EngineLibraryConfig,
         design_engine_library,
@@ -60,7 +60,7 @@ def run(args) -> int:
             max_finalists=args.max_finalists, bleu_sentences=args.bleu_sentences,
             quality_split=args.quality_split, fitness_sentences=args.fitness_sentences,
             seed=args.seed)
-        corpus = args.corpus_dir or share_dir() / 'data' / 'corpus'
+        corpus = args.corpus_dir or data_path('corpus')
         # Fitness runs on torch: pin it to one thread so it leaves the other CPU idle.
         torch.set_num_threads(1)
         model, tokenizer = load_model_and_tokenizer(args.model, args.spm, 'cpu')

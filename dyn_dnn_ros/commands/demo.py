@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 import sys
 
+from dyn_dnn_ros.share import runs_path
+
 
 def add_arguments(parser):
     parser.add_argument('--library', help='translation operating-point library (default: '
@@ -33,7 +35,7 @@ def add_arguments(parser):
                         'from the library\'s latencies; default: %(default)s)')
     parser.add_argument('--threads', type=int, default=None,
                         help='CPU threads of the worker (default: all allowed CPUs)')
-    parser.add_argument('--out-dir', default='runs/demo',
+    parser.add_argument('--out-dir', default=runs_path('demo'), type=Path,
                         help='where the PNG and JSON go (default: %(default)s)')
     parser.add_argument('--report', help='JSON summary path (default: OUT_DIR/report.json)')
     parser.add_argument('--plot', help='timeline PNG path (default: OUT_DIR/timeline.png)')
@@ -64,8 +66,8 @@ def format_table(summaries):
 
 
 def run(args):
+    from dyn_dnn_ros.share import data_path
     from dyn_dnn_ros.share import library_path as shipped_library
-    from dyn_dnn_ros.share import share_dir
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     from dyn_dnn_ros.demo.metrics import adaptation_results, run_to_dict, summarize
     from dyn_dnn_ros.demo.plan import default_plan
@@ -78,7 +80,7 @@ def run(args):
     try:
         library = OperatingPointLibrary.load(library_path)
         threads = args.threads or default_threads()
-        sentences = load_sentences(args.corpus_dir or share_dir() / 'data' / 'corpus')
+        sentences = load_sentences(args.corpus_dir or data_path('corpus'))
         measured = None
         if args.calibrate > 0:
             from dyn_dnn_ros.demo.calibration import tail_latencies

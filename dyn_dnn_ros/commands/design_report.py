@@ -3,11 +3,11 @@
 from pathlib import Path
 import sys
 
-from dyn_dnn_ros.commands.latency import REPO_ROOT, RUN_DIR, repo_relative
-from dyn_dnn_ros.share import library_path
+from dyn_dnn_ros.commands.latency import RUN_DIR
+from dyn_dnn_ros.share import config_path, library_path, portable_path
 
 HELP = 'which design-space choices the library uses; write the reduced space'
-CONFIG_DIR = REPO_ROOT / 'config'
+CONFIG_DIR = config_path()
 
 
 def add_arguments(parser):
@@ -44,7 +44,7 @@ def run(args) -> int:
             space = DesignSpace.from_yaml(CONFIG_DIR / 'design_space.yaml')
         usage = choice_usage(library, space)
         reduced = reduced_space(space, usage)
-        write_reduced_space(args.out, reduced, repo_relative(args.library))
+        write_reduced_space(args.out, reduced, portable_path(args.library))
     except ValueError as err:
         print(f'dyn-dnn-ros design-report: {err}', file=sys.stderr)
         return 2

@@ -11,11 +11,11 @@ from dyn_dnn_ros.commands.translate import (
     model_options,
     subnet_and_beam,
 )
-from dyn_dnn_ros.share import share_dir
+from dyn_dnn_ros.share import data_path
 
 HELP = 'BLEU of a sub-network on the test split'
 # Corpus files are data, not shipped with the package: they stay in the checkout.
-DEFAULT_CORPUS_DIR = share_dir() / 'data' / 'corpus'
+DEFAULT_CORPUS_DIR = data_path('corpus')
 
 
 def add_arguments(parser):

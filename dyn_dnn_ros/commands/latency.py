@@ -3,23 +3,13 @@
 from pathlib import Path
 import sys
 
-from dyn_dnn_ros.share import share_dir
+from dyn_dnn_ros.share import data_path, runs_path
 
 HELP = 'measure the latency dataset of random sub-networks'
-REPO_ROOT = share_dir()   # a source checkout: its root; installed: the share folder
-RUN_DIR = REPO_ROOT / 'runs' / 'design'
-DEFAULT_CORPUS_DIR = REPO_ROOT / 'data' / 'corpus'
+RUN_DIR = runs_path('design')
+DEFAULT_CORPUS_DIR = data_path('corpus')
 DEFAULT_SAMPLES = {'cpu': 300, 'cuda': 1000}
 
-
-def repo_relative(path) -> Path:
-    """``path`` from the repository root when it lies inside, else absolute.
-
-    For paths written into shipped files (library meta, reduced design space),
-    which must not carry the directory of the machine they were made on.
-    """
-    path = Path(path).resolve()
-    return path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
 
 
 def add_protocol_arguments(parser):

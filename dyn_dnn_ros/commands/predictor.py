@@ -3,10 +3,11 @@
 from pathlib import Path
 import sys
 
-from dyn_dnn_ros.commands.latency import REPO_ROOT, RUN_DIR
+from dyn_dnn_ros.commands.latency import RUN_DIR
+from dyn_dnn_ros.share import config_path
 
 HELP = 'fit the latency predictor to a latency dataset'
-DEFAULT_SPACE = REPO_ROOT / 'config' / 'design_space.yaml'
+DEFAULT_SPACE = config_path('design_space.yaml')
 
 
 def add_arguments(parser):

@@ -7,7 +7,6 @@ from dyn_dnn_ros.commands.latency import (
     RUN_DIR,
     add_protocol_arguments,
     protocol_from_args,
-    repo_relative,
 )
 from dyn_dnn_ros.commands.search import (
     add_evolution_arguments,
@@ -129,7 +128,7 @@ def run(args) -> int:
 
     import torch
 
-    from dyn_dnn_ros.share import library_path
+    from dyn_dnn_ros.share import library_path, portable_path
     from dyn_dnn_ros.translation.beam_policy import BeamPolicy
     from dyn_dnn_ros.translation.design.sweep import SweepConfig, run_sweep
     from dyn_dnn_ros.translation.design.workload import load_workload
@@ -167,7 +166,7 @@ def run(args) -> int:
                              f'{protocol.workload!r}; pass the latency run\'s options')
         workload = load_workload(args.corpus_dir, tokenizer, protocol.sentences,
                                  protocol.sentence_seed, model.space.max_positions)
-        meta = {'predictor': str(repo_relative(args.predictor))}
+        meta = {'predictor': str(portable_path(args.predictor))}
         summary = run_sweep(config, model, tokenizer, predictor, fitness, workload,
                             args.corpus_dir, meta=meta)
     except ValueError as err:

@@ -4,7 +4,7 @@ from pathlib import Path
 import sys
 
 from dyn_dnn_ros.commands.corpus import built_corpus_dir
-from dyn_dnn_ros.share import share_dir
+from dyn_dnn_ros.share import runs_path
 from dyn_dnn_ros.translation.tokenizer import (
     Tokenizer,
     TokenizerConfig,
@@ -15,7 +15,7 @@ from dyn_dnn_ros.translation.tokenizer import (
 HELP = 'train the joint SentencePiece model'
 _DEFAULTS = TokenizerConfig()
 # Not the shipped models/translation/spm.model, which the shipped model needs.
-DEFAULT_MODEL = share_dir() / 'runs' / 'translation' / 'spm.model'
+DEFAULT_MODEL = runs_path('translation', 'spm.model')
 
 
 def add_arguments(parser):

@@ -3,21 +3,20 @@
 from dataclasses import replace
 from pathlib import Path
 
-from dyn_dnn_ros.share import share_dir
+from dyn_dnn_ros.share import config_path, model_path, runs_path
 
 HELP = 'greedy design-space exploration of WeNet'
 
-REPO_ROOT = share_dir()   # a source checkout: its root; installed: the share folder
-DEFAULT_CONFIG = REPO_ROOT / 'config' / 'wenet.yaml'
-DEFAULT_MODEL = REPO_ROOT / 'models' / 'perception' / 'wenet'
+DEFAULT_CONFIG = config_path('wenet.yaml')
+DEFAULT_MODEL = model_path('perception', 'wenet')
 # Outputs go under runs/; the shipped library (config/generated/), plot and ablation
 # table (docs/) and the shipped model's calibrations (models/) change only when
 # named, as `make design-perception` does.
-RUN_DIR = REPO_ROOT / 'runs' / 'perception'
+RUN_DIR = runs_path('perception')
 DEFAULT_MODEL_OUT = RUN_DIR / 'wenet'
 DEFAULT_LIBRARY = RUN_DIR / 'operating_points_perception_cpu.yaml'
 DEFAULT_PLOT = RUN_DIR / 'perception_pareto.png'
-DEFAULT_ABLATION_MODEL = REPO_ROOT / 'models' / 'perception' / 'wenet_noshuffle'
+DEFAULT_ABLATION_MODEL = model_path('perception', 'wenet_noshuffle')
 ABLATION_TABLE = RUN_DIR / 'perception_ablation.md'
 
 

@@ -3,13 +3,12 @@
 from dataclasses import replace
 from pathlib import Path
 
-from dyn_dnn_ros.share import share_dir
+from dyn_dnn_ros.share import config_path, runs_path
 
 HELP = 'train the WeNet CNN on handwritten digits'
 
-REPO_ROOT = share_dir()   # a source checkout: its root; installed: the share folder
-DEFAULT_CONFIG = REPO_ROOT / 'config' / 'wenet.yaml'
-CHECKPOINT_DIR = REPO_ROOT / 'runs' / 'perception'
+DEFAULT_CONFIG = config_path('wenet.yaml')
+CHECKPOINT_DIR = runs_path('perception')
 # Not models/perception/wenet: a new model replaces the shipped one only when named.
 DEFAULT_OUT = CHECKPOINT_DIR / 'wenet'
 

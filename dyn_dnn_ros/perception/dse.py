@@ -41,6 +41,7 @@ from dyn_dnn_ros.perception.wenet import (
     save_calibrations,
 )
 from dyn_dnn_ros.resources.hardware import hardware_description
+from dyn_dnn_ros.share import portable_path
 from dyn_dnn_ros.validation import require_in_interval, require_int, require_ints
 
 UNIFORM_GROUPS = (1, 2, 4, 8, 16)
@@ -383,16 +384,6 @@ def dataset_of(saved):
     return dataset
 
 
-def _portable(path):
-    """A path relative to the package's share folder when it lies inside it."""
-    from dyn_dnn_ros.share import share_dir
-    path = Path(path).resolve()
-    try:
-        return str(path.relative_to(share_dir().resolve()))
-    except ValueError:
-        return str(path)
-
-
 def _copy_model(model_dir, model_out):
     """Weights and YAML of ``model_dir`` into ``model_out`` (nothing when they are one folder)."""
     model_out.mkdir(parents=True, exist_ok=True)
@@ -429,7 +420,7 @@ def run_dse(model_dir, config, library_path, plot_path=None, ablation_dir=None,
         if config.calibrate:
             _copy_model(model_dir, model_out)
             save_calibrations(model_out, saved.model)
-        summary['library'].meta['model'] = _portable(model_out)
+        summary['library'].meta['model'] = str(portable_path(model_out))
         summary['library'].save(library_path)
         if plot_path is not None:
             plot_pareto(plot_path, summary['result'], summary['library'], summary['uniform'],

@@ -67,13 +67,12 @@ from tqdm import tqdm
 import yaml
 
 from dyn_dnn_ros.files import write_atomic
-from dyn_dnn_ros.share import share_dir
+from dyn_dnn_ros.share import config_path, data_path, work_dir
 from dyn_dnn_ros.validation import require_fraction, require_int
 
-REPO_ROOT = share_dir()   # a source checkout: its root; installed: the share folder
-DEFAULT_CONFIG_PATH = REPO_ROOT / 'config' / 'corpus.yaml'
-DEFAULT_CACHE_DIR = REPO_ROOT / 'data' / 'cache'
-DEFAULT_OUT_DIR = REPO_ROOT / 'data' / 'corpus'
+DEFAULT_CONFIG_PATH = config_path('corpus.yaml')
+DEFAULT_CACHE_DIR = data_path('cache')
+DEFAULT_OUT_DIR = data_path('corpus')
 DEFAULT_PACKAGES = (
     'libreoffice-l10n-de', 'gimp-data', 'inkscape', 'gnome-control-center-data',
     'evolution-common',
@@ -221,10 +220,11 @@ def load_corpus_config(path=DEFAULT_CONFIG_PATH) -> CorpusConfig:
         raise ValueError(f'{path}: unknown option(s) {unknown}; known: {sorted(known)}')
     for key in ('cache_dir', 'out_dir'):
         if key in raw:
-            raw[key] = REPO_ROOT / raw[key]
+            raw[key] = work_dir() / raw[key]
     if 'parallel' in raw:
         try:
-            raw['parallel'] = tuple(ParallelFiles(REPO_ROOT / p['source'], REPO_ROOT / p['target'])
+            root = work_dir()
+            raw['parallel'] = tuple(ParallelFiles(root / p['source'], root / p['target'])
                                     for p in raw['parallel'])
         except (TypeError, KeyError) as err:
             raise ValueError(f'{path}: parallel must be a list of {{source, target}}') from err

@@ -17,13 +17,12 @@ import shutil
 
 import sentencepiece as spm
 
-from dyn_dnn_ros.share import share_dir
+from dyn_dnn_ros.share import data_path, model_path
 from dyn_dnn_ros.translation.corpus import normalize_text, placeholders
 from dyn_dnn_ros.validation import require_in_interval, require_int
 
-REPO_ROOT = share_dir()   # a source checkout: its root; installed: the share folder
-DEFAULT_CORPUS_DIR = REPO_ROOT / 'data' / 'corpus'
-DEFAULT_MODEL_PATH = REPO_ROOT / 'models' / 'translation' / 'spm.model'
+DEFAULT_CORPUS_DIR = data_path('corpus')
+DEFAULT_MODEL_PATH = model_path('translation', 'spm.model')
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 # Always single tokens, whether or not the training data has them often.
 BASE_PLACEHOLDERS = ('%s', '%d', '%u', '%i', '%%', '%1$s', '%2$s', '%1', '%2', '{0}', '{1}', '{}')

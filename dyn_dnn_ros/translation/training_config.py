@@ -3,20 +3,19 @@
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from dyn_dnn_ros.share import share_dir
+from dyn_dnn_ros.share import config_path, model_path, runs_path
 from dyn_dnn_ros.validation import require_in_interval, require_int, require_positive
 
-REPO_ROOT = share_dir()   # a source checkout: its root; installed: the share folder
 MODES = ('sandwich', 'random', 'largest')
 RESUME_MODES = ('auto', 'require', 'never')
 
 
 @dataclass
 class TrainConfig:
-    run_dir: Path = REPO_ROOT / 'runs' / 'train'
+    run_dir: Path = runs_path('train')
     corpus_dir: Path | None = None  # None: where `translation corpus` writes (config/corpus.yaml)
-    spm_path: Path = REPO_ROOT / 'models' / 'translation' / 'spm.model'
-    space_path: Path = REPO_ROOT / 'config' / 'design_space.yaml'
+    spm_path: Path = model_path('translation', 'spm.model')
+    space_path: Path = config_path('design_space.yaml')
     mode: str = 'sandwich'
     random_subnets: int = 2  # sandwich: sampled sub-networks besides largest and smallest
     distill_weight: float = 0.5  # sandwich: share of the distillation loss for smaller nets

@@ -8,7 +8,6 @@ timed with, and one file holds rows of one device and workload only.
 import csv
 from dataclasses import dataclass, field
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -17,6 +16,7 @@ from dyn_dnn_ros.resources.hardware import hardware_description
 from dyn_dnn_ros.translation.beam_policy import BeamPolicy
 from dyn_dnn_ros.translation.design.devices import DEVICES
 from dyn_dnn_ros.translation.design_space import DesignSpace, SubnetConfig
+from dyn_dnn_ros.validation import require_finite
 
 CSV_COLUMNS = ('key', 'config', 'device', 'threads', 'beam', 'workload', 'torch_version', 'host',
                'latency_ms', 'std_ms', 'n', 'decoder_steps', 'timestamp')
@@ -62,10 +62,7 @@ def _number(record, name, where, kind=float, minimum=0.0, strict=False):
         value = kind(text)
     except (TypeError, ValueError):
         raise ValueError(f'{where}: {name}={text!r} is not a number') from None
-    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
-        relation = '>' if strict else '>='
-        raise ValueError(f'{where}: {name}={text!r} must be finite and {relation} {minimum}')
-    return value
+    return require_finite(f'{where}: {name}', value, minimum, strict=strict)
 
 
 def _row_from_record(record, where, space=None) -> LatencyRow:

@@ -34,7 +34,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from dyn_dnn_ros.share import share_dir
+from dyn_dnn_ros.share import data_path, runs_path
 from dyn_dnn_ros.timing import round_orders, synchronizer, timed_call, torch_threads
 from dyn_dnn_ros.translation.beam_policy import BeamPolicy
 from dyn_dnn_ros.translation.design.config_sampling import dataset_configs, load_sampling_bias
@@ -194,10 +194,10 @@ def affordable_count(model, workload: Workload, protocol: LatencyProtocol, threa
 
 @dataclass(frozen=True)
 class LatencyDatasetConfig:
-    out: Path = share_dir() / 'runs' / 'design' / 'latency_cpu.csv'
+    out: Path = runs_path('design', 'latency_cpu.csv')
     model_path: Path | None = None  # None: the shipped model
     spm_path: Path | None = None
-    corpus_dir: Path = share_dir() / 'data' / 'corpus'
+    corpus_dir: Path = data_path('corpus')
     device: str = 'cpu'
     samples: int = 300
     seed: int = 1

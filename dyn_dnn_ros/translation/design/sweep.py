@@ -72,9 +72,9 @@ from dyn_dnn_ros.validation import (
 )
 
 # HAT's population and iteration counts cost up to ~3,000 fitness evaluations per
-# constraint, about 25 minutes each on two CPU cores: too many for a sweep of
-# eight. These keep its proportions (1 parent : 2 mutations : 2 crossovers) at
-# an eighth of the evaluations.
+# constraint, each a validation-loss pass of a sub-network: too many for a sweep
+# of eight on a CPU. These keep its proportions (1 parent : 2 mutations :
+# 2 crossovers) at an eighth of the evaluations.
 SWEEP_EVOLUTION = EvolutionConfig(population=40, parents=8, mutations=16, crossovers=16,
                                   iterations=12)
 
