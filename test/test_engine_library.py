@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from dyn_dnn_ros.translation.design import engine_library
 from dyn_dnn_ros.translation.design.engine_library import (
     TIMING_PROTOCOL,
     EngineLibraryConfig,
@@ -113,3 +114,43 @@ def test_config_rejects_nonsense():
         EngineLibraryConfig(rounds=0)
     with pytest.raises(ValueError, match='quality_split'):
         EngineLibraryConfig(quality_split='train')
+
+
+class InterruptedEngine(RecordingEngine):
+    """Stops the run (as Ctrl-C would) at its ``stop_at``-th call."""
+
+    def __init__(self, stop_at):
+        super().__init__()
+        self.stop_at = stop_at
+
+    def translate(self, sentences, subnet, width, threads=1):
+        if len(self.calls) == self.stop_at:
+            raise KeyboardInterrupt
+        return super().translate(sentences, subnet, width, threads)
+
+
+@pytest.mark.parametrize('fraction', [0.05, 0.3, 0.6, 0.75, 0.95])
+def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch, fraction):
+    def timing(engine, subnet, width, threads, sentences):
+        engine.translate(sentences[:1], subnet, width, threads=threads)
+        return subnet.encoder_embed_dim * subnet.decoder_layers * width / threads / 100
+
+    monkeypatch.setattr(engine_library, 'time_per_sentence', timing)
+    whole = RecordingEngine()
+    expected = _design(tmp_path / 'whole', whole)
+
+    first = InterruptedEngine(round(fraction * len(whole.calls)))
+    with pytest.raises(KeyboardInterrupt):
+        _design(tmp_path / 'resumed', first)
+    rest = RecordingEngine()
+    resumed = _design(tmp_path / 'resumed', rest)
+    # Resumed from the last save: the same shuffled order from there on, nothing
+    # saved measured again.
+    assert rest.calls and rest.calls == whole.calls[len(whole.calls) - len(rest.calls):]
+    assert len(rest.calls) < len(whole.calls)
+    assert resumed.finalists == expected.finalists
+    assert [p.to_dict() for p in resumed.library.points] == \
+        [p.to_dict() for p in expected.library.points]
+    saved = [json.loads((tmp_path / d / 'measurements.json').read_text())
+             for d in ('whole', 'resumed')]
+    assert saved[0] == saved[1]

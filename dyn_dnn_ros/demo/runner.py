@@ -88,17 +88,12 @@ class _Driver:
 def run_once(mode, config, progress=None):
     """One run ('dynamic' or 'static') of the plan; returns its RunRecord."""
     import rclpy
-    from rclpy.parameter import Parameter
 
     from dyn_dnn_ros.operating_points import OperatingPointLibrary
-    from dyn_dnn_ros.ros.nodes.manager import ManagerNode
-    from dyn_dnn_ros.ros.nodes.resource_monitor import ResourceMonitorNode
-    from dyn_dnn_ros.ros.nodes.translation import TranslationNode
     from dyn_dnn_ros.ros.spin import NodeSpinner
 
     if mode not in ('dynamic', 'static'):
         raise ValueError(f'mode: dynamic or static, got {mode!r}')
-    plan = config.plan
     library = OperatingPointLibrary.load(config.library_path)
     best = library.by_quality()[0]
     context = rclpy.Context()
@@ -108,108 +103,13 @@ def run_once(mode, config, progress=None):
     burner = CpuBurner()
     # The nodes spin as in `dyn-dnn-ros bringup`; this thread only sends requests.
     spinner = NodeSpinner(context=context).start()
-
     try:
-        def make(cls, **values):
-            node = cls(context=context, namespace=config.namespace,
-                       parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
-            nodes.append(spinner.add(node))
-            return node
-
-        make(ResourceMonitorNode, rate_hz=config.monitor_rate_hz)
-        # The static baseline is the plain model: no manager, no deadline-aware decoding,
-        # on the thread count (up to the demo's) where the library measured it fastest.
-        threads = config.threads
-        if mode == 'static':
-            measured = {int(t): ms for t, ms in best.latency_ms.items()
-                        if int(t) <= config.threads}
-            threads = min(measured, key=measured.get) if measured else config.threads
-        # The worker starts with its setting (the best point, the first budget), so it
-        # serves at once instead of waiting for the manager's (worker_presence).
-        worker_values = dict(library_path=str(config.library_path), threads=threads,
-                             queue_depth=4, operating_point=best.name,
-                             budget_ms=float(plan.events[0].value),
-                             stop_at_deadline=mode == 'dynamic', wait_for_setting_s=0.0)
-        if config.model_path:
-            worker_values['model_path'] = str(config.model_path)
-        if config.spm_path:
-            worker_values['spm_path'] = str(config.spm_path)
-        if best.beam is not None and best.beam.mode == 'fixed':
-            worker_values['beam_width'] = best.beam.width
-        worker = make(TranslationNode, **worker_values)
-        if mode == 'dynamic':
-            make(ManagerNode, targets='translation', translation_library=str(config.library_path))
-        driver_node = spinner.add(rclpy.create_node('demo_driver', context=context,
-                                                    start_parameter_services=False))
-        nodes.append(driver_node)
-        driver = _Driver(driver_node, config.namespace)
-        deadline = time.monotonic() + 20
-        # Up: the worker listens, the manager serves, and a few availability
-        # samples are in before the clock starts.
-        while driver.publisher.get_subscription_count() == 0 or (
-                mode == 'dynamic' and not driver.budget_client.service_is_ready()) or \
-                len(driver.availability) < STARTUP_AVAILABILITY_SAMPLES:
-            if time.monotonic() > deadline:
-                raise RuntimeError('demo: the nodes did not come up within 20 s')
-            time.sleep(0.05)
-
-        driver.start = time.monotonic()
-        sent = {}
-        pending_events = list(plan.events)
-        interval = 1.0 / plan.request_rate_hz
-        index = 0
-        last_progress = -1.0
-        while True:
-            t = driver.now()
-            if t >= plan.duration_s:
-                break
-            while pending_events and pending_events[0].at_s <= t:
-                event = pending_events.pop(0)
-                record.events.append((t, event.describe()))
-                _apply_event(mode, event, driver, worker, burner, record)
-            if index * interval <= t:
-                source, reference = config.sentences[index % len(config.sentences)]
-                rid = f'{mode}-{index}'
-                msg = driver.Request(id=rid, text=source)
-                msg.header.stamp = driver_node.get_clock().now().to_msg()
-                msg.header.frame_id = 'demo'
-                # The clock starts when the request is published, as the stamp says.
-                sent[rid] = (driver.now(), reference, plan.budget_at(t))
-                driver.publisher.publish(msg)
-                index += 1
-            if progress is not None and t - last_progress >= 0.5:
-                last_progress = t
-                with driver.lock:
-                    answered = len(driver.results)
-                progress(mode, t, plan.duration_s, len(sent), answered, worker.worker.setting,
-                         burner.running)
-            # Sleep until the next request, event or progress line: a polling
-            # loop would wake up and compete for the GIL with the nodes.
-            due = [index * interval, last_progress + 0.5, plan.duration_s]
-            if pending_events:
-                due.append(pending_events[0].at_s)
-            time.sleep(max(0.0, min(due) - driver.now()))
-        burner.stop()
-        drain_until = time.monotonic() + config.drain_s
-        while time.monotonic() < drain_until:
-            with driver.lock:
-                if len(driver.results) >= len(sent):
-                    break
-            time.sleep(0.05)
-        with driver.lock:
-            results = dict(driver.results)
-            record.availability = list(driver.availability)
-        for rid, (t_sent, reference, budget) in sent.items():
-            if rid in results:
-                t_received, msg = results[rid]
-                record.results.append(ResultRecord(
-                    rid, t_sent, t_received, STATUS_NAMES.get(msg.status, 'error'),
-                    msg.operating_point, float(msg.latency_ms), float(msg.queue_ms), budget,
-                    msg.text, reference, int(msg.threads), bool(msg.stopped_at_deadline)))
-            else:
-                record.results.append(ResultRecord(rid, t_sent, float('nan'), 'lost', '',
-                                                   float('nan'), float('nan'), budget, '',
-                                                   reference))
+        worker, driver = _start_nodes(mode, config, best, context, spinner, nodes)
+        _wait_until_up(mode, driver)
+        sent = _send_plan(mode, config, driver, worker, burner, record, progress)
+        burner.stop()  # the load ends with the plan, not with the last answers
+        _drain(driver, len(sent), config.drain_s)
+        _record_results(record, driver, sent)
         return record
     finally:
         burner.stop()
@@ -217,6 +117,152 @@ def run_once(mode, config, progress=None):
         for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+def _static_threads(best, config):
+    """The thread count (up to the demo's) where the library measured ``best`` fastest."""
+    measured = {int(t): ms for t, ms in best.latency_ms.items() if int(t) <= config.threads}
+    return min(measured, key=measured.get) if measured else config.threads
+
+
+def _worker_values(mode, config, best):
+    """The translation node's parameters for this run."""
+    # The static baseline is the plain model: no manager, no deadline-aware decoding,
+    # on the thread count where the library measured it fastest.
+    threads = _static_threads(best, config) if mode == 'static' else config.threads
+    # The worker starts with its setting (the best point, the first budget), so it
+    # serves at once instead of waiting for the manager's (worker_presence).
+    values = dict(library_path=str(config.library_path), threads=threads,
+                  queue_depth=4, operating_point=best.name,
+                  budget_ms=float(config.plan.events[0].value),
+                  stop_at_deadline=mode == 'dynamic', wait_for_setting_s=0.0)
+    if config.model_path:
+        values['model_path'] = str(config.model_path)
+    if config.spm_path:
+        values['spm_path'] = str(config.spm_path)
+    if best.beam is not None and best.beam.mode == 'fixed':
+        values['beam_width'] = best.beam.width
+    return values
+
+
+def _start_nodes(mode, config, best, context, spinner, nodes):
+    """Bring up the run's nodes on ``spinner``, each added to ``nodes``.
+
+    Returns the translation node and the driver.
+    """
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from dyn_dnn_ros.ros.nodes.manager import ManagerNode
+    from dyn_dnn_ros.ros.nodes.resource_monitor import ResourceMonitorNode
+    from dyn_dnn_ros.ros.nodes.translation import TranslationNode
+
+    def make(cls, **values):
+        node = cls(context=context, namespace=config.namespace,
+                   parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+        nodes.append(spinner.add(node))
+        return node
+
+    make(ResourceMonitorNode, rate_hz=config.monitor_rate_hz)
+    worker = make(TranslationNode, **_worker_values(mode, config, best))
+    if mode == 'dynamic':
+        make(ManagerNode, targets='translation', translation_library=str(config.library_path))
+    driver_node = spinner.add(rclpy.create_node('demo_driver', context=context,
+                                                start_parameter_services=False))
+    nodes.append(driver_node)
+    return worker, _Driver(driver_node, config.namespace)
+
+
+def _wait_until_up(mode, driver, timeout_s=20):
+    """Wait until the system is up, so that the clock starts on a running system.
+
+    Up: the worker listens, the manager serves, and a few availability samples are in.
+    """
+    deadline = time.monotonic() + timeout_s
+    while driver.publisher.get_subscription_count() == 0 or (
+            mode == 'dynamic' and not driver.budget_client.service_is_ready()) or \
+            len(driver.availability) < STARTUP_AVAILABILITY_SAMPLES:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f'demo: the nodes did not come up within {timeout_s} s')
+        time.sleep(0.05)
+
+
+def _send_plan(mode, config, driver, worker, burner, record, progress):
+    """Play the plan from now: its events and requests at the plan's rate.
+
+    Returns ``{request id: (time sent, reference, budget in force)}``.
+    """
+    plan = config.plan
+    driver.start = time.monotonic()
+    sent = {}
+    pending_events = list(plan.events)
+    interval = 1.0 / plan.request_rate_hz
+    index = 0
+    last_progress = -1.0
+    while True:
+        t = driver.now()
+        if t >= plan.duration_s:
+            break
+        while pending_events and pending_events[0].at_s <= t:
+            event = pending_events.pop(0)
+            record.events.append((t, event.describe()))
+            _apply_event(mode, event, driver, worker, burner, record)
+        if index * interval <= t:
+            _send_request(mode, config, driver, index, t, sent)
+            index += 1
+        if progress is not None and t - last_progress >= 0.5:
+            last_progress = t
+            with driver.lock:
+                answered = len(driver.results)
+            progress(mode, t, plan.duration_s, len(sent), answered, worker.worker.setting,
+                     burner.running)
+        # Sleep until the next request, event or progress line: a polling
+        # loop would wake up and compete for the GIL with the nodes.
+        due = [index * interval, last_progress + 0.5, plan.duration_s]
+        if pending_events:
+            due.append(pending_events[0].at_s)
+        time.sleep(max(0.0, min(due) - driver.now()))
+    return sent
+
+
+def _send_request(mode, config, driver, index, t, sent):
+    """Publish the plan's request ``index`` (at run time ``t``) and note it in ``sent``."""
+    source, reference = config.sentences[index % len(config.sentences)]
+    rid = f'{mode}-{index}'
+    msg = driver.Request(id=rid, text=source)
+    msg.header.stamp = driver.node.get_clock().now().to_msg()
+    msg.header.frame_id = 'demo'
+    # The clock starts when the request is published, as the stamp says.
+    sent[rid] = (driver.now(), reference, config.plan.budget_at(t))
+    driver.publisher.publish(msg)
+
+
+def _drain(driver, count, drain_s):
+    """Wait up to ``drain_s`` for ``count`` results in all."""
+    drain_until = time.monotonic() + drain_s
+    while time.monotonic() < drain_until:
+        with driver.lock:
+            if len(driver.results) >= count:
+                break
+        time.sleep(0.05)
+
+
+def _record_results(record, driver, sent):
+    """Add the availability samples and one result per sent request (lost if none came)."""
+    with driver.lock:
+        results = dict(driver.results)
+        record.availability = list(driver.availability)
+    for rid, (t_sent, reference, budget) in sent.items():
+        if rid in results:
+            t_received, msg = results[rid]
+            record.results.append(ResultRecord(
+                rid, t_sent, t_received, STATUS_NAMES.get(msg.status, 'error'),
+                msg.operating_point, float(msg.latency_ms), float(msg.queue_ms), budget,
+                msg.text, reference, int(msg.threads), bool(msg.stopped_at_deadline)))
+        else:
+            record.results.append(ResultRecord(rid, t_sent, float('nan'), 'lost', '',
+                                               float('nan'), float('nan'), budget, '',
+                                               reference))
 
 
 def _apply_event(mode, event, driver, worker, burner, record):

@@ -157,113 +157,155 @@ def design_engine_library(config: EngineLibraryConfig, engine, fitness, timing_s
     ``final_engine``: a second engine with nothing loaded, for step 5 (default
     ``engine`` itself).
     """
-    import sacrebleu
-
     began = time.perf_counter()
     config.run_dir.mkdir(parents=True, exist_ok=True)
     store = Measurements(config.run_dir / 'measurements.json')
-    data = store.data
     subnets = candidate_subnets(engine.space, config.candidates, config.seed)
     by_key = {s.key(): s for s in subnets}
-    quick_width = max(config.beams)
+    quick_pass(store, engine, fitness, subnets, max(config.beams), timing_sentences, progress)
+    finalists = choose_finalists(store.data, subnets, config)
 
+    start_timing_protocol(store.data)
+    # One sequence for both timing steps, so a rerun shuffles its rounds as the
+    # first run did and resumes the same.
+    rng = random.Random(config.seed)
+    options = [(s.key(), b) for s in finalists for b in config.beams]
+    timing_rounds(store, 'samples', engine, by_key, options, config, rng, timing_sentences,
+                  'finalists', progress)
+    measure_bleu(store, engine, by_key, options, quality_sources, quality_references,
+                 progress)
+    front = choose_front(store.data, options, config)
+
+    timer = final_engine if final_engine is not None else engine
+    timing_rounds(store, 'final', timer, by_key, front, config, rng, timing_sentences,
+                  'winners', progress)
+    winners = choose_winners(store.data, front, config)
+    library = assemble_library(config, store.data, by_key, winners, len(quality_sources),
+                               len(subnets), len(finalists))
+    return EngineLibraryResult(library, len(subnets), [s.key() for s in finalists],
+                               time.perf_counter() - began)
+
+
+def quick_pass(store, engine, fitness, subnets, width, timing_sentences, progress):
+    """Steps 2-3: every candidate's loss and its time at one width on one thread."""
+    data = store.data
     for subnet in tqdm(subnets, desc='candidates: loss and quick timing', disable=not progress):
         key = subnet.key()
         if key not in data['loss']:
             data['loss'][key] = fitness(subnet)
         if key not in data['quick_ms']:
-            data['quick_ms'][key] = time_per_sentence(engine, subnet, quick_width, 1,
+            data['quick_ms'][key] = time_per_sentence(engine, subnet, width, 1,
                                                       timing_sentences)
             store.save()
-    store.save()
+    store.save()  # the losses of candidates timed in an earlier run
 
-    keys = list(by_key)
-    near = near_front(keys, lambda k: data['quick_ms'][k], lambda k: -data['loss'][k],
+
+def _spread(items, count):
+    """At most ``count`` of ``items``, evenly spaced over the list (its ends kept)."""
+    if len(items) <= count:
+        return items
+    step = (len(items) - 1) / (count - 1)
+    return [items[round(i * step)] for i in range(count)]
+
+
+def choose_finalists(data, subnets, config) -> list[SubnetConfig]:
+    """Step 3: the candidates near the (quick latency, loss) front, and the space's extremes."""
+    by_key = {s.key(): s for s in subnets}
+    near = near_front(list(by_key), lambda k: data['quick_ms'][k], lambda k: -data['loss'][k],
                       config.quick_band)
     near.sort(key=lambda k: data['quick_ms'][k])
-    if len(near) > config.max_finalists:  # evenly spread over the latency range
-        step = (len(near) - 1) / (config.max_finalists - 1)
-        near = [near[round(i * step)] for i in range(config.max_finalists)]
+    near = _spread(near, config.max_finalists)  # evenly over the latency range
     # The extremes of the space anchor the library's span, wherever the quick
     # pass (one beam width, one thread) placed them.
     anchors = [s.key() for s in subnets[:2]]
-    finalists = [by_key[k] for k in dict.fromkeys(anchors + near)]
+    return [by_key[k] for k in dict.fromkeys(anchors + near)]
 
-    # One thread count at a time: CTranslate2's worker threads keep spinning a
-    # while after a multi-threaded call, so a one-thread run right after one
-    # measures their leftovers as well (the node runs all its points on one count).
+
+def start_timing_protocol(data):
+    """Drop the timing samples of another protocol; they would not compare with new ones."""
     if data.get('timing_protocol') != TIMING_PROTOCOL:
         data['samples'], data['final'] = {}, {}
         data['timing_protocol'] = TIMING_PROTOCOL
-    rng = random.Random(config.seed)
+
+
+def _sample_key(key, width, threads):
+    return f'{key}|{width}|{threads}'
+
+
+def timing_rounds(store, bucket, engine, by_key, options, config, rng, timing_sentences,
+                  what, progress):
+    """Steps 4-5: time each (key, width) of ``options`` in ``config.rounds`` shuffled rounds.
+
+    Samples go to ``store.data[bucket]`` keyed ``key|width|threads``; a round an
+    earlier run completed is skipped, but still shuffled, so ``rng`` stays in step.
+    """
+    samples_of = store.data.setdefault(bucket, {})
+    # One thread count at a time: CTranslate2's worker threads keep spinning a
+    # while after a multi-threaded call, so a one-thread run right after one
+    # measures their leftovers as well (the node runs all its points on one count).
     for threads in config.threads:
-        combos = [(s.key(), b) for s in finalists for b in config.beams]
-        for round_ in tqdm(range(config.rounds), desc=f'finalists: timing rounds, '
+        for round_ in tqdm(range(config.rounds), desc=f'{what}: timing rounds, '
                            f'{threads} thread(s)', disable=not progress):
-            order = combos[:]
+            order = list(options)
             rng.shuffle(order)  # each round in a new order: slow phases spread over all
             for key, width in order:
-                samples = data['samples'].setdefault(f'{key}|{width}|{threads}', [])
+                samples = samples_of.setdefault(_sample_key(key, width, threads), [])
                 if len(samples) > round_:
                     continue
                 samples.append(time_per_sentence(engine, by_key[key], width, threads,
                                                  timing_sentences))
             store.save()
 
-    for key, width in tqdm([(s.key(), b) for s in finalists for b in config.beams],
-                           desc='finalists: BLEU', disable=not progress):
+
+def trimmed_ms(samples_of, option, threads, config) -> float:
+    """Trimmed mean of the samples of ``option`` (key, width) at ``threads``."""
+    key, width = option
+    return trimmed_stats(samples_of[_sample_key(key, width, threads)], config.trim)[0]
+
+
+def measure_bleu(store, engine, by_key, options, sources, references, progress):
+    """Step 4: BLEU of each (key, width) of ``options`` on the engine, keyed ``key|width``."""
+    import sacrebleu
+
+    data = store.data
+    for key, width in tqdm(options, desc='finalists: BLEU', disable=not progress):
         name = f'{key}|{width}'
         if name not in data['bleu']:
-            outcomes = engine.translate(quality_sources, by_key[key], width, threads=1)
+            outcomes = engine.translate(sources, by_key[key], width, threads=1)
             data['bleu'][name] = sacrebleu.corpus_bleu(
-                [o.text for o in outcomes], [list(quality_references)]).score
+                [o.text for o in outcomes], [list(references)]).score
             store.save()
 
-    def latency(key, width, threads):
-        return trimmed_stats(data['samples'][f'{key}|{width}|{threads}'], config.trim)[0]
 
-    options = [(s.key(), b) for s in finalists for b in config.beams]
-    front = pareto_front(options, lambda o: latency(o[0], o[1], 1),
+def choose_front(data, options, config) -> list:
+    """Step 4: the (key, width) of ``options`` on the (one-thread latency, BLEU) front."""
+    return pareto_front(options, lambda o: trimmed_ms(data['samples'], o, 1, config),
+                        lambda o: data['bleu'][f'{o[0]}|{o[1]}'])
+
+
+def choose_winners(data, front, config) -> list:
+    """Step 5: those of ``front`` still on it when timed again, at most ``max_points``."""
+    front = pareto_front(front, lambda o: trimmed_ms(data['final'], o, 1, config),
                          lambda o: data['bleu'][f'{o[0]}|{o[1]}'])
+    return _spread(front, config.max_points)
 
-    # Step 5: the winners timed again as the node runs them, in an engine that
-    # holds only their models, and kept where they still form a front.
-    final = data.setdefault('final', {})
-    timer = final_engine if final_engine is not None else engine
-    for threads in config.threads:
-        for round_ in tqdm(range(config.rounds), desc=f'winners: timing rounds, '
-                           f'{threads} thread(s)', disable=not progress):
-            order = front[:]
-            rng.shuffle(order)
-            for key, width in order:
-                samples = final.setdefault(f'{key}|{width}|{threads}', [])
-                if len(samples) > round_:
-                    continue
-                samples.append(time_per_sentence(timer, by_key[key], width, threads,
-                                                 timing_sentences))
-            store.save()
 
-    def final_latency(key, width, threads):
-        return trimmed_stats(final[f'{key}|{width}|{threads}'], config.trim)[0]
-
-    front = pareto_front(front, lambda o: final_latency(o[0], o[1], 1),
-                         lambda o: data['bleu'][f'{o[0]}|{o[1]}'])
-    if len(front) > config.max_points:
-        step = (len(front) - 1) / (config.max_points - 1)
-        front = [front[round(i * step)] for i in range(config.max_points)]
-    points = []
-    for i, (key, width) in enumerate(front):
-        subnet = by_key[key]
-        points.append(OperatingPoint(
-            name=f'tr_ct2_{i + 1:02d}', target='translation', subnet=subnet.to_dict(),
-            latency_ms={t: round(final_latency(key, width, t), 4) for t in config.threads},
-            quality=round(data['bleu'][f'{key}|{width}'], 4),
-            beam=BeamPolicy('fixed', width=width),
-            metrics={'key': key, 'val_loss': round(data['loss'][key], 5)}))
+def assemble_library(config, data, by_key, winners, quality_sentences, candidates,
+                     finalists) -> OperatingPointLibrary:
+    """The library of ``winners`` (key, width), with the latencies of step 5."""
     import ctranslate2
 
     from dyn_dnn_ros.resources.hardware import hardware_description
-    library = OperatingPointLibrary(
+    points = []
+    for i, (key, width) in enumerate(winners):
+        points.append(OperatingPoint(
+            name=f'tr_ct2_{i + 1:02d}', target='translation', subnet=by_key[key].to_dict(),
+            latency_ms={t: round(trimmed_ms(data['final'], (key, width), t, config), 4)
+                        for t in config.threads},
+            quality=round(data['bleu'][f'{key}|{width}'], 4),
+            beam=BeamPolicy('fixed', width=width),
+            metrics={'key': key, 'val_loss': round(data['loss'][key], 5)}))
+    return OperatingPointLibrary(
         target='translation', device='cpu', quality_metric='bleu', points=points,
         engine='ctranslate2', compute_type=config.compute_type, meta={
             'source': 'dyn-dnn-ros design ctranslate2-library',
@@ -271,17 +313,15 @@ def design_engine_library(config: EngineLibraryConfig, engine, fitness, timing_s
             'host': hardware_description('cpu'),
             'ctranslate2_version': ctranslate2.__version__,
             'workload': f'valid-k{config.timing_sentences}-seed{config.seed}-own-length',
-            'quality': f'BLEU on {config.quality_split} ({len(quality_sources)} sentences), '
+            'quality': f'BLEU on {config.quality_split} ({quality_sentences} sentences), '
                        'sacrebleu defaults',
             'timing': f'{config.rounds} shuffled rounds per thread count, trimmed mean '
                       f'({config.trim:g} each side), batch 1; the winners timed again '
                       'in an engine holding only their models',
-            'search': f'{len(subnets)} expressible candidates, {len(finalists)} finalists',
+            'search': f'{candidates} expressible candidates, {finalists} finalists',
             'config': {k: (str(v) if isinstance(v, Path) else v)
                        for k, v in asdict(config).items()},
         })
-    return EngineLibraryResult(library, len(subnets), [s.key() for s in finalists],
-                               time.perf_counter() - began)
 
 
 def padding_cost(engine, subnet: SubnetConfig, sentences, width=5, repeats=3) -> dict:
