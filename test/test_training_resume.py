@@ -134,6 +134,7 @@ def test_the_command_stops_on_sigterm_and_a_rerun_continues_it_exactly(tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f'at step {stopped_at}' in done.stdout + done.stderr  # "resuming ... at step N"
     assert f'trained {total} steps' in done.stdout and 'max_steps' in done.stdout
+    assert 'tokenizing' not in done.stderr  # --no-progress: no bar at all, the data's included
 
     from translation_fixtures import SPM
     straight = train(TrainConfig(

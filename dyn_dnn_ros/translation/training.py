@@ -52,7 +52,7 @@ __all__ = ['CHECKPOINT_NAME', 'MODES', 'RESUME_MODES', 'TrainConfig', 'TrainSumm
 # -- data and the whole run --------------------------------------------------------
 
 
-def load_pairs(corpus_dir, split, tokenizer, max_positions):
+def load_pairs(corpus_dir, split, tokenizer, max_positions, progress=True):
     """Tokenized ``(src_ids, tgt_ids)`` pairs of ``split`` and their raw target lines.
 
     Pairs with an empty side or a side longer than ``max_positions - 1`` tokens
@@ -70,7 +70,8 @@ def load_pairs(corpus_dir, split, tokenizer, max_positions):
                          f'{len(tgt_lines)}')
     pairs, references = [], []
     for src, tgt in tqdm(zip(src_lines, tgt_lines, strict=True), total=len(src_lines),
-                         desc=f'tokenizing {split}', unit='pair', leave=False):
+                         desc=f'tokenizing {split}', unit='pair', leave=False,
+                         disable=not progress):
         s, t = tokenizer.encode(src), tokenizer.encode(tgt)
         if 0 < len(s) < max_positions and 0 < len(t) < max_positions:
             pairs.append((s, t))
@@ -121,9 +122,11 @@ def train(config: TrainConfig) -> TrainSummary:
         torch.manual_seed(config.seed)  # same initial weights everywhere (DDP also broadcasts)
         tokenizer = Tokenizer(config.spm_path)
         space = DesignSpace.from_yaml(config.space_path)
-        train_pairs, _ = load_pairs(config.corpus_dir, 'train', tokenizer, space.max_positions)
+        progress = config.progress_bar and rank == 0
+        train_pairs, _ = load_pairs(config.corpus_dir, 'train', tokenizer, space.max_positions,
+                                    progress)
         valid_pairs, references = load_pairs(config.corpus_dir, 'valid', tokenizer,
-                                             space.max_positions)
+                                             space.max_positions, progress)
         if not train_pairs:
             raise ValueError(f'no usable training pairs in {config.corpus_dir}')
         model = SuperTransformer(space, tokenizer.vocab_size, tokenizer.pad_id,
