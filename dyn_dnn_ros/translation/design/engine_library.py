@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from dyn_dnn_ros.files import write_atomic
 from dyn_dnn_ros.operating_points import OperatingPoint, OperatingPointLibrary
+from dyn_dnn_ros.share import portable_path, runs_path
 from dyn_dnn_ros.timing import trimmed_stats
 from dyn_dnn_ros.translation.beam_policy import BeamPolicy
 from dyn_dnn_ros.translation.design.pareto import near_front, pareto_front
@@ -56,7 +57,7 @@ QUALITY_SPLITS = ('valid', 'test')
 
 @dataclass(frozen=True)
 class EngineLibraryConfig:
-    run_dir: Path = Path('runs/design_ctranslate2')
+    run_dir: Path = runs_path('design_ctranslate2')
     compute_type: str = 'int8'
     candidates: int = 240  # random expressible sub-networks, plus the smallest and largest
     seed: int = 0
@@ -319,7 +320,7 @@ def assemble_library(config, data, by_key, winners, quality_sentences, candidate
                       f'({config.trim:g} each side), batch 1; the winners timed again '
                       'in an engine holding only their models',
             'search': f'{candidates} expressible candidates, {finalists} finalists',
-            'config': {k: (str(v) if isinstance(v, Path) else v)
+            'config': {k: (str(portable_path(v)) if isinstance(v, Path) else v)
                        for k, v in asdict(config).items()},
         })
 
