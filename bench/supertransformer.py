@@ -124,31 +124,31 @@ class Protocol:
 
 
 @dataclass(frozen=True)
-class Subnet:
+class NamedSubnet:
     name: str
-    cfg: SubnetConfig
+    config: SubnetConfig
 
 
 # -- choosing the sub-networks ------------------------------------------------------
 
 
-def ladder(space, count) -> list[Subnet]:
+def ladder(space, count) -> list[NamedSubnet]:
     """The core ladder (``design_space.ladder``), named smallest, step 2, ..., largest."""
     configs = core_ladder(space, count)
     last = len(configs) - 1
-    return [Subnet('smallest' if i == 0 else 'largest' if i == last else f'step {i + 1}', cfg)
-            for i, cfg in enumerate(configs)]
+    return [NamedSubnet('smallest' if i == 0 else 'largest' if i == last else f'step {i + 1}',
+                        subnet) for i, subnet in enumerate(configs)]
 
 
-def library_subnets(path, space) -> list[Subnet]:
+def library_subnets(path, space) -> list[NamedSubnet]:
     library = OperatingPointLibrary.load(path)
     if library.target != 'translation':
         raise ValueError(f'{path}: library target is {library.target!r}, expected translation')
     subnets = []
     for point in library.points:
         try:
-            subnets.append(Subnet(point.name,
-                                  space.validate(SubnetConfig.from_dict(point.subnet))))
+            subnets.append(NamedSubnet(point.name,
+                                       space.validate(SubnetConfig.from_dict(point.subnet))))
         except (TypeError, ValueError) as err:
             raise ValueError(f'{path}: point {point.name!r}: {err}') from None
     return subnets
@@ -162,7 +162,7 @@ def subnet_origin(specs, library) -> str:
     return ', '.join(specs)
 
 
-def choose_subnets(specs, library, model) -> list[Subnet]:
+def choose_subnets(specs, library, model) -> list[NamedSubnet]:
     """The benchmarked sub-networks, distinct and sorted from the fewest parameters up.
 
     ``library``: an operating-point YAML; else ``specs``: one integer (a ladder
@@ -174,12 +174,12 @@ def choose_subnets(specs, library, model) -> list[Subnet]:
     elif len(specs) == 1 and specs[0].isdigit():
         subnets = ladder(space, int(specs[0]))
     else:
-        subnets = [Subnet(spec if spec in ('smallest', 'largest') else Path(spec).stem,
-                          subnet_from_spec(spec, space)) for spec in specs]
-    distinct = list({s.cfg: s for s in reversed(subnets)}.values())[::-1]
+        subnets = [NamedSubnet(spec if spec in ('smallest', 'largest') else Path(spec).stem,
+                               subnet_from_spec(spec, space)) for spec in specs]
+    distinct = list({s.config: s for s in reversed(subnets)}.values())[::-1]
     if len(distinct) < 2:
         raise ValueError(f'subnets: need at least 2 distinct sub-networks, got {len(distinct)}')
-    return sorted(distinct, key=lambda s: model.count_parameters(s.cfg))
+    return sorted(distinct, key=lambda s: model.count_parameters(s.config))
 
 
 @dataclass(frozen=True)
@@ -237,24 +237,24 @@ def weight_bytes(module) -> int:
     return sum(p.numel() * p.element_size() for p in module.parameters())
 
 
-def measure_bleu(translator, cfg, sources, references) -> dict:
-    result = translator.evaluate(sources, references, cfg, BeamPolicy('fixed', width=BEAM),
+def measure_bleu(translator, subnet, sources, references) -> dict:
+    result = translator.evaluate(sources, references, subnet, BeamPolicy('fixed', width=BEAM),
                                  progress=True)
     return {'bleu': result.bleu, 'seconds': result.seconds, 'sentences': result.sentences}
 
 
-def latency_jobs(subnets, threads) -> list[tuple[int, Subnet]]:
+def latency_jobs(subnets, threads) -> list[tuple[int, NamedSubnet]]:
     return [(t, sub) for t in threads for sub in subnets]
 
 
 def job_key(threads, sub) -> str:
-    return f'{sub.cfg.key()} threads={threads}'
+    return f'{sub.config.key()} threads={threads}'
 
 
 def warm_up_latency(model, jobs, src, protocol: Protocol):
     """``protocol.warmup`` untimed runs of every job, before the first round."""
     for threads, sub in jobs:
-        model.set_subnet(sub.cfg)
+        model.set_subnet(sub.config)
         with torch_threads(threads):
             for _ in range(protocol.warmup):
                 translate_once(model, src, protocol)
@@ -266,7 +266,7 @@ def measure_latency_round(model, jobs, src, protocol: Protocol, index, seed) -> 
     random.Random(f'{seed}-{index}').shuffle(order)
     samples = {}
     for threads, sub in order:
-        model.set_subnet(sub.cfg)
+        model.set_subnet(sub.config)
         with torch_threads(threads):
             translate_once(model, src, protocol)  # the switch's first run is not steady state
             samples[job_key(threads, sub)] = timed_ms(
@@ -312,34 +312,34 @@ def measure_first_inference(model, pairs, src, protocol: Protocol, threads) -> l
     with torch_threads(threads):
         for a, b in pairs:
             for sub in (a, b):
-                model.set_subnet(sub.cfg)
+                model.set_subnet(sub.config)
                 translate_once(model, src, protocol)
             firsts, steady = [], []
             for _ in range(FIRST_ROUNDS):
-                model.set_subnet(a.cfg)
+                model.set_subnet(a.config)
                 translate_once(model, src, protocol)
-                model.set_subnet(b.cfg)
+                model.set_subnet(b.config)
                 firsts += timed_ms(lambda: translate_once(model, src, protocol), 1)
                 steady += timed_ms(lambda: translate_once(model, src, protocol),
                                    steady_per_round)
             steady_ms = trimmed_stats(steady, protocol.trim)[0]
             first_ms = statistics.median(firsts)
-            rows.append({'from': a.cfg.key(), 'to': b.cfg.key(), 'first_ms': first_ms,
+            rows.append({'from': a.config.key(), 'to': b.config.key(), 'first_ms': first_ms,
                          'worst_first_ms': max(firsts), 'steady_ms': steady_ms,
                          'ratio': first_ms / steady_ms, 'worst_ratio': max(firsts) / steady_ms,
                          'rounds': FIRST_ROUNDS, 'steady_samples': len(steady)})
     return rows
 
 
-def first_inference_pairs(subnets) -> list[tuple[Subnet, Subnet]]:
+def first_inference_pairs(subnets) -> list[tuple[NamedSubnet, NamedSubnet]]:
     """A few switches: both ways between the extremes, and between the middle and each end."""
     small, mid, large = subnets[0], subnets[len(subnets) // 2], subnets[-1]
     pairs = [(large, small), (small, large), (large, mid), (small, mid)]
     return [(a, b) for a, b in dict.fromkeys(pairs) if a != b]
 
 
-def measure_materialize(model, cfg) -> dict:
-    model.set_subnet(cfg)
+def measure_materialize(model, subnet) -> dict:
+    model.set_subnet(subnet)
     times = []
     for _ in range(MATERIALIZE_RUNS):
         start = time.perf_counter_ns()
@@ -387,8 +387,8 @@ def memory_probe(request) -> dict:
     model = load_model(request['model'])
     loaded, _ = process_memory()
     src = encode_sources([request['source']], model.pad_id, model.eos_id)
-    for cfg in request['subnets']:
-        model.set_subnet(SubnetConfig.from_dict(cfg))
+    for subnet in request['subnets']:
+        model.set_subnet(SubnetConfig.from_dict(subnet))
         translate_once(model, src, protocol)
     after, peak = process_memory()
     return {'baseline_mb': baseline, 'loaded_mb': loaded, 'after_mb': after, 'peak_mb': peak,
@@ -414,18 +414,18 @@ def measure_memory(model, model_path, subnets, source, protocol: Protocol) -> di
     jobs = [('super', model_path, subnets)]
     with tempfile.TemporaryDirectory(prefix='st-bench-') as folder:
         for sub in (subnets[0], subnets[-1]):
-            model.set_subnet(sub.cfg)
-            path = Path(folder) / f'compact-{sub.cfg.key()}.safetensors'
+            model.set_subnet(sub.config)
+            path = Path(folder) / f'compact-{sub.config.key()}.safetensors'
             save_model(path, model.materialize())
             jobs.append(('compact', path, [sub]))
         # The probes run side by side: each reports its own process's RSS, which the
         # others do not change, and their interpreter start-ups overlap.
-        requests = [{**common, 'model': str(path), 'subnets': [p.cfg.to_dict() for p in points]}
+        requests = [{**common, 'model': str(path), 'subnets': [p.config.to_dict() for p in points]}
                     for _, path, points in jobs]
         print(f'memory probes: {len(jobs)} processes', file=sys.stderr, flush=True)
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
             probes = list(pool.map(run_probe, requests))
-        rows = [{'kind': kind, 'keys': [p.cfg.key() for p in points], **probe}
+        rows = [{'kind': kind, 'keys': [p.config.key() for p in points], **probe}
                 for (kind, _, points), probe in zip(jobs, probes, strict=True)]
     return {'rows': rows, 'super_bytes': weight_bytes(model)}
 
@@ -491,7 +491,7 @@ def _ratio_text(threads, ratio):
 
 def markdown(report) -> str:
     meta, rows, threads = report['meta'], report['rows'], report['threads']
-    name = {row['cfg'].key(): row['name'] for row in rows}
+    name = {row['subnet'].key(): row['name'] for row in rows}
     lines = ['# SuperTransformer benchmark', '',
              f'Command: `{meta["command"]}`', '',
              f'Host: {meta["host"]}; torch {meta["torch"]}; torch threads by default '
@@ -515,11 +515,11 @@ def markdown(report) -> str:
         f'ms @{t} thr' for t in threads]
     lines += ['', '| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for i, row in enumerate(rows, 1):
-        cfg = row['cfg']
-        shape = (f'enc {cfg.encoder_embed_dim}x{cfg.encoder_layers}, dec '
-                 f'{cfg.decoder_embed_dim}x{cfg.decoder_layers}, ffn '
-                 f'{max(cfg.decoder_ffn)}, heads {max(cfg.decoder_self_heads)}, ende '
-                 f'{max(cfg.decoder_ende)} (`{cfg.key()}`)')
+        subnet = row['subnet']
+        shape = (f'enc {subnet.encoder_embed_dim}x{subnet.encoder_layers}, dec '
+                 f'{subnet.decoder_embed_dim}x{subnet.decoder_layers}, ffn '
+                 f'{max(subnet.decoder_ffn)}, heads {max(subnet.decoder_self_heads)}, ende '
+                 f'{max(subnet.decoder_ende)} (`{subnet.key()}`)')
         bleu = f'{row["bleu"]:.2f}' if 'bleu' in row else '-'
         times = [f'{row["latency"][t]["ms"]:.1f} ± {row["latency"][t]["std_ms"]:.1f}'
                  if t in row.get('latency', {}) else '-' for t in threads]
@@ -693,7 +693,7 @@ def benchmark(args, command) -> dict:
                           'host': platform.node(), 'torch': torch.__version__})
     state = State(args.state, run_key, args.fresh)
     skip = set(args.skip)
-    rows = [{'name': s.name, 'cfg': s.cfg, 'params': model.count_parameters(s.cfg)}
+    rows = [{'name': s.name, 'subnet': s.config, 'params': model.count_parameters(s.config)}
             for s in subnets]
 
     sentences = 0
@@ -703,8 +703,8 @@ def benchmark(args, command) -> dict:
         with torch_threads(max(args.threads)):
             for sub, row in zip(tqdm(subnets, desc='BLEU', unit='subnet'), rows, strict=True):
                 row.update(state.get_or_measure(
-                    f'bleu {sub.cfg.key()} limit={args.limit}',
-                    lambda sub=sub: measure_bleu(translator, sub.cfg, sources, references)))
+                    f'bleu {sub.config.key()} limit={args.limit}',
+                    lambda sub=sub: measure_bleu(translator, sub.config, sources, references)))
 
     if 'latency' not in skip:
         jobs = latency_jobs(subnets, args.threads)
@@ -730,10 +730,10 @@ def benchmark(args, command) -> dict:
     if 'switch' not in skip or 'memory' not in skip:
         for sub, row in zip(subnets, rows, strict=True):
             row['materialize'] = state.get_or_measure(
-                f'materialize {sub.cfg.key()}', lambda sub=sub: measure_materialize(model,
-                                                                                    sub.cfg))
+                f'materialize {sub.config.key()}', lambda sub=sub: measure_materialize(model,
+                                                                                    sub.config))
     if 'switch' not in skip:
-        cfgs = [s.cfg for s in subnets]
+        cfgs = [s.config for s in subnets]
         keys = ','.join(c.key() for c in cfgs)
         report['switch'] = state.get_or_measure(
             f'switch n={args.switches} seed={args.seed} {keys}',
@@ -745,7 +745,7 @@ def benchmark(args, command) -> dict:
                                             protocol, args.threads[0]))
     if 'memory' not in skip:
         report['memory'] = state.get_or_measure(
-            f'memory {",".join(s.cfg.key() for s in subnets)} {json.dumps(asdict(protocol))}',
+            f'memory {",".join(s.config.key() for s in subnets)} {json.dumps(asdict(protocol))}',
             lambda: measure_memory(model, model_path, subnets, source, protocol))
 
     report['meta'] = {

@@ -34,14 +34,14 @@ def test_ladder_grows_every_dimension_from_the_smallest_to_the_largest():
     steps = bench.ladder(space, 6)
     assert [s.name for s in steps] == ['smallest', 'step 2', 'step 3', 'step 4', 'step 5',
                                        'largest']
-    assert steps[0].cfg == space.smallest() and steps[-1].cfg == space.largest()
-    assert [s.cfg.decoder_layers for s in steps] == [1, 2, 3, 4, 5, 6]
-    sizes = [count_parameters(s.cfg, 8000, space.head_dim) for s in steps]
+    assert steps[0].config == space.smallest() and steps[-1].config == space.largest()
+    assert [s.config.decoder_layers for s in steps] == [1, 2, 3, 4, 5, 6]
+    sizes = [count_parameters(s.config, 8000, space.head_dim) for s in steps]
     assert sizes == sorted(set(sizes))  # strictly growing
     for a, b in zip(steps[:-1], steps[1:], strict=True):
         for name in ('encoder_embed_dim', 'decoder_embed_dim'):
-            assert getattr(a.cfg, name) <= getattr(b.cfg, name)
-        assert max(a.cfg.decoder_ffn) <= min(b.cfg.decoder_ffn)
+            assert getattr(a.config, name) <= getattr(b.config, name)
+        assert max(a.config.decoder_ffn) <= min(b.config.decoder_ffn)
     # A space with fewer choices than steps gives each distinct sub-network once.
     assert [s.name for s in bench.ladder(tiny_space(), 6)] == ['smallest', 'largest']
     with pytest.raises(ValueError, match='at least 2 steps'):
@@ -103,8 +103,8 @@ def test_latency_rounds_visit_every_job_in_a_shuffled_order(tiny, monkeypatch):
     protocol = bench.Protocol(repeats=6, rounds=3, warmup=0, target_length=2)
     visits = []
     real_set_subnet = model.set_subnet
-    monkeypatch.setattr(model, 'set_subnet', lambda cfg: (visits.append(cfg.key()),
-                                                          real_set_subnet(cfg)))
+    monkeypatch.setattr(model, 'set_subnet', lambda subnet: (visits.append(subnet.key()),
+                                                             real_set_subnet(subnet)))
     orders = []
     for index in range(3):
         visits.clear()
