@@ -118,10 +118,10 @@ class Camera:
     def __init__(self, namespace=NAMESPACE):
         from diagnostic_msgs.msg import DiagnosticArray
         import rclpy
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import Image
 
+        from dyn_dnn_ros.ros.spin import NodeSpinner
         from dyn_dnn_ros_interfaces.msg import ClassificationResult
         self.rclpy, self.Image = rclpy, Image
         self.context = rclpy.Context()
@@ -135,17 +135,9 @@ class Camera:
             ClassificationResult, 'classification_results', self._on_result, 1000)
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 100)
         self.ok_status = ClassificationResult.STATUS_OK
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self):
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:   # shutting down
-                return
+        self.spinner = NodeSpinner(context=self.context)
+        self.spinner.add(self.node)
+        self.spinner.start()
 
     def _on_result(self, msg):
         with self.lock:
@@ -214,10 +206,9 @@ class Camera:
         return row
 
     def close(self):
-        self.executor.shutdown(timeout_sec=1.0)
+        self.spinner.shutdown(timeout_sec=1.0)
         self.node.destroy_node()
         self.rclpy.try_shutdown(context=self.context)
-        self.thread.join(timeout=2.0)
 
 
 def camera_main(sizes, frames, rate_hz, settle_s, ready_timeout):

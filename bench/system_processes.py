@@ -160,9 +160,9 @@ class Observer:
     def __init__(self, namespace):
         from diagnostic_msgs.msg import DiagnosticArray
         import rclpy
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.signals import SignalHandlerOptions
 
+        from dyn_dnn_ros.ros.spin import NodeSpinner
         from dyn_dnn_ros.ros.worker_presence import HEARTBEAT_QOS, HEARTBEAT_TOPIC
         from dyn_dnn_ros_interfaces.msg import (
             HardwareAvailability,
@@ -196,19 +196,9 @@ class Observer:
                                  HEARTBEAT_QOS)
         node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 100)
         self.budget_client = node.create_client(SetLatencyBudget, 'set_latency_budget')
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self):
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.1)
-            except Exception:  # shutting down
-                if not self.context.ok():
-                    return
-                raise
+        self.spinner = NodeSpinner(context=self.context)
+        self.spinner.add(node)
+        self.spinner.start()
 
     def _on_result(self, msg):
         t = time.time()
@@ -266,11 +256,10 @@ class Observer:
 
     def close(self):
         try:
-            self.executor.shutdown(timeout_sec=2.0)
+            self.spinner.shutdown(timeout_sec=2.0)
             self.node.destroy_node()
         finally:
             self.rclpy.try_shutdown(context=self.context)
-            self.thread.join(timeout=2.0)
 
 
 # -- the run --------------------------------------------------------------------------------
