@@ -229,148 +229,245 @@ def _search(model, src, config, deadline, lengths):
     # The decoder's tensors stay on the model's device; the bookkeeping of the few
     # ranked candidates per sentence runs in NumPy, where each of its ~60 small
     # operations per step costs a microsecond instead of a PyTorch dispatch.
-    policy, slots, alpha = config.beam, config.width, config.alpha
-    dynamic = policy.mode == 'dynamic'
-    device, vocab, eos = src.device, model.vocab_size, model.eos_id
-    n = src.shape[0]
-
-    # Per sentence (indexed by sentence number). Targets stay inside the positions
-    # the model was trained on.
-    limit, ban = lengths.start(model, src, config)
-    limit = limit.clamp(max=model.space.max_positions - 1).cpu()
-    longest_norm = ((limit + 1).double() ** alpha).numpy()
-    limit = limit.numpy()
-    best_score = np.full(n, -math.inf)
-    best_log_prob = np.full(n, -math.inf)
-    best_tokens = np.full((n, int(limit.max()) + 1), model.pad_id, dtype=np.int64)
-    best_length = np.zeros(n, dtype=np.int64)
-    collected = np.zeros(n, dtype=np.int64)
-    steps = np.zeros(n, dtype=np.int64)
-    width_sum = np.zeros(n, dtype=np.int64)
-    width_steps = np.zeros(n, dtype=np.int64)
-    cut = np.zeros(n, dtype=bool)
-    trace = []  # (sentence numbers, active beams, std, gap, forced) per step if recording
-
-    # Per running sentence (row). Every sentence starts with the single BOS beam.
-    sentence = np.arange(n)
-    history = np.full((n, 1, 1), model.bos_id, dtype=np.int64)
-    scores = np.zeros((n, 1), dtype=np.float32)
-    occupied = None  # which slots hold a beam (None: all); the decoder state's ``active``
-    tokens = torch.full((n, 1), model.bos_id, dtype=torch.long, device=device)
-    state = model.start_decoding(model.encode(src), beams_per_sentence=1)
-    not_eos = torch.ones(vocab, dtype=torch.bool, device=device)
-    not_eos[eos] = False
+    slots, device = config.width, src.device
+    sentences, ban = _start_sentences(model, src, config, lengths)
+    beams = _start_beams(model, src, device)
+    not_eos = torch.ones(model.vocab_size, dtype=torch.bool, device=device)
+    not_eos[model.eos_id] = False
     slot_rank = np.arange(slots + slots)
 
-    step_began = time.monotonic()
-    for t in range(int(limit.max()) + 1):
-        rows, beams = scores.shape
-        active = np.isfinite(scores).sum(axis=1)
-        log_probs = model.decode_step(tokens, state)
-        row_limit = limit[sentence]
-        forced = row_limit == t
-        if deadline is not None:
-            now = time.monotonic()
-            if now + (now - step_began) >= deadline:
-                cut[sentence[~forced]] = True
-                forced = np.ones_like(forced)
-            step_began = now
-        ban(log_probs, t, row_limit, forced)
-        if forced.any():
-            only_eos = torch.from_numpy(forced).to(device)[:, None, None] & not_eos
-            log_probs = log_probs.masked_fill(only_eos, -math.inf)
-        # Up to one EOS per beam sits among the best, so slots + beams candidates
-        # always hold `slots` continuations.
-        top, parent, token = top_candidates(torch.from_numpy(scores).to(device), log_probs,
-                                            slots + beams)
-        # Small from here on: exact float64 bookkeeping costs nothing.
-        top_scores = top.cpu().numpy().astype(np.float64)
-        parent, token = parent.cpu().numpy(), token.cpu().numpy()
-
+    clock = _StepClock(deadline)
+    for t in range(int(sentences.limit.max()) + 1):
+        active = np.isfinite(beams.scores).sum(axis=1)
+        log_probs, forced = _next_log_probs(model, beams, sentences, t, ban, clock, not_eos)
+        candidates = _rank_candidates(beams.scores, log_probs, slots, device)
         # Cumulative scores, not step log-probs: the search ranks candidates by
         # cumulative score, so their spread says whether the runners-up still
         # have a chance; step log-probs of different parents are not comparable.
         # (A spread needs two scores, hence at least two even when slots == 1.)
-        ranked = top_scores[:, :max(slots, 2)]
-        if dynamic:
-            width = policy_widths(candidate_metric(ranked, policy.metric), policy)
-        else:
-            width = np.full(rows, slots, dtype=np.int64)
-        if config.record_steps:
-            trace.append((sentence, active, candidate_metric(ranked, 'std'),
-                          candidate_metric(ranked, 'gap'), forced))
-        if t > 0:
-            width_sum[sentence] += active
-            width_steps[sentence] += 1
-        steps[sentence] = t + 1
-
-        finish, keep = select_candidates(top_scores, token, width, eos)
-        collected[sentence] += finish.sum(axis=1)
-        finished_score = np.where(finish, top_scores / float(t + 1) ** alpha, -math.inf)
-        step_rank = finished_score.argmax(axis=1)
-        step_best = finished_score[np.arange(rows), step_rank]
-        better = step_best > best_score[sentence]
-        if better.any():
-            row = better.nonzero()[0]
-            winner = sentence[row]
-            best_score[winner] = step_best[row]
-            best_log_prob[winner] = top_scores[row, step_rank[row]]
-            best_tokens[winner, :t] = history[row, parent[row, step_rank[row]], 1:]
-            best_length[winner] = t
-
-        kept = keep.sum(axis=1)
-        best_running = np.where(keep, top_scores, -math.inf).max(axis=1)
-        hopeless = best_running / longest_norm[sentence] <= best_score[sentence]
-        enough = collected[sentence] >= np.ceil(config.patience * width).astype(np.int64)
-        going = ~(enough | hopeless | (kept == 0))
+        ranked = candidates.scores[:, :max(slots, 2)]
+        width = _next_widths(config.beam, ranked, slots)
+        _count_step(sentences, beams.sentence, t, active, ranked, forced, config.record_steps)
+        finish, keep = select_candidates(candidates.scores, candidates.token, width,
+                                         model.eos_id)
+        _keep_best_finished(sentences, beams, candidates, finish, t, config.alpha)
+        going = _still_going(sentences, beams.sentence, candidates, keep, width,
+                             config.patience)
         if not going.any():
             break
+        _continue_beams(beams, candidates, keep, going, slot_rank, device)
 
-        # Kept candidates first, in rank order; later slots are inactive.
-        candidates = keep.shape[1]
-        order = np.argsort(np.where(keep, slot_rank[:candidates], candidates), axis=1,
-                           kind='stable')
-        live_rows = going.nonzero()[0]
-        new_width = int(kept[live_rows].max())
-        chosen = order[live_rows, :new_width]
-        picked = (live_rows[:, None], chosen)
-        parent_beam, now_occupied, next_tokens = parent[picked], keep[picked], token[picked]
-        scores = np.where(now_occupied, top_scores[picked], -math.inf).astype(np.float32)
-        history = np.concatenate([history[live_rows[:, None], parent_beam],
-                                  next_tokens[:, :, None]], axis=2)
-        now_occupied = None if now_occupied.all() else now_occupied
-        _advance(state, live_rows, parent_beam, now_occupied, occupied, device)
-        occupied = now_occupied
-        tokens = torch.from_numpy(next_tokens).to(device)
-        sentence = sentence[live_rows]
-
-    return _results(best_tokens, best_length, best_score, best_log_prob, steps, width_sum,
-                    width_steps, cut, trace if config.record_steps else None)
+    return _results(sentences, config.record_steps)
 
 
-def _results(best_tokens, best_length, best_score, best_log_prob, steps, width_sum,
-             width_steps, cut, trace):
-    if not np.isfinite(best_score).all():
-        missing = (~np.isfinite(best_score)).nonzero()[0].tolist()
+@dataclass
+class _Sentences:
+    """Per sentence (indexed by sentence number): its length limit and the best found so far."""
+
+    limit: np.ndarray  # tokens before EOS
+    longest_norm: np.ndarray  # (limit + 1) ** alpha: the longest hypothesis's length penalty
+    best_score: np.ndarray  # -inf until a hypothesis finishes
+    best_log_prob: np.ndarray
+    best_tokens: np.ndarray  # [n, limit.max() + 1]; PAD after best_length
+    best_length: np.ndarray
+    collected: np.ndarray  # finished hypotheses so far
+    steps: np.ndarray
+    width_sum: np.ndarray
+    width_steps: np.ndarray
+    cut: np.ndarray
+    trace: list  # (sentence numbers, active beams, std, gap, forced) per step if recording
+
+
+def _start_sentences(model, src, config, lengths):
+    """Each sentence's length limit, with nothing found yet; and the length rule's ``ban``."""
+    n = src.shape[0]
+    limit, ban = lengths.start(model, src, config)
+    # Targets stay inside the positions the model was trained on.
+    limit = limit.clamp(max=model.space.max_positions - 1).cpu()
+    longest_norm = ((limit + 1).double() ** config.alpha).numpy()
+    limit = limit.numpy()
+    sentences = _Sentences(
+        limit=limit, longest_norm=longest_norm,
+        best_score=np.full(n, -math.inf), best_log_prob=np.full(n, -math.inf),
+        best_tokens=np.full((n, int(limit.max()) + 1), model.pad_id, dtype=np.int64),
+        best_length=np.zeros(n, dtype=np.int64), collected=np.zeros(n, dtype=np.int64),
+        steps=np.zeros(n, dtype=np.int64), width_sum=np.zeros(n, dtype=np.int64),
+        width_steps=np.zeros(n, dtype=np.int64), cut=np.zeros(n, dtype=bool), trace=[])
+    return sentences, ban
+
+
+@dataclass
+class _Beams:
+    """Per running sentence (row): its beams, packed into the leading slots."""
+
+    sentence: np.ndarray  # sentence number of each row
+    history: np.ndarray  # [rows, slots, t + 1] tokens of each beam, BOS first
+    scores: np.ndarray  # [rows, slots] float32 cumulative log-probs; -inf: no beam
+    occupied: np.ndarray | None  # which slots hold a beam (None: all); the state's ``active``
+    tokens: torch.Tensor  # [rows, slots] each slot's last token: the decoder's next input
+    state: object  # the model's DecoderState
+
+
+def _start_beams(model, src, device):
+    """Every sentence starts with the single BOS beam."""
+    n = src.shape[0]
+    return _Beams(sentence=np.arange(n),
+                  history=np.full((n, 1, 1), model.bos_id, dtype=np.int64),
+                  scores=np.zeros((n, 1), dtype=np.float32), occupied=None,
+                  tokens=torch.full((n, 1), model.bos_id, dtype=torch.long, device=device),
+                  state=model.start_decoding(model.encode(src), beams_per_sentence=1))
+
+
+class _StepClock:
+    """Tells, after each decoder step, whether the next one would end past the deadline."""
+
+    def __init__(self, deadline):
+        self.deadline = deadline
+        self.step_began = time.monotonic()
+
+    def next_step_too_late(self):
+        if self.deadline is None:
+            return False
+        # The next step is judged to take as long as the one just taken.
+        now = time.monotonic()
+        too_late = now + (now - self.step_began) >= self.deadline
+        self.step_began = now
+        return too_late
+
+
+def _next_log_probs(model, beams, sentences, t, ban, clock, not_eos):
+    """Next-token log-probs of the running beams, and which rows may only emit EOS now.
+
+    A row must end at its length limit, and every row when the deadline leaves
+    no time for another step (those not at their limit are marked ``cut``).
+    """
+    log_probs = model.decode_step(beams.tokens, beams.state)
+    row_limit = sentences.limit[beams.sentence]
+    forced = row_limit == t
+    if clock.next_step_too_late():
+        sentences.cut[beams.sentence[~forced]] = True
+        forced = np.ones_like(forced)
+    ban(log_probs, t, row_limit, forced)
+    if forced.any():
+        only_eos = torch.from_numpy(forced).to(not_eos.device)[:, None, None] & not_eos
+        log_probs = log_probs.masked_fill(only_eos, -math.inf)
+    return log_probs, forced
+
+
+@dataclass
+class _Candidates:
+    """The best candidates of each running sentence, best first, ``[rows, k]`` NumPy arrays."""
+
+    scores: np.ndarray  # float64 cumulative log-probs
+    parent: np.ndarray  # the slot each candidate extends
+    token: np.ndarray
+
+
+def _rank_candidates(scores, log_probs, slots, device):
+    """Beam scores ``[rows, beams]`` + next-token log-probs, ranked per sentence."""
+    # Up to one EOS per beam sits among the best, so slots + beams candidates
+    # always hold `slots` continuations.
+    top, parent, token = top_candidates(torch.from_numpy(scores).to(device), log_probs,
+                                        slots + scores.shape[1])
+    # Small from here on: exact float64 bookkeeping costs nothing.
+    return _Candidates(scores=top.cpu().numpy().astype(np.float64),
+                       parent=parent.cpu().numpy(), token=token.cpu().numpy())
+
+
+def _next_widths(policy, ranked, slots):
+    """Each running sentence's width for the next step, from its best candidates' spread."""
+    if policy.mode == 'dynamic':
+        return policy_widths(candidate_metric(ranked, policy.metric), policy)
+    return np.full(ranked.shape[0], slots, dtype=np.int64)
+
+
+def _count_step(sentences, sentence, t, active, ranked, forced, record_steps):
+    """Count step ``t`` for the running sentences (and trace it when recording)."""
+    if record_steps:
+        sentences.trace.append((sentence, active, candidate_metric(ranked, 'std'),
+                                candidate_metric(ranked, 'gap'), forced))
+    if t > 0:
+        sentences.width_sum[sentence] += active
+        sentences.width_steps[sentence] += 1
+    sentences.steps[sentence] = t + 1
+
+
+def _keep_best_finished(sentences, beams, candidates, finish, t, alpha):
+    """Score the hypotheses finishing at step ``t``; keep any that beats its sentence's best."""
+    sentence = beams.sentence
+    sentences.collected[sentence] += finish.sum(axis=1)
+    finished_score = np.where(finish, candidates.scores / float(t + 1) ** alpha, -math.inf)
+    step_rank = finished_score.argmax(axis=1)
+    step_best = finished_score[np.arange(len(sentence)), step_rank]
+    better = step_best > sentences.best_score[sentence]
+    if better.any():
+        row = better.nonzero()[0]
+        winner = sentence[row]
+        sentences.best_score[winner] = step_best[row]
+        sentences.best_log_prob[winner] = candidates.scores[row, step_rank[row]]
+        parent = candidates.parent[row, step_rank[row]]
+        sentences.best_tokens[winner, :t] = beams.history[row, parent, 1:]
+        sentences.best_length[winner] = t
+
+
+def _still_going(sentences, sentence, candidates, keep, width, patience):
+    """Which running sentences need another step (see the module docstring, point 5)."""
+    kept = keep.sum(axis=1)
+    best_running = np.where(keep, candidates.scores, -math.inf).max(axis=1)
+    hopeless = best_running / sentences.longest_norm[sentence] <= sentences.best_score[sentence]
+    enough = sentences.collected[sentence] >= np.ceil(patience * width).astype(np.int64)
+    return ~(enough | hopeless | (kept == 0))
+
+
+def _continue_beams(beams, candidates, keep, going, slot_rank, device):
+    """Make the kept candidates of the ``going`` rows the new beams; the other rows leave."""
+    # Kept candidates first, in rank order; later slots are inactive.
+    count = keep.shape[1]
+    order = np.argsort(np.where(keep, slot_rank[:count], count), axis=1, kind='stable')
+    live_rows = going.nonzero()[0]
+    new_width = int(keep[live_rows].sum(axis=1).max())
+    chosen = order[live_rows, :new_width]
+    picked = (live_rows[:, None], chosen)
+    parent, occupied, tokens = candidates.parent[picked], keep[picked], candidates.token[picked]
+    beams.scores = np.where(occupied, candidates.scores[picked], -math.inf).astype(np.float32)
+    beams.history = np.concatenate([beams.history[live_rows[:, None], parent],
+                                    tokens[:, :, None]], axis=2)
+    occupied = None if occupied.all() else occupied
+    _advance(beams.state, live_rows, parent, occupied, beams.occupied, device)
+    beams.occupied = occupied
+    beams.tokens = torch.from_numpy(tokens).to(device)
+    beams.sentence = beams.sentence[live_rows]
+
+
+def _results(sentences, record_steps):
+    """One ``Hypothesis`` per sentence, in sentence order."""
+    s = sentences
+    if not np.isfinite(s.best_score).all():
+        missing = (~np.isfinite(s.best_score)).nonzero()[0].tolist()
         raise RuntimeError(f'beam search ended sentences {missing} without a hypothesis')
-    tokens, lengths = best_tokens.tolist(), best_length.tolist()
+    tokens, lengths = s.best_tokens.tolist(), s.best_length.tolist()
     results = [
         Hypothesis(tokens=row[:length], score=score, log_prob=log_prob, steps=step,
                    width_sum=wsum, width_steps=wsteps, cut=was_cut)
         for row, length, score, log_prob, step, wsum, wsteps, was_cut in zip(
-            tokens, lengths, best_score.tolist(), best_log_prob.tolist(), steps.tolist(),
-            width_sum.tolist(), width_steps.tolist(), cut.tolist(), strict=True)]
-    if trace is not None:
-        for result in results:
-            result.widths, result.metrics = [], {'std': [], 'gap': []}
-        for t, (sentence, active, std, gap, forced) in enumerate(trace):
-            numbers, active, forced = sentence.tolist(), active.tolist(), forced.tolist()
-            std, gap = std.tolist(), gap.tolist()
-            for i, number in enumerate(numbers):
-                result = results[number]
-                if t > 0:
-                    result.widths.append(active[i])
-                if not forced[i]:  # only EOS was allowed: the spread means nothing
-                    result.metrics['std'].append(std[i])
-                    result.metrics['gap'].append(gap[i])
+            tokens, lengths, s.best_score.tolist(), s.best_log_prob.tolist(), s.steps.tolist(),
+            s.width_sum.tolist(), s.width_steps.tolist(), s.cut.tolist(), strict=True)]
+    if record_steps:
+        _attach_trace(results, s.trace)
     return results
+
+
+def _attach_trace(results, trace):
+    """Per-step widths and spread metrics of each sentence, from the search's trace."""
+    for result in results:
+        result.widths, result.metrics = [], {'std': [], 'gap': []}
+    for t, (sentence, active, std, gap, forced) in enumerate(trace):
+        numbers, active, forced = sentence.tolist(), active.tolist(), forced.tolist()
+        std, gap = std.tolist(), gap.tolist()
+        for i, number in enumerate(numbers):
+            result = results[number]
+            if t > 0:
+                result.widths.append(active[i])
+            if not forced[i]:  # only EOS was allowed: the spread means nothing
+                result.metrics['std'].append(std[i])
+                result.metrics['gap'].append(gap[i])
