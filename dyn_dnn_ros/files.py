@@ -2,6 +2,7 @@
 
 from contextlib import contextmanager
 import hashlib
+import json
 import os
 from pathlib import Path
 import tempfile
@@ -40,3 +41,9 @@ def file_digest(path, algorithm='sha256') -> str:
         for block in iter(lambda: stream.read(1 << 20), b''):
             digest.update(block)
     return digest.hexdigest()
+
+
+def json_digest(value) -> str:
+    """SHA-256 of ``value`` as canonical JSON: ties measurements to the data they were made on."""
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(',', ':'))
+    return hashlib.sha256(text.encode('utf-8')).hexdigest()

@@ -154,3 +154,44 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch, frac
     saved = [json.loads((tmp_path / d / 'measurements.json').read_text())
              for d in ('whole', 'resumed')]
     assert saved[0] == saved[1]
+
+
+class CachedEngine(RecordingEngine):
+    """The double with the model cache's record of what its models are made from."""
+
+    def __init__(self, weights='w1', compute_type='int8'):
+        super().__init__()
+        self.cache = type('Cache', (), {'source': {'weights_sha256': weights,
+                                                   'quantization': compute_type}})()
+
+
+@pytest.mark.parametrize('change, field', [
+    (dict(weights='w2'), 'engine'),
+    (dict(compute_type='float32'), 'engine'),
+    (dict(sentences=['other', 'text', 'here']), 'quality_sentences_sha256'),
+])
+def test_a_run_folder_refuses_measurements_of_other_weights_data_or_compute_type(
+        tmp_path, change, field):
+    _design(tmp_path, CachedEngine())
+    sentences = change.pop('sentences', None)
+    other = CachedEngine(**change)
+    config = EngineLibraryConfig(run_dir=tmp_path, candidates=6, beams=(1, 3), threads=(1, 2),
+                                 timing_sentences=3, rounds=2, max_finalists=4)
+    same = ['a b c', 'd e', 'f']
+    with pytest.raises(ValueError, match=f'measured with another {field} than this run'):
+        design_engine_library(config, other, lambda s: 1.0 / s.decoder_layers, same,
+                              sentences or same, sentences or same, progress=False)
+    assert other.calls == [], 'measured before refusing'
+    again = CachedEngine()
+    _design(tmp_path, again)   # the same basis still resumes: nothing to measure
+    assert again.calls == []
+
+
+def test_measurements_that_do_not_record_their_basis_are_refused(tmp_path):
+    _design(tmp_path, RecordingEngine())
+    path = tmp_path / 'measurements.json'
+    saved = json.loads(path.read_text())
+    del saved['basis']
+    path.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match='do not record what they were made with'):
+        _design(tmp_path, RecordingEngine())

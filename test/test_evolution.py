@@ -301,3 +301,26 @@ def test_search_command_writes_a_subnet_translate_can_use(tmp_path, capsys):
     assert predictor.predict_one(best, 1) <= floor * 1.5
     assert main(['search', '--constraint', f'{floor * 0.5:.3f}'] + common) == 2
     assert 'infeasible' in capsys.readouterr().err
+
+
+def test_the_fitness_cache_is_tied_to_the_validation_pairs_not_only_the_model(tmp_path):
+    """Another corpus with the same model file is another fitness: its cache is refused."""
+    from training_fixtures import write_tiny_corpus
+    from translation_fixtures import SPM, write_tiny_model
+
+    from dyn_dnn_ros.translation.checkpoint import load_model
+    from dyn_dnn_ros.translation.design.fitness import make_fitness
+    from dyn_dnn_ros.translation.tokenizer import Tokenizer
+
+    model_path, _ = write_tiny_model(tmp_path)
+    model = load_model(model_path)
+    corpus, _ = write_tiny_corpus(tmp_path)
+    tokenizer = Tokenizer(SPM)
+    cache = tmp_path / 'fitness.json'
+    fitness = make_fitness(model, tokenizer, corpus, 4, 0, cache, model_path)
+    fitness(model.space.smallest())
+    fitness.save()
+    valid = corpus / 'valid.en'
+    valid.write_text(valid.read_text().replace('Open the file', 'Open the door'))
+    with pytest.raises(ValueError, match='losses were computed with'):
+        make_fitness(model, tokenizer, corpus, 4, 0, cache, model_path)

@@ -42,7 +42,7 @@ import time
 
 from tqdm import tqdm
 
-from dyn_dnn_ros.files import write_atomic
+from dyn_dnn_ros.files import json_digest, write_atomic
 from dyn_dnn_ros.operating_points import OperatingPoint, OperatingPointLibrary
 from dyn_dnn_ros.share import portable_path, runs_path
 from dyn_dnn_ros.timing import trimmed_stats
@@ -120,14 +120,57 @@ def candidate_subnets(space: DesignSpace, count, seed) -> list[SubnetConfig]:
 TIMING_PROTOCOL = 'rounds per thread count'  # samples of another protocol are taken again
 
 
-class Measurements:
-    """Everything measured so far, saved as JSON after each addition (a rerun resumes)."""
+MEASURED = ('loss', 'quick_ms', 'samples', 'final', 'bleu')
 
-    def __init__(self, path):
+
+def measurement_basis(engine, fitness, timing_sentences, quality_sources,
+                      quality_references) -> dict:
+    """What the measurements of a run folder depend on; with another, they are another run's.
+
+    The exported models' source (weights, tokenizer, compute type, CTranslate2
+    version, head layout), the fitness's fingerprint (model, validation pairs)
+    and the sentences timed and scored.
+    """
+    cache = getattr(engine, 'cache', None)
+    fitness_cache = getattr(fitness, 'cache', None)
+    return {
+        'engine': dict(cache.source) if cache is not None else {},
+        'fitness': dict(getattr(fitness_cache, 'fingerprint', None) or {}),
+        'timing_sentences_sha256': json_digest(list(timing_sentences)),
+        'quality_sentences_sha256': json_digest([list(quality_sources),
+                                                 list(quality_references)]),
+    }
+
+
+class Measurements:
+    """Everything measured so far, saved as JSON after each addition (a rerun resumes).
+
+    The file records the basis of its measurements (``measurement_basis``); a
+    rerun on another basis (new weights, another corpus, compute type or
+    sentences) is refused, as the fitness cache refuses losses of another
+    model, rather than mixing old measurements into a new library.
+    """
+
+    def __init__(self, path, basis=None):
         self.path = Path(path)
-        self.data = {'loss': {}, 'quick_ms': {}, 'samples': {}, 'bleu': {}}
+        self.data = {name: {} for name in MEASURED}
         if self.path.is_file():
             self.data.update(json.loads(self.path.read_text()))
+        if basis is not None:
+            self._check_basis(basis)
+            self.data['basis'] = basis
+
+    def _check_basis(self, basis):
+        found = self.data.get('basis')
+        if found is None:
+            if any(self.data.get(name) for name in MEASURED):
+                raise ValueError(f'{self.path}: its measurements do not record what they were '
+                                 'made with; use another run folder')
+            return
+        changed = sorted(k for k in set(found) | set(basis) if found.get(k) != basis.get(k))
+        if changed:
+            raise ValueError(f'{self.path}: measured with another {", ".join(changed)} than '
+                             'this run; use another run folder')
 
     def save(self):
         write_atomic(self.path, json.dumps(self.data, indent=0, sort_keys=True).encode())
@@ -160,7 +203,8 @@ def design_engine_library(config: EngineLibraryConfig, engine, fitness, timing_s
     """
     began = time.perf_counter()
     config.run_dir.mkdir(parents=True, exist_ok=True)
-    store = Measurements(config.run_dir / 'measurements.json')
+    store = Measurements(config.run_dir / 'measurements.json', measurement_basis(
+        engine, fitness, timing_sentences, quality_sources, quality_references))
     subnets = candidate_subnets(engine.space, config.candidates, config.seed)
     by_key = {s.key(): s for s in subnets}
     quick_pass(store, engine, fitness, subnets, max(config.beams), timing_sentences, progress)

@@ -15,7 +15,7 @@ import random
 import torch
 import torch.nn.functional as F
 
-from dyn_dnn_ros.files import file_digest, write_atomic
+from dyn_dnn_ros.files import file_digest, json_digest, write_atomic
 from dyn_dnn_ros.translation.batching import TokenBatcher
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 from dyn_dnn_ros.translation.eval_mode import evaluating
@@ -143,6 +143,6 @@ def make_fitness(model, tokenizer, corpus_dir, sentences, seed, cache_path, mode
     """The search's cached validation-loss fitness for ``model`` (loaded from ``model_path``)."""
     pairs = validation_subset(corpus_dir, tokenizer, sentences, seed, model.space.max_positions)
     fingerprint = {'model_sha1': file_digest(model_path, 'sha1'), 'sentences': sentences,
-                   'seed': seed}
+                   'seed': seed, 'pairs_sha256': json_digest(pairs)}
     return CachedFitness(ValidationLoss(model, pairs, device=device),
                          FitnessCache(cache_path, fingerprint))
