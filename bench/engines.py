@@ -158,6 +158,8 @@ def main(argv=None):
     parser.add_argument('--library', type=Path, default=library_path('translation', 'cpu'))
     parser.add_argument('--sentences', type=int, default=200)
     parser.add_argument('--rounds', type=int, default=3)
+    parser.add_argument('--library-rounds', type=int, default=5,
+                        help='shuffled rounds of the library check (default: %(default)s)')
     parser.add_argument('--threads', type=int, nargs='+', default=[1, 2])
     parser.add_argument('--batch', type=int, default=16)
     parser.add_argument('--bleu-sentences', type=int, default=500)
@@ -233,7 +235,7 @@ def main(argv=None):
         count = int(library.meta.get('config', {}).get('timing_sentences', 40))
         valid, _ = read_split(args.corpus_dir, 'valid')
         ratios = library_check(engines['ct2-int8'], library,
-                               random.Random(seed).sample(valid, count))
+                               random.Random(seed).sample(valid, count), args.library_rounds)
         report['library_check'] = ratios
         print('per point, measured / library latency and measured / what the manager assumes:')
         for name, row in ratios.items():

@@ -10,8 +10,8 @@
 # LATENCY_SAMPLES; LATENCY_MINUTES= empty: exactly LATENCY_SAMPLES). At batch 1 a
 # GPU's latency follows the kernel launches, i.e. the layer count, far more than
 # the width, which a smaller dataset than a CPU's already shows. The sweep is
-# the CPU one (make design-cpu) with fewer constraints and finalists. On an
-# H100 the defaults took 5.3 minutes of steps (95 sub-networks in the dataset).
+# the CPU one (make design-cpu) with fewer constraints and finalists
+# (docs/results.md gives its time on an H100).
 #
 # Needs only the core's Python dependencies (torch, numpy, sentencepiece,
 # sacrebleu, safetensors, tqdm, matplotlib, pyyaml, scipy), not ROS: a GPU
