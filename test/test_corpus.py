@@ -9,7 +9,6 @@ from corpus_fixtures import HEADER, fake_package, read_split, write_mo
 import pytest
 
 from dyn_dnn_ros import cli
-from dyn_dnn_ros.translation import corpus
 from dyn_dnn_ros.translation.corpus import (
     DEFAULT_CONFIG_PATH,
     DEFAULT_OUT_DIR,
@@ -28,6 +27,7 @@ from dyn_dnn_ros.translation.corpus import (
     split_of,
     strip_accelerator,
 )
+from dyn_dnn_ros.translation.corpus import build as corpus_build
 
 CONFIG = CorpusConfig(packages=(), base_system=False, parallel=(ParallelFiles('a', 'b'),))
 
@@ -295,9 +295,9 @@ def test_base_system_reads_installed_catalogs_and_downloads_stripped_ones(tmp_pa
     write_mo(present, {'Show the hidden files': 'Versteckte Dateien anzeigen'})
     stripped = tmp_path / 'usr/share/locale/de/LC_MESSAGES/stripped.mo'  # path-excluded
     make_catalogs(tmp_path)  # pkg-a's .deb is already extracted in the cache
-    monkeypatch.setattr(corpus, 'installed_catalogs',
+    monkeypatch.setattr(corpus_build, 'installed_catalogs',
                         lambda: {'present-pkg:amd64': [present], 'pkg-a': [stripped]})
-    monkeypatch.setattr(corpus, 'installed_sources', lambda: {})
+    monkeypatch.setattr(corpus_build, 'installed_sources', lambda: {})
     config = CorpusConfig(packages=(), base_system=True, cache_dir=tmp_path / 'cache',
                           out_dir=tmp_path / 'out')
     stats = build_corpus(config, progress=False)

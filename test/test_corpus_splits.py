@@ -13,6 +13,7 @@ from dyn_dnn_ros.translation.corpus import (
     build_corpus,
     source_key,
 )
+from dyn_dnn_ros.translation.corpus import build as corpus_build
 
 EXCLUDE = ('vlc*', 'gedit*', 'pidgin*')
 
@@ -20,7 +21,7 @@ EXCLUDE = ('vlc*', 'gedit*', 'pidgin*')
 @pytest.fixture(autouse=True)
 def no_apt(monkeypatch):
     """No apt-cache look-ups: the made-up packages have no source package but their own."""
-    monkeypatch.setattr(corpus, 'source_packages', lambda names: {})
+    monkeypatch.setattr(corpus_build, 'source_packages', lambda names: {})
 
 
 def many(prefix, count, german):
@@ -171,9 +172,9 @@ def reads(monkeypatch):
         fetched.append(package)
         return real_fetch(package, *args, **kwargs)
 
-    monkeypatch.setattr(corpus, 'read_catalog', read_catalog)
-    monkeypatch.setattr(corpus, 'fetch_package', fetch_package)
-    monkeypatch.setattr(corpus, 'download_packages', lambda packages, *a, **k: None)
+    monkeypatch.setattr(corpus_build, 'read_catalog', read_catalog)
+    monkeypatch.setattr(corpus_build, 'fetch_package', fetch_package)
+    monkeypatch.setattr(corpus_build, 'download_packages', lambda packages, *a, **k: None)
     return opened, fetched
 
 
@@ -185,14 +186,14 @@ def test_base_system_never_reads_an_excluded_package(tmp_path, monkeypatch, read
     write_mo(locale / 'ok.mo', {'Show hidden files': 'Versteckte Dateien zeigen'})
     write_mo(locale / 'pidgin.mo', {'Send the message': 'Die Nachricht senden'})
     fake_package(tmp_path / 'cache', 'pidgin-data', {'pidgin': {'Buddy list': 'Buddy-Liste'}})
-    monkeypatch.setattr(corpus, 'installed_catalogs', lambda: {
+    monkeypatch.setattr(corpus_build, 'installed_catalogs', lambda: {
         'vlc-l10n': [locale / 'vlc.mo'],
         'libfoo0:amd64': [locale / 'libfoo.mo'],
         'ok-package:amd64': [locale / 'ok.mo'],
         'pidgin-data': [locale / 'missing.mo'],   # stripped: would be downloaded
         'innocent': [locale / 'pidgin.mo'],       # an excluded catalog in another package
     })
-    monkeypatch.setattr(corpus, 'installed_sources', lambda: {
+    monkeypatch.setattr(corpus_build, 'installed_sources', lambda: {
         'vlc-l10n': 'vlc', 'libfoo0': 'gedit', 'ok-package': 'ok', 'innocent': 'innocent'})
     config = CorpusConfig(packages=(), base_system=True, exclude=EXCLUDE,
                           cache_dir=tmp_path / 'cache', out_dir=tmp_path / 'out')
@@ -209,7 +210,8 @@ def test_base_system_never_reads_an_excluded_package(tmp_path, monkeypatch, read
 def test_a_configured_package_from_an_excluded_source_is_refused(tmp_path, monkeypatch, reads):
     opened, fetched = reads
     make_packages(tmp_path / 'cache')
-    monkeypatch.setattr(corpus, 'source_packages', lambda names: {'train-b': 'gedit-plugins'})
+    monkeypatch.setattr(corpus_build, 'source_packages',
+                        lambda names: {'train-b': 'gedit-plugins'})
     with pytest.raises(CorpusError, match="train-b comes from the excluded source gedit-plugins"):
         build_corpus(held_out_config(tmp_path), progress=False)
     assert opened == [] and fetched == []
