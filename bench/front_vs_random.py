@@ -14,10 +14,9 @@ the sweep's winners, so this count is a lower bound of the sweep's own;
 RUN/random.csv`` every sub-network it timed (a sweep run with ``--random 0``
 leaves the comparison to this bench).
 
-One pass of 10 samples leaves a standard error at the fast end as large as
-the gap between random and searched sub-networks there
-(docs/results.md gives both); so a second pass takes every comparison whose verdict a
-``--refine-band`` latency difference could flip, both the random
+One pass of 10 samples leaves a standard error at the fast end about as large
+as the gap between random and searched sub-networks there; so a second pass
+takes every comparison whose verdict a ``--refine-band`` latency difference could flip, both the random
 sub-network and its searched rivals, to the first ``--refine-repeats``
 count in further shared rounds of the same sample log (the first pass's
 samples kept), again while re-timing brings new comparisons into doubt.

@@ -76,13 +76,20 @@ def data_path(*parts) -> Path:
 
 
 def portable_path(path) -> Path:
-    """``path`` relative to the checkout (or share folder) when inside it, else absolute.
+    """``path`` as the package names it: relative when it is the package's, else absolute.
 
-    For paths recorded in files that travel (library meta, reports), which must
-    not carry the folders of the machine they were made on.
+    A shipped file relative to the share folder (in a source checkout, the
+    checkout's root); a file under ``runs/`` or ``data/`` relative to the
+    folder that holds them. For paths recorded in files that travel (library
+    meta, reports), which must not carry the folders of the machine they were
+    made on.
     """
     path = Path(path).resolve()
-    for base in dict.fromkeys((work_dir().resolve(), share_dir().resolve())):
-        if path.is_relative_to(base):
-            return path.relative_to(base)
+    share = share_dir().resolve()
+    if path.is_relative_to(share):
+        return path.relative_to(share)
+    work = work_dir().resolve()
+    for made in (work / 'runs', work / 'data'):
+        if path.is_relative_to(made):
+            return path.relative_to(work)
     return path

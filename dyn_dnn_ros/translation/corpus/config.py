@@ -120,7 +120,7 @@ class CorpusConfig:
 
 
 def load_corpus_config(path=DEFAULT_CONFIG_PATH) -> CorpusConfig:
-    """Read a corpus YAML file; relative paths in it are taken from the repository root."""
+    """Read a corpus YAML file; relative paths in it are taken from ``share.work_dir()``."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding='utf-8')) or {}
