@@ -16,8 +16,8 @@ leaves the comparison to this bench).
 
 One pass of 10 samples leaves a standard error at the fast end about as large
 as the gap between random and searched sub-networks there; so a second pass
-takes every comparison whose verdict a ``--refine-band`` latency difference could flip, both the random
-sub-network and its searched rivals, to the first ``--refine-repeats``
+takes every comparison whose verdict a ``--refine-band`` latency difference
+could flip, both the random sub-network and its searched rivals, to the first ``--refine-repeats``
 count in further shared rounds of the same sample log (the first pass's
 samples kept), again while re-timing brings new comparisons into doubt.
 Each further count does the same for what is still in doubt after the one
