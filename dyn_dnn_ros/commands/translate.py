@@ -63,9 +63,9 @@ def add_beam_arguments(parser):
     parser.add_argument('--beam', type=int, default=None, metavar='N',
                         help='fixed beam width (default: 5, or the operating point\'s policy)')
     parser.add_argument('--beam-policy', choices=('fixed', 'dynamic'), default=None,
-                        help='dynamic: width chosen per sentence and step from the spread of '
-                             'the candidate scores (needs --sigma-min/--sigma-max, see '
-                             '`dyn-dnn-ros calibrate-beam`)')
+                        help='dynamic (torch engine only): width chosen per sentence and step '
+                             'from the spread of the candidate scores (needs '
+                             '--sigma-min/--sigma-max, see `dyn-dnn-ros calibrate-beam`)')
     parser.add_argument('--bw-min', type=int, default=1, help='dynamic: narrowest beam')
     parser.add_argument('--bw-max', type=int, default=5, help='dynamic: widest beam')
     parser.add_argument('--sigma-min', type=float, default=None,

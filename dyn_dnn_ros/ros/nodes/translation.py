@@ -110,7 +110,8 @@ class TranslationNode(InferenceNode):
         self.params = ValidatedParameters(self, [
             ParameterSpec(OPERATING_POINT, '', 'operating point of the library to run '
                           '("" = the best-quality point)', check=self.check_point),
-            ParameterSpec(BEAM_MODE, 'fixed', 'beam search: fixed width or dynamic',
+            ParameterSpec(BEAM_MODE, 'fixed', 'beam search: fixed width or dynamic (dynamic: '
+                          'torch engine only)',
                           choices=('fixed', 'dynamic')),
             ParameterSpec(BEAM_WIDTH, 5, 'fixed beam width', integer_range=(1, 16)),
             ParameterSpec(BW_MIN, 1, 'dynamic policy: narrowest beam', integer_range=(1, 16)),
