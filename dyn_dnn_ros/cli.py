@@ -69,6 +69,8 @@ COMMANDS = (
             'searches over latency limits -> operating-point library', alias='sweep'),
     Command('design', 'ctranslate2-library', 'ctranslate2_library',
             'library for the CTranslate2 engine, timed on it'),
+    Command('design', 'ctranslate2-retime', 'ctranslate2_retime',
+            "a CTranslate2 library's points timed again on this machine"),
     Command('design', 'report', 'design_report',
             'design-space choices the library uses; reduced space', alias='design-report'),
     Command('perception', 'train', 'wenet_train',
