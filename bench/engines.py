@@ -231,11 +231,10 @@ def main(argv=None):
                   f'{row["ct2-float32_ms"]:.2f} ms ({row["torch/ct2-float32"]:.2f}x), ct2 int8 '
                   f'{row["ct2-int8_ms"]:.2f} ms ({row["torch/ct2-int8"]:.2f}x)')
     if 'library' in args.parts:
-        seed = int(library.meta.get('config', {}).get('seed', 0))
-        count = int(library.meta.get('config', {}).get('timing_sentences', 40))
+        from dyn_dnn_ros.translation.design.engine_library import library_timing_sentences
         valid, _ = read_split(args.corpus_dir, 'valid')
         ratios = library_check(engines['ct2-int8'], library,
-                               random.Random(seed).sample(valid, count), args.library_rounds)
+                               library_timing_sentences(library, valid), args.library_rounds)
         report['library_check'] = ratios
         print('per point, measured / library latency and measured / what the manager assumes:')
         for name, row in ratios.items():

@@ -46,6 +46,7 @@ def run(args) -> int:
     from dyn_dnn_ros.translation.design.engine_library import (
         EngineLibraryConfig,
         design_engine_library,
+        draw_timing_sentences,
     )
     from dyn_dnn_ros.translation.design.fitness import make_fitness
     from dyn_dnn_ros.translation.design.latency_dataset import load_model_and_tokenizer
@@ -73,8 +74,7 @@ def run(args) -> int:
         engine = create_engine(engine_config)
         final_engine = create_engine(engine_config)   # holds only the winners, as the node
         valid, _ = read_split(corpus, 'valid')
-        import random
-        timing = random.Random(config.seed).sample(valid, config.timing_sentences)
+        timing = draw_timing_sentences(valid, config.timing_sentences, config.seed)
         sources, references = read_split(corpus, config.quality_split, config.bleu_sentences)
         result = design_engine_library(config, engine, fitness, timing, sources, references,
                                        final_engine=final_engine)

@@ -34,23 +34,17 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    import random
-
     from dyn_dnn_ros.operating_points import OperatingPointLibrary
     from dyn_dnn_ros.share import data_path, library_path
+    from dyn_dnn_ros.translation.design.engine_library import library_timing_sentences
     from dyn_dnn_ros.translation.design.engine_retime import retime_library
     from dyn_dnn_ros.translation.engines import EngineConfig, create_engine
     from dyn_dnn_ros.translation.outcome import read_split
     try:
         library = OperatingPointLibrary.load(args.library)
         library.check_runs_on('ctranslate2', 'cpu', where=str(args.library))
-        made = library.meta.get('config', {})
         valid, _ = read_split(args.corpus_dir or data_path('corpus'), 'valid')
-        count = int(made.get('timing_sentences', 40))
-        if len(valid) < count:
-            raise ValueError(f'valid split: {len(valid)} sentences, the library was timed '
-                             f'on {count}')
-        sentences = random.Random(int(made.get('seed', 0))).sample(valid, count)
+        sentences = library_timing_sentences(library, valid)
         # A fresh engine holds only the library's models, as the translation node does.
         engine = create_engine(EngineConfig(
             engine='ctranslate2', compute_type=library.compute_type, model_path=args.model,

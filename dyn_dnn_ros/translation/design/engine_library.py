@@ -123,6 +123,30 @@ TIMING_PROTOCOL = 'rounds per thread count'  # samples of another protocol are t
 MEASURED = ('loss', 'quick_ms', 'samples', 'final', 'bleu')
 
 
+def draw_timing_sentences(valid_sources, count, seed) -> list[str]:
+    """The validation sentences a library's latencies are timed on: ``count`` drawn with ``seed``.
+
+    The design, a re-timing and the benchmark's library check all draw them
+    this way, so they time the same sentences.
+    """
+    if len(valid_sources) < count:
+        raise ValueError(f'valid split: {len(valid_sources)} sentences, {count} are timed')
+    return random.Random(seed).sample(list(valid_sources), count)
+
+
+def library_timing_sentences(library, valid_sources) -> list[str]:
+    """The sentences ``library`` was timed on, drawn again from ``valid_sources``."""
+    made = library.meta.get('config', {})
+    return draw_timing_sentences(valid_sources, int(made.get('timing_sentences', 40)),
+                                 int(made.get('seed', 0)))
+
+
+def engine_source(engine) -> dict:
+    """What an engine's exported models are made from (its model cache's record); {} for none."""
+    cache = getattr(engine, 'cache', None)
+    return dict(cache.source) if cache is not None else {}
+
+
 def measurement_basis(engine, fitness, timing_sentences, quality_sources,
                       quality_references) -> dict:
     """What the measurements of a run folder depend on; with another, they are another run's.
@@ -131,10 +155,9 @@ def measurement_basis(engine, fitness, timing_sentences, quality_sources,
     version, head layout), the fitness's fingerprint (model, validation pairs)
     and the sentences timed and scored.
     """
-    cache = getattr(engine, 'cache', None)
     fitness_cache = getattr(fitness, 'cache', None)
     return {
-        'engine': dict(cache.source) if cache is not None else {},
+        'engine': engine_source(engine),
         'fitness': dict(getattr(fitness_cache, 'fingerprint', None) or {}),
         'timing_sentences_sha256': json_digest(list(timing_sentences)),
         'quality_sentences_sha256': json_digest([list(quality_sources),

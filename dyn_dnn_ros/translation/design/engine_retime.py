@@ -22,6 +22,7 @@ from dyn_dnn_ros.operating_points import OperatingPointLibrary
 from dyn_dnn_ros.translation.design.engine_library import (
     EngineLibraryConfig,
     Measurements,
+    engine_source,
     timing_rounds,
     trimmed_ms,
 )
@@ -41,10 +42,9 @@ def retime_library(library: OperatingPointLibrary, engine, timing_sentences, run
         subnet = SubnetConfig.from_dict(point.subnet)
         by_key[subnet.key()] = subnet
         options.append((subnet.key(), point.beam.width))
-    cache = getattr(engine, 'cache', None)
     config.run_dir.mkdir(parents=True, exist_ok=True)
     store = Measurements(config.run_dir / 'measurements.json', {
-        'engine': dict(cache.source) if cache is not None else {},
+        'engine': engine_source(engine),
         'points': json_digest(options),
         'timing_sentences_sha256': json_digest(list(timing_sentences)),
     })
