@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
 .PHONY: demo test lint colcon design-cpu design-cuda design-cpu-check design-perception \
-	design-ctranslate2 \
+	design-ctranslate2 vocabulary-map \
 	constraints clean
 demo: $(STAMPS)/package
 	$(BIN)/dyn-dnn-ros system demo
@@ -59,6 +59,13 @@ design-cpu: $(STAMPS)/package
 design-ctranslate2: $(STAMPS)/package
 	time $(BIN)/dyn-dnn-ros design ctranslate2-library --run-dir runs/design_ctranslate2 \
 	  --fitness-sentences 100 --candidates 160 --library config/generated/operating_points_translation_cpu.yaml
+
+# The CTranslate2 engine's target shortlist, from the training corpus (its valid
+# and test splits held out). A new map means a new library: run design-ctranslate2
+# after it (the library records the map's digest and a worker checks it).
+vocabulary-map: $(STAMPS)/package
+	time $(BIN)/dyn-dnn-ros translation vocabulary-map --corpus-dir data/corpus \
+	  --out models/translation/vocabulary_map.txt
 
 design-cuda: $(STAMPS)/package
 	PYTHON=$(BIN)/python scripts/design_cuda.sh

@@ -1,5 +1,9 @@
 """The translation engines side by side: CTranslate2 (int8, float32) against torch.
 
+``ct2-int8`` is the default engine as the library runs it: int8 and, when the
+library was made with one, the vocabulary map. ``ct2-int8-full`` and
+``ct2-float32`` score the whole vocabulary, as torch does.
+
 Same sub-networks (points of the CTranslate2 library: its fastest, middle and
 slowest), same sentences (the test split, one at a time as the node
 translates, and in batches), 1 and 2 threads, rounds interleaved so that a
@@ -8,7 +12,7 @@ each round, then the median over rounds is printed. With several thread
 counts free, ``up_to_N`` rows compare each engine at its faster count up to
 N, which is what a node given N threads runs.
 
-Also measured: BLEU of int8 and float32 on the same sentences, the cost of a
+Also measured: BLEU of each CTranslate2 setting on the same sentences, the cost of a
 switch between points (the lookup the worker does, and the first answer after
 a switch against the same point's steady answers), and the resident memory
 of a translation node process with the whole library loaded.
@@ -31,6 +35,7 @@ from dyn_dnn_ros.share import data_path, library_path, runs_path
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 from dyn_dnn_ros.translation.engines import EngineConfig, create_engine
 from dyn_dnn_ros.translation.outcome import read_split
+from dyn_dnn_ros.translation.vocabulary_map import FULL, engine_vocabulary_map
 
 PARTS = ('engines', 'library', 'switch', 'node')
 
@@ -176,13 +181,20 @@ def main(argv=None):
     chosen = [ordered[0], ordered[len(ordered) // 2], ordered[-1]]
     sources, references = read_split(args.corpus_dir, 'test', args.bleu_sentences)
     timed = sources[:args.sentences]
-    engines = {'ct2-int8': create_engine(EngineConfig(engine='ctranslate2', compute_type='int8'))}
+    engines = {'ct2-int8': create_engine(EngineConfig(
+        engine='ctranslate2', compute_type='int8',
+        vocabulary_map=engine_vocabulary_map(library)))}
+    library.check_vocabulary_map(engines['ct2-int8'].vocabulary_map_sha256, str(args.library))
     if 'engines' in args.parts:
         engines = {
             'torch': create_engine(EngineConfig(engine='torch')),
             'ct2-float32': create_engine(EngineConfig(engine='ctranslate2',
-                                                      compute_type='float32')),
+                                                      compute_type='float32',
+                                                      vocabulary_map=FULL)),
             **engines}
+        if engines['ct2-int8'].use_vmap:
+            engines['ct2-int8-full'] = create_engine(EngineConfig(
+                engine='ctranslate2', compute_type='int8', vocabulary_map=FULL))
     report = {'library': str(args.library), 'sentences': len(timed), 'rounds': args.rounds,
               'points': {}}
     for point in chosen if 'engines' in args.parts else ():
@@ -219,17 +231,18 @@ def main(argv=None):
                     row[f'{name}_ms'] = statistics.median(b[name] for b in best)
                     row[f'torch/{name}'] = statistics.median(b['torch'] / b[name] for b in best)
                 rows[f'up_to_{threads}threads_batch{batch}'] = row
+        compact = [name for name in engines if name != 'torch']
         quality = {name: bleu(engines[name], subnet, width, sources, references)
-                   for name in ('ct2-float32', 'ct2-int8')}
+                   for name in compact}
         report['points'][point.name] = {'key': subnet.key(), 'beam': width,
                                         'library_ms_1thread': point.latency_ms[1],
                                         'timings': rows, 'bleu': quality}
         print(f'{point.name} {subnet.key()} beam {width}: library {point.latency_ms[1]:.2f} ms; '
-              f'BLEU float32 {quality["ct2-float32"]:.2f}, int8 {quality["ct2-int8"]:.2f}')
+              'BLEU ' + ', '.join(f'{name} {quality[name]:.2f}' for name in compact))
         for cell, row in rows.items():
-            print(f'  {cell}: torch {row["torch_ms"]:.2f} ms, ct2 float32 '
-                  f'{row["ct2-float32_ms"]:.2f} ms ({row["torch/ct2-float32"]:.2f}x), ct2 int8 '
-                  f'{row["ct2-int8_ms"]:.2f} ms ({row["torch/ct2-int8"]:.2f}x)')
+            print(f'  {cell}: torch {row["torch_ms"]:.2f} ms, ' + ', '.join(
+                f'{name} {row[f"{name}_ms"]:.2f} ms ({row[f"torch/{name}"]:.2f}x)'
+                for name in compact))
     if 'library' in args.parts:
         from dyn_dnn_ros.translation.design.engine_library import library_timing_sentences
         valid, _ = read_split(args.corpus_dir, 'valid')

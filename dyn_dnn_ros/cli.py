@@ -59,6 +59,8 @@ COMMANDS = (
             'propose dynamic beam-width thresholds from validation', alias='calibrate-beam'),
     Command('translation', 'export', 'export',
             'write CTranslate2 models of operating points or sub-networks'),
+    Command('translation', 'vocabulary-map', 'vocabulary_map',
+            "write the CTranslate2 engine's vocabulary map from the training corpus"),
     Command('design', 'latency', 'latency',
             'measure the latency dataset of random sub-networks', alias='latency'),
     Command('design', 'predictor', 'predictor',

@@ -12,6 +12,8 @@ File layout::
     device: cpu                  # cpu | cuda
     engine: ctranslate2          # torch | ctranslate2 (translation); absent: torch
     compute_type: int8           # what the engine computes in; absent: float32
+    vocabulary_map_sha256: ...   # ctranslate2: the map the points were measured with;
+                                 # absent: the whole vocabulary was scored
     quality_metric: bleu         # bleu | accuracy
     meta: {host: ..., torch_version: ..., created: ..., source: ...}
     points:
@@ -134,6 +136,12 @@ def _point_from_dict(data, target, where):
                           metrics=dict(metrics))
 
 
+def _map_words(digest):
+    if not digest:
+        return 'scoring the whole vocabulary'
+    return f'with vocabulary map sha256 {digest[:12]}'
+
+
 @dataclass
 class OperatingPointLibrary:
     target: str
@@ -143,6 +151,7 @@ class OperatingPointLibrary:
     meta: dict = field(default_factory=dict)
     engine: str = 'torch'
     compute_type: str = 'float32'
+    vocabulary_map_sha256: str = ''   # '': measured scoring the whole vocabulary
 
     def __post_init__(self):
         if self.target not in TARGETS:
@@ -153,6 +162,13 @@ class OperatingPointLibrary:
             raise ValueError(f'engine: must be one of {ENGINES}, got {self.engine!r}')
         if not isinstance(self.compute_type, str) or not self.compute_type:
             raise ValueError(f'compute_type: must be a name, got {self.compute_type!r}')
+        digest = self.vocabulary_map_sha256
+        if not isinstance(digest, str) or (digest and (
+                len(digest) != 64 or digest.strip('0123456789abcdef'))):
+            raise ValueError(f'vocabulary_map_sha256: must be a SHA-256 in hex, got {digest!r}')
+        if digest and self.engine != 'ctranslate2':
+            raise ValueError(f'vocabulary_map_sha256: a vocabulary map is for the ctranslate2 '
+                             f'engine, this library is for {self.engine}')
         names = [p.name for p in self.points]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -185,10 +201,19 @@ class OperatingPointLibrary:
             raise ValueError(f'{where}: made for {made}, this worker runs {wanted}; its '
                              'latencies do not hold here: give the library made for it')
 
+    def check_vocabulary_map(self, digest, where='library'):
+        """Refuse, naming both, a library measured with another vocabulary map (or none)."""
+        if digest != self.vocabulary_map_sha256:
+            raise ValueError(f'{where}: measured {_map_words(self.vocabulary_map_sha256)}, this '
+                             f'worker runs {_map_words(digest)}; its latencies and qualities do '
+                             'not hold here: give the map it was made with, or re-make it')
+
     def to_dict(self):
-        return {'target': self.target, 'device': self.device, 'engine': self.engine,
-                'compute_type': self.compute_type,
-                'quality_metric': self.quality_metric, 'meta': dict(self.meta),
+        data = {'target': self.target, 'device': self.device, 'engine': self.engine,
+                'compute_type': self.compute_type}
+        if self.vocabulary_map_sha256:
+            data['vocabulary_map_sha256'] = self.vocabulary_map_sha256
+        return {**data, 'quality_metric': self.quality_metric, 'meta': dict(self.meta),
                 'points': [p.to_dict() for p in self.points]}
 
     @classmethod
@@ -210,7 +235,8 @@ class OperatingPointLibrary:
                        quality_metric=str(data['quality_metric']), points=points,
                        meta=dict(data.get('meta') or {}),
                        engine=data.get('engine', 'torch'),
-                       compute_type=data.get('compute_type', 'float32'))
+                       compute_type=data.get('compute_type', 'float32'),
+                       vocabulary_map_sha256=data.get('vocabulary_map_sha256', ''))
         except ValueError as error:
             raise ValueError(f'{where}.{error}') from None
 

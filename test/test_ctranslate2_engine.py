@@ -37,7 +37,8 @@ def shipped_engines(tmp_path_factory):
     cache = tmp_path_factory.mktemp('ct2-cache')
     torch_engine = create_engine(EngineConfig(engine='torch', batch_size=8))
     ct2_engine = create_engine(EngineConfig(engine='ctranslate2', compute_type='float32',
-                                            cache_dir=cache, batch_size=1))
+                                            cache_dir=cache, batch_size=1,
+                                            vocabulary_map='full'))
     return torch_engine, ct2_engine
 
 

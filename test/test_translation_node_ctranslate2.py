@@ -8,10 +8,12 @@ from rclpy.parameter import Parameter
 from ros_harness import MessageCollector, set_parameters, wait_until
 from translation_fixtures import SPM, tiny_space, write_tiny_model
 
+from dyn_dnn_ros.files import file_digest
 from dyn_dnn_ros.operating_points import OperatingPoint, OperatingPointLibrary
 from dyn_dnn_ros.ros.nodes.translation import TranslationNode
 from dyn_dnn_ros.translation.beam_policy import BeamPolicy
 from dyn_dnn_ros.translation.design_space import SubnetConfig
+from dyn_dnn_ros.translation.tokenizer import Tokenizer
 from dyn_dnn_ros_interfaces.msg import TranslationRequest, TranslationResult
 
 pytestmark = pytest.mark.ros
@@ -96,3 +98,22 @@ def test_a_library_for_another_engine_or_device_is_refused_at_start(ros, files):
     with pytest.raises(ValueError, match='made for torch float32 on cpu, this worker runs '
                                          'ctranslate2 on cpu'):
         start(ros, '/ct2', files, library=torch_library, engine='ctranslate2')
+
+
+def test_a_library_is_run_with_the_vocabulary_map_it_was_measured_with(ros, files, tmp_path):
+    model_path, library_path, _, _ = files
+    tokenizer_pieces = Tokenizer(SPM).pieces()
+    good = tmp_path / 'map.txt'
+    good.write_text(f'\t{tokenizer_pieces[10]} {tokenizer_pieces[11]}\n')
+    measured = replace(OperatingPointLibrary.load(library_path),
+                       vocabulary_map_sha256=file_digest(good))
+    measured.save(tmp_path / 'measured.yaml')
+    node = ros.add(start(ros, '/ct3', files, library=tmp_path / 'measured.yaml',
+                         vocabulary_map_path=str(good)))
+    assert node.translator.use_vmap
+    assert node.translator.vocabulary_map_sha256 == measured.vocabulary_map_sha256
+    # Another map (here: the shipped one) is refused, naming both digests.
+    with pytest.raises(ValueError, match=f'measured with vocabulary map sha256 '
+                                         f'{measured.vocabulary_map_sha256[:12]}, this worker '
+                                         'runs with vocabulary map sha256'):
+        start(ros, '/ct4', files, library=tmp_path / 'measured.yaml')

@@ -21,6 +21,9 @@ def add_arguments(parser):
                         help='library to write '
                              '(default: RUN/operating_points_translation_cpu.yaml)')
     parser.add_argument('--compute-type', default=d.compute_type)
+    parser.add_argument('--vocabulary-map', default=d.vocabulary_map, metavar='FILE|full',
+                        help="target shortlist the engine scores: a map file, or 'full' for "
+                             'the whole vocabulary (default: the shipped map)')
     parser.add_argument('--candidates', type=int, default=d.candidates)
     parser.add_argument('--beams', type=int, nargs='+', default=list(d.beams))
     parser.add_argument('--threads', type=int, nargs='+', default=list(d.threads))
@@ -55,7 +58,8 @@ def run(args) -> int:
     from dyn_dnn_ros.translation.outcome import read_split
     try:
         config = EngineLibraryConfig(
-            run_dir=args.run_dir, compute_type=args.compute_type, candidates=args.candidates,
+            run_dir=args.run_dir, compute_type=args.compute_type,
+            vocabulary_map=args.vocabulary_map, candidates=args.candidates,
             beams=tuple(args.beams), threads=tuple(args.threads),
             timing_sentences=args.timing_sentences, rounds=args.rounds,
             max_finalists=args.max_finalists, bleu_sentences=args.bleu_sentences,
@@ -70,7 +74,8 @@ def run(args) -> int:
                                args.model or default_model_path())
         engine_config = EngineConfig(engine='ctranslate2', compute_type=config.compute_type,
                                      model_path=args.model, spm_path=args.spm,
-                                     cache_dir=config.run_dir / 'models', batch_size=16)
+                                     cache_dir=config.run_dir / 'models', batch_size=16,
+                                     vocabulary_map=config.vocabulary_map)
         engine = create_engine(engine_config)
         final_engine = create_engine(engine_config)   # holds only the winners, as the node
         valid, _ = read_split(corpus, 'valid')

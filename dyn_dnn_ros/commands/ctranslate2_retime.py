@@ -31,6 +31,8 @@ def add_arguments(parser):
                              'the library was (default: data/corpus)')
     parser.add_argument('--model', type=Path, default=None)
     parser.add_argument('--spm', type=Path, default=None)
+    parser.add_argument('--vocabulary-map', type=Path, default=None,
+                        help='the map the library was made with (default: the shipped one)')
 
 
 def run(args) -> int:
@@ -40,6 +42,7 @@ def run(args) -> int:
     from dyn_dnn_ros.translation.design.engine_retime import retime_library
     from dyn_dnn_ros.translation.engines import EngineConfig, create_engine
     from dyn_dnn_ros.translation.outcome import read_split
+    from dyn_dnn_ros.translation.vocabulary_map import engine_vocabulary_map
     try:
         library = OperatingPointLibrary.load(args.library)
         library.check_runs_on('ctranslate2', 'cpu', where=str(args.library))
@@ -48,7 +51,8 @@ def run(args) -> int:
         # A fresh engine holds only the library's models, as the translation node does.
         engine = create_engine(EngineConfig(
             engine='ctranslate2', compute_type=library.compute_type, model_path=args.model,
-            spm_path=args.spm))
+            spm_path=args.spm, vocabulary_map=engine_vocabulary_map(library,
+                                                                    args.vocabulary_map)))
         retimed = retime_library(library, engine, sentences, args.run_dir, rounds=args.rounds,
                                  trim=args.trim)
     except ValueError as err:

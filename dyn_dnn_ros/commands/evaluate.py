@@ -44,8 +44,11 @@ def run(args) -> int:
     except ValueError as err:
         print(f'dyn-dnn-ros evaluate: {err}', file=sys.stderr)
         return 2
+    shortlist = engine.vocabulary_map_sha256
     print(f'{args.split}: {result.sentences} sentences, sub-network {subnet.key()} on '
-          f'{options.engine} {engine.compute_type}, {beam.describe()}')
+          f'{options.engine} {engine.compute_type}'
+          + (f' with vocabulary map sha256 {shortlist[:12]}' if shortlist else '')
+          + f', {beam.describe()}')
     print(f'BLEU {result.bleu:.2f}  average beam width {result.avg_width:.2f}  '
           f'perplexity {result.perplexity:.2f}  time {result.seconds:.2f} s')
     return 0

@@ -32,6 +32,9 @@ def add_arguments(parser):
                         '(default: the shipped one)')
     parser.add_argument('--model-cache-dir', type=Path, default=None,
                         help='model cache (default: the user cache folder)')
+    parser.add_argument('--vocabulary-map', default='', metavar='FILE|full',
+                        help="target shortlist copied into each model as vmap.txt, or 'full' "
+                             "for none (default: the library's choice, else the shipped map)")
     parser.add_argument('--out', type=Path, default=None,
                         help='write plain model folders here instead of the cache')
 
@@ -45,9 +48,10 @@ def run(args) -> int:
     from dyn_dnn_ros.share import library_path
     from dyn_dnn_ros.translation.engines import EngineConfig
     from dyn_dnn_ros.translation.engines.ctranslate2_engine import CTranslate2Engine
+    from dyn_dnn_ros.translation.vocabulary_map import engine_vocabulary_map
     try:
         named = []
-        compute_type = args.compute_type
+        compute_type, vocabulary_map = args.compute_type, args.vocabulary_map
         if args.library is not None or not args.subnet:
             path = args.library or library_path('translation', 'cpu')
             library = OperatingPointLibrary.load(path)
@@ -56,10 +60,13 @@ def run(args) -> int:
             compute_type = compute_type or (library.compute_type
                                             if library.engine == 'ctranslate2' else '')
             named += [(point.name, point.subnet) for point in library.points]
+            if library.engine == 'ctranslate2':
+                vocabulary_map = engine_vocabulary_map(library, vocabulary_map)
         cache_dir = args.out if args.out is not None else args.model_cache_dir
         engine = CTranslate2Engine(EngineConfig(
             engine='ctranslate2', compute_type=compute_type, model_path=args.model,
-            spm_path=args.spm, cache_dir=cache_dir, heads=args.heads))
+            spm_path=args.spm, cache_dir=cache_dir, heads=args.heads,
+            vocabulary_map=vocabulary_map))
         named += [(str(spec), spec) for spec in args.subnet]
         subnets = [(name, engine.check_subnet(spec)) for name, spec in named]
     except ValueError as err:
@@ -75,4 +82,7 @@ def run(args) -> int:
               f'{time.perf_counter() - began:.2f} s)')
     print(f'{len(subnets)} models, {total:.1f} MB; {engine.cache.exports} exported, '
           f'{len(subnets) - engine.cache.exports} already current')
+    if engine.use_vmap:
+        print('each holds the vocabulary map (vmap.txt): translate with use_vmap=True to '
+              'decode as the library was measured')
     return 0

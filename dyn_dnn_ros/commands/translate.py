@@ -22,6 +22,7 @@ class TranslateOptions:
     engine: str = 'torch'
     compute_type: str = ''
     cache_dir: Path | None = None
+    vocabulary_map: str = ''
 
 
 def add_model_arguments(parser):
@@ -42,6 +43,10 @@ def add_model_arguments(parser):
     parser.add_argument('--model-cache-dir', type=Path, default=None,
                         help='ctranslate2: folder of exported models (default: the user '
                              'cache folder)')
+    parser.add_argument('--vocabulary-map', default='', metavar='FILE|full',
+                        help="ctranslate2: target shortlist scored per sentence, or 'full' for "
+                             "the whole vocabulary (default: the shipped map; with "
+                             "--operating-point, the library's choice)")
     parser.add_argument('--threads', type=int, default=None,
                         help='CPU threads (default: torch decides; ctranslate2: 1)')
     parser.add_argument('--batch-size', type=int, default=8,
@@ -87,16 +92,21 @@ def add_arguments(parser):
 
 
 def model_options(args) -> TranslateOptions:
+    from dyn_dnn_ros.translation.vocabulary_map import engine_vocabulary_map
     from dyn_dnn_ros.validation import require_int
     require_int('--threads', args.threads, 1, none_allowed=True)
     engine = getattr(args, 'engine', None)
+    point_library = library_of_point(args) if hasattr(args, 'operating_point') else None
     if engine is None:
-        point_library = library_of_point(args) if hasattr(args, 'operating_point') else None
         engine = point_library.engine if point_library is not None else 'torch'
+    vocabulary_map = getattr(args, 'vocabulary_map', '')
+    if point_library is not None and engine == 'ctranslate2':
+        vocabulary_map = engine_vocabulary_map(point_library, vocabulary_map)
     return TranslateOptions(model=args.model, spm=args.spm, device=args.device,
                             threads=args.threads, batch_size=args.batch_size, engine=engine,
                             compute_type=getattr(args, 'compute_type', ''),
-                            cache_dir=getattr(args, 'model_cache_dir', None))
+                            cache_dir=getattr(args, 'model_cache_dir', None),
+                            vocabulary_map=vocabulary_map)
 
 
 def load_engine(options: TranslateOptions):
@@ -109,7 +119,8 @@ def load_engine(options: TranslateOptions):
                                       compute_type=options.compute_type,
                                       model_path=options.model, spm_path=options.spm,
                                       cache_dir=options.cache_dir,
-                                      batch_size=options.batch_size))
+                                      batch_size=options.batch_size,
+                                      vocabulary_map=options.vocabulary_map))
 
 
 def load_translator(options: TranslateOptions):

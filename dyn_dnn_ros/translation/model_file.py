@@ -24,6 +24,12 @@ def default_spm_path() -> Path:
     return model_path('translation', SPM_FILE)
 
 
+def default_vocabulary_map_path() -> Path:
+    from dyn_dnn_ros.share import model_path
+    from dyn_dnn_ros.translation.vocabulary_map import FILE_NAME
+    return model_path('translation', FILE_NAME)
+
+
 def read_header(path):
     """The model header of a saved model file (no weights are read)."""
     from safetensors import safe_open

@@ -11,7 +11,8 @@ when it is full the oldest waiting request is answered with STATUS_DROPPED.
 
 The engine (``translation/engines``) is the library's: CTranslate2 for the
 shipped CPU library (torch is then never imported), torch for the CUDA one.
-A library made for another engine, compute type or device is refused at start.
+A library made for another engine, compute type, device or vocabulary map is
+refused at start.
 """
 
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from dyn_dnn_ros.share import library_path
 from dyn_dnn_ros.translation.beam_policy import BeamPolicy
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 from dyn_dnn_ros.translation.engines import ENGINES, EngineConfig, create_engine
+from dyn_dnn_ros.translation.vocabulary_map import engine_vocabulary_map
 from dyn_dnn_ros_interfaces.msg import TranslationRequest, TranslationResult
 
 NODE_NAME = 'translation_node'
@@ -135,6 +137,9 @@ class TranslationNode(InferenceNode):
                           choices=('', *ENGINES), read_only=True),
             ParameterSpec('model_cache_dir', '', 'folder of exported CTranslate2 models ("" = '
                           'the user cache folder)', read_only=True),
+            ParameterSpec('vocabulary_map_path', '', 'CTranslate2 target shortlist, used when '
+                          'the library was measured with one; it must be that map ("" = '
+                          'shipped)', read_only=True),
             ParameterSpec(THREADS, allowed_cpu_count(), 'CPU threads of inference',
                           integer_range=(1, 256)),
             ParameterSpec('queue_depth', 8, 'requests waiting at most; the oldest is dropped '
@@ -172,7 +177,11 @@ class TranslationNode(InferenceNode):
                     compute_type=self.library.compute_type,
                     model_path=values['model_path'] or None,
                     spm_path=values['spm_path'] or None,
-                    cache_dir=values['model_cache_dir'] or None))
+                    cache_dir=values['model_cache_dir'] or None,
+                    vocabulary_map=engine_vocabulary_map(self.library,
+                                                         values['vocabulary_map_path'])))
+            self.library.check_vocabulary_map(loaded.vocabulary_map_sha256,
+                                              where=self.worker_library.where)
             # Every point is loaded (CTranslate2) and every thread count warmed
             # up now, not with a request's budget: a switch is then a lookup.
             threads = sorted(self._measured_threads() or {1})
@@ -361,6 +370,8 @@ class TranslationNode(InferenceNode):
                          else f'{setting.point}: waiting for requests')
         self.last_error = ''
         stat.add('engine', f'{self.engine_name} {self.library.compute_type}')
+        digest = self.library.vocabulary_map_sha256
+        stat.add('vocabulary_map', f'sha256 {digest[:12]}' if digest else 'whole vocabulary')
         stat.add('operating_point', str(setting.point))
         stat.add('decoder_layers', text(setting.subnet.decoder_layers))
         stat.add('beam', setting.beam.describe())

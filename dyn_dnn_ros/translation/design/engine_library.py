@@ -59,6 +59,7 @@ QUALITY_SPLITS = ('valid', 'test')
 class EngineLibraryConfig:
     run_dir: Path = runs_path('design_ctranslate2')
     compute_type: str = 'int8'
+    vocabulary_map: str = ''  # '' = the shipped map, 'full' = none, else a map file
     candidates: int = 240  # random expressible sub-networks, plus the smallest and largest
     seed: int = 0
     beams: tuple = (1, 2, 3, 5)
@@ -249,7 +250,8 @@ def design_engine_library(config: EngineLibraryConfig, engine, fitness, timing_s
                   'winners', progress)
     winners = choose_winners(store.data, front, config)
     library = assemble_library(config, store.data, by_key, winners, len(quality_sources),
-                               len(subnets), len(finalists))
+                               len(subnets), len(finalists),
+                               getattr(engine, 'vocabulary_map_sha256', ''))
     return EngineLibraryResult(library, len(subnets), [s.key() for s in finalists],
                                time.perf_counter() - began)
 
@@ -359,8 +361,11 @@ def choose_winners(data, front, config) -> list:
 
 
 def assemble_library(config, data, by_key, winners, quality_sentences, candidates,
-                     finalists) -> OperatingPointLibrary:
-    """The library of ``winners`` (key, width), with the latencies of step 5."""
+                     finalists, vocabulary_map_sha256='') -> OperatingPointLibrary:
+    """The library of ``winners`` (key, width), with the latencies of step 5.
+
+    ``vocabulary_map_sha256``: the map the engine scored with ('' = none).
+    """
     import ctranslate2
 
     from dyn_dnn_ros.resources.hardware import hardware_description
@@ -375,7 +380,8 @@ def assemble_library(config, data, by_key, winners, quality_sentences, candidate
             metrics={'key': key, 'val_loss': round(data['loss'][key], 5)}))
     return OperatingPointLibrary(
         target='translation', device='cpu', quality_metric='bleu', points=points,
-        engine='ctranslate2', compute_type=config.compute_type, meta={
+        engine='ctranslate2', compute_type=config.compute_type,
+        vocabulary_map_sha256=vocabulary_map_sha256, meta={
             'source': 'dyn-dnn-ros design ctranslate2-library',
             'created': datetime.now(timezone.utc).isoformat(timespec='seconds'),
             'host': hardware_description('cpu'),

@@ -33,6 +33,7 @@ def retime_library(library: OperatingPointLibrary, engine, timing_sentences, run
                    rounds=12, trim=0.2, seed=0, progress=True) -> OperatingPointLibrary:
     """``library`` with every point's latency at every thread count measured again."""
     library.check_runs_on('ctranslate2', 'cpu', where='library')
+    library.check_vocabulary_map(getattr(engine, 'vocabulary_map_sha256', ''), where='library')
     threads = tuple(sorted({int(t) for p in library.points for t in p.latency_ms}))
     config = EngineLibraryConfig(run_dir=Path(run_dir), compute_type=library.compute_type,
                                  threads=threads, rounds=rounds, trim=trim, seed=seed,

@@ -9,7 +9,9 @@ out, for any sub-network the engine can run):
   (``ctranslate2_export.py``), int8 on CPU by default: several times faster per
   sentence and a fraction of the memory, for the sub-networks CTranslate2 can
   express (each decoder layer attends to the last encoder layer), with fixed
-  beam widths, and a deadline kept by limiting the decoding length.
+  beam widths, and a deadline kept by limiting the decoding length. By default
+  it scores a shortlist of target tokens per sentence, from the shipped
+  vocabulary map (``vocabulary_map.py``), instead of the whole vocabulary.
 
 ``create_engine`` imports only the engine asked for, so a process running
 CTranslate2 never imports torch.
@@ -38,6 +40,9 @@ class EngineConfig:
     spm_path: Path | None = None  # SentencePiece model; None = shipped
     cache_dir: Path | None = None  # ctranslate2 models; None = the user's cache folder
     heads: str = 'pad'  # ctranslate2: zero-pad narrower attentions ('pad') or refuse
+    # ctranslate2: '' = the shipped vocabulary map, 'full' = score the whole
+    # vocabulary, else a map file; the torch engine always scores it whole.
+    vocabulary_map: str = ''
     batch_size: int = 8
     alpha: float = 1.0
     max_len_a: float = 1.5
@@ -54,10 +59,30 @@ class EngineConfig:
                              f'{COMPUTE_TYPES[self.engine]}, got {compute!r}')
         object.__setattr__(self, 'compute_type', compute)
         require_int('batch_size', self.batch_size, 1)
+        object.__setattr__(self, 'vocabulary_map', self._vocabulary_map())
         for name in ('model_path', 'spm_path', 'cache_dir'):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))
+
+    def _vocabulary_map(self):
+        from dyn_dnn_ros.translation.vocabulary_map import FULL
+        value = str(self.vocabulary_map or '')
+        if self.engine == 'torch':
+            if value not in ('', FULL):
+                raise ValueError('vocabulary_map: the torch engine scores the whole vocabulary; '
+                                 f'a vocabulary map is for the ctranslate2 engine, got {value!r}')
+            return FULL
+        if value:
+            return value
+        from dyn_dnn_ros.translation.model_file import default_vocabulary_map_path
+        return str(default_vocabulary_map_path())
+
+    @property
+    def vocabulary_map_path(self):
+        """The map file in use, or None when the whole vocabulary is scored."""
+        from dyn_dnn_ros.translation.vocabulary_map import FULL
+        return None if self.vocabulary_map == FULL else Path(self.vocabulary_map)
 
 
 def create_engine(config: EngineConfig):

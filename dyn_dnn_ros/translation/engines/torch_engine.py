@@ -10,6 +10,7 @@ class TorchEngine:
 
     name = 'torch'
     supports_dynamic_beam = True
+    vocabulary_map_sha256 = ''   # every step scores the whole vocabulary
 
     def __init__(self, config):
         self.config = config
