@@ -53,12 +53,17 @@ design-cpu: $(STAMPS)/package
 # how): needs a CUDA build of torch in the environment, which this machine's
 # pinned CPU wheel is not; on a GPU machine without the venv, run the script
 # with PYTHON=python3.
-# The CPU library the translation node runs by default: CTranslate2 int8, every
-# candidate and point timed on that engine (docs/engines.md). Resumes from
-# runs/design_ctranslate2 when interrupted.
+# The CPU library the translation node runs by default: CTranslate2 int8 with the
+# vocabulary map, every candidate and point timed on that engine, then every
+# point timed again as the node holds them (docs/engines.md). Resumes from
+# runs/design_ctranslate2 and runs/retime_ctranslate2 when interrupted.
 design-ctranslate2: $(STAMPS)/package
 	time $(BIN)/dyn-dnn-ros design ctranslate2-library --run-dir runs/design_ctranslate2 \
-	  --fitness-sentences 100 --candidates 160 --library config/generated/operating_points_translation_cpu.yaml
+	  --fitness-sentences 100 --candidates 160 --rounds 6 \
+	  --library runs/design_ctranslate2/operating_points_translation_cpu.yaml
+	time $(BIN)/dyn-dnn-ros design ctranslate2-retime \
+	  --library runs/design_ctranslate2/operating_points_translation_cpu.yaml \
+	  --out config/generated/operating_points_translation_cpu.yaml
 
 # The CTranslate2 engine's target shortlist, from the training corpus (its valid
 # and test splits held out). A new map means a new library: run design-ctranslate2

@@ -63,6 +63,16 @@ def test_points_keep_their_setting_and_quality_and_get_this_machines_latency(tmp
     assert (retimed.engine, retimed.compute_type) == ('ctranslate2', 'int8')
 
 
+def test_a_point_the_new_figures_push_off_the_front_is_dropped(tmp_path):
+    library = _library()
+    # p1 (two layers) claims more quality than p2 (three layers): once timed
+    # again it is both faster and better, so p2 can no longer be chosen.
+    library.points[1] = replace(library.points[1], quality=30.0)
+    retimed = retime_library(library, SleepingEngine(), SENTENCES, tmp_path, rounds=2,
+                             progress=False)
+    assert [p.name for p in retimed.points] == ['p0', 'p1']
+
+
 def test_a_rerun_resumes_and_another_library_in_the_folder_is_refused(tmp_path):
     retime_library(_library(), SleepingEngine(), SENTENCES, tmp_path, rounds=2,
                    progress=False)

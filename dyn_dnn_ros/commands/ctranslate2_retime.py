@@ -60,8 +60,13 @@ def run(args) -> int:
         return 2
     out = args.out or args.run_dir / library_path('translation', 'cpu').name
     retimed.save(out)
-    print(f'{out}: {len(retimed.points)} points timed again')
-    for before, after in zip(library.points, retimed.points, strict=True):
+    kept = {point.name: point for point in retimed.points}
+    print(f'{out}: {len(library.points)} points timed again, {len(kept)} kept')
+    for before in library.points:
+        after = kept.get(before.name)
+        if after is None:
+            print(f'  {before.name}: dropped, now slower than a better point')
+            continue
         print(f'  {after.name}: ' + ', '.join(
             f'{t} thread(s) {before.latency_ms[t]:.2f} -> {ms:.2f} ms'
             for t, ms in sorted(after.latency_ms.items())))

@@ -10,6 +10,9 @@ the way the design's last step does (``engine_library`` step 5): every point
 and thread count in shuffled rounds, in an engine that holds only the
 library's models, as the translation node does, trimmed mean over rounds.
 The samples are saved in a run folder as they are taken; a rerun resumes.
+As in that step, a point the new figures push off the (latency at one
+thread, quality) front is dropped: another point is now both faster and
+better, so the manager would never pick it.
 """
 
 from dataclasses import replace
@@ -26,6 +29,7 @@ from dyn_dnn_ros.translation.design.engine_library import (
     timing_rounds,
     trimmed_ms,
 )
+from dyn_dnn_ros.translation.design.pareto import pareto_front
 from dyn_dnn_ros.translation.design_space import SubnetConfig
 
 
@@ -54,6 +58,8 @@ def retime_library(library: OperatingPointLibrary, engine, timing_sentences, run
     points = [replace(point, latency_ms={t: round(trimmed_ms(store.data['final'], option, t,
                                                              config), 4) for t in threads})
               for point, option in zip(library.points, options, strict=True)]
+    front = {id(p) for p in pareto_front(points, lambda p: p.latency_at(1), lambda p: p.quality)}
+    points = [p for p in points if id(p) in front]   # in the library's order
     from dyn_dnn_ros.resources.hardware import hardware_description
     meta = dict(library.meta)
     meta.update({
