@@ -33,9 +33,9 @@ import numpy as np
 from dyn_dnn_ros.operating_points import OperatingPointLibrary
 from dyn_dnn_ros.share import data_path, library_path, runs_path
 from dyn_dnn_ros.translation.design_space import SubnetConfig
-from dyn_dnn_ros.translation.engines import EngineConfig, create_engine
+from dyn_dnn_ros.translation.engines import EngineConfig, create_engine, create_library_engine
 from dyn_dnn_ros.translation.outcome import read_split
-from dyn_dnn_ros.translation.vocabulary_map import FULL, engine_vocabulary_map
+from dyn_dnn_ros.translation.vocabulary_map import FULL
 
 PARTS = ('engines', 'library', 'switch', 'node')
 
@@ -181,10 +181,7 @@ def main(argv=None):
     chosen = [ordered[0], ordered[len(ordered) // 2], ordered[-1]]
     sources, references = read_split(args.corpus_dir, 'test', args.bleu_sentences)
     timed = sources[:args.sentences]
-    engines = {'ct2-int8': create_engine(EngineConfig(
-        engine='ctranslate2', compute_type='int8',
-        vocabulary_map=engine_vocabulary_map(library)))}
-    library.check_vocabulary_map(engines['ct2-int8'].vocabulary_map_sha256, str(args.library))
+    engines = {'ct2-int8': create_library_engine(library, where=str(args.library))}
     if 'engines' in args.parts:
         engines = {
             'torch': create_engine(EngineConfig(engine='torch')),

@@ -17,9 +17,8 @@ import sys
 from dyn_dnn_ros.operating_points import OperatingPointLibrary
 from dyn_dnn_ros.share import data_path, library_path, runs_path
 from dyn_dnn_ros.translation.design_space import SubnetConfig
-from dyn_dnn_ros.translation.engines import EngineConfig, create_engine
+from dyn_dnn_ros.translation.engines import EngineConfig, create_engine, create_library_engine
 from dyn_dnn_ros.translation.outcome import read_split
-from dyn_dnn_ros.translation.vocabulary_map import engine_vocabulary_map
 
 
 def scores(engine, subnet, width, sources, references, threads):
@@ -44,10 +43,7 @@ def main(argv=None):
     library = OperatingPointLibrary.load(args.library)
     splits = {name: read_split(args.corpus_dir, name, args.limit) for name in args.splits}
     torch_engine = create_engine(EngineConfig(engine='torch'))
-    library_engine = create_engine(EngineConfig(
-        engine=library.engine, compute_type=library.compute_type,
-        vocabulary_map=engine_vocabulary_map(library)))
-    library.check_vocabulary_map(library_engine.vocabulary_map_sha256, str(args.library))
+    library_engine = create_library_engine(library, where=str(args.library))
     rows = [('largest', torch_engine, torch_engine.space.largest(), 5),
             ('smallest', torch_engine, torch_engine.space.smallest(), 5)]
     rows += [(p.name, library_engine, SubnetConfig.from_dict(p.subnet), p.beam.width)

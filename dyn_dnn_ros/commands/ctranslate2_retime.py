@@ -40,19 +40,17 @@ def run(args) -> int:
     from dyn_dnn_ros.share import data_path, library_path
     from dyn_dnn_ros.translation.design.engine_library import library_timing_sentences
     from dyn_dnn_ros.translation.design.engine_retime import retime_library
-    from dyn_dnn_ros.translation.engines import EngineConfig, create_engine
+    from dyn_dnn_ros.translation.engines import create_library_engine
     from dyn_dnn_ros.translation.outcome import read_split
-    from dyn_dnn_ros.translation.vocabulary_map import engine_vocabulary_map
     try:
         library = OperatingPointLibrary.load(args.library)
         library.check_runs_on('ctranslate2', 'cpu', where=str(args.library))
         valid, _ = read_split(args.corpus_dir or data_path('corpus'), 'valid')
         sentences = library_timing_sentences(library, valid)
         # A fresh engine holds only the library's models, as the translation node does.
-        engine = create_engine(EngineConfig(
-            engine='ctranslate2', compute_type=library.compute_type, model_path=args.model,
-            spm_path=args.spm, vocabulary_map=engine_vocabulary_map(library,
-                                                                    args.vocabulary_map)))
+        engine = create_library_engine(library, args.vocabulary_map or '',
+                                       where=str(args.library), model_path=args.model,
+                                       spm_path=args.spm)
         retimed = retime_library(library, engine, sentences, args.run_dir, rounds=args.rounds,
                                  trim=args.trim)
     except ValueError as err:

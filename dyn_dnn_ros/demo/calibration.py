@@ -22,8 +22,7 @@ def tail_latencies(library, sources, threads, quantile=90.0, warmup=2, model_pat
     import time
 
     from dyn_dnn_ros.translation.design_space import SubnetConfig
-    from dyn_dnn_ros.translation.engines import EngineConfig, create_engine
-    from dyn_dnn_ros.translation.vocabulary_map import engine_vocabulary_map
+    from dyn_dnn_ros.translation.engines import create_library_engine
 
     if not sources:
         raise ValueError('calibration: no sentences to time')
@@ -36,11 +35,8 @@ def tail_latencies(library, sources, threads, quantile=90.0, warmup=2, model_pat
 
     def measure():
         try:
-            engine = create_engine(EngineConfig(
-                engine=library.engine, compute_type=library.compute_type,
-                model_path=model_path or None, spm_path=spm_path or None,
-                vocabulary_map=engine_vocabulary_map(library)))
-            library.check_vocabulary_map(engine.vocabulary_map_sha256)
+            engine = create_library_engine(library, model_path=model_path or None,
+                                           spm_path=spm_path or None)
             for point in library.points:
                 subnet, count = SubnetConfig.from_dict(point.subnet), fastest_threads(point)
                 engine.translate(list(sources[:warmup]), subnet, point.beam, threads=count)

@@ -49,8 +49,7 @@ from dyn_dnn_ros.runtime.worker_parameters import (
 from dyn_dnn_ros.share import library_path
 from dyn_dnn_ros.translation.beam_policy import BeamPolicy
 from dyn_dnn_ros.translation.design_space import SubnetConfig
-from dyn_dnn_ros.translation.engines import ENGINES, EngineConfig, create_engine
-from dyn_dnn_ros.translation.vocabulary_map import engine_vocabulary_map
+from dyn_dnn_ros.translation.engines import ENGINES, create_library_engine
 from dyn_dnn_ros_interfaces.msg import TranslationRequest, TranslationResult
 
 NODE_NAME = 'translation_node'
@@ -171,17 +170,16 @@ class TranslationNode(InferenceNode):
 
         def load():
             loaded = engine
-            if loaded is None:
-                loaded = create_engine(EngineConfig(
-                    engine=self.engine_name, device=device,
-                    compute_type=self.library.compute_type,
+            if loaded is None:   # the library's engine (check_runs_on above), as measured
+                loaded = create_library_engine(
+                    self.library, values['vocabulary_map_path'],
+                    where=self.worker_library.where, device=device,
                     model_path=values['model_path'] or None,
                     spm_path=values['spm_path'] or None,
-                    cache_dir=values['model_cache_dir'] or None,
-                    vocabulary_map=engine_vocabulary_map(self.library,
-                                                         values['vocabulary_map_path'])))
-            self.library.check_vocabulary_map(loaded.vocabulary_map_sha256,
-                                              where=self.worker_library.where)
+                    cache_dir=values['model_cache_dir'] or None)
+            else:
+                self.library.check_vocabulary_map(loaded.vocabulary_map_sha256,
+                                                  where=self.worker_library.where)
             # Every point is loaded (CTranslate2) and every thread count warmed
             # up now, not with a request's budget: a switch is then a lookup.
             threads = sorted(self._measured_threads() or {1})

@@ -94,6 +94,22 @@ def create_engine(config: EngineConfig):
     return CTranslate2Engine(config)
 
 
+def create_library_engine(library, vocabulary_map='', where='library', **fields):
+    """The engine ``library``'s points were measured on, to run them as measured.
+
+    Its engine and compute type, and for CTranslate2 its vocabulary map
+    (``vocabulary_map``: that map's file, '' = the shipped one); ``fields``
+    are the rest of ``EngineConfig``. A map other than the one the library
+    records is refused, naming both (``where`` names the library).
+    """
+    from dyn_dnn_ros.translation.vocabulary_map import engine_vocabulary_map
+    engine = create_engine(EngineConfig(
+        engine=library.engine, compute_type=library.compute_type,
+        vocabulary_map=engine_vocabulary_map(library, vocabulary_map), **fields))
+    library.check_vocabulary_map(engine.vocabulary_map_sha256, where)
+    return engine
+
+
 def evaluate(engine, sources, references, subnet=None, beam=None, threads=None,
              progress=False, patience=1.0):
     """Corpus BLEU and costs of ``engine`` translating ``sources`` (``outcome.Evaluation``)."""
