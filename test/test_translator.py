@@ -251,3 +251,20 @@ def test_evaluate_and_calibrate_commands(model_file, tmp_path, capsys, sentences
     assert 'no sentences after the 6' in capsys.readouterr().err
     assert main(['calibrate-beam', *common, '--percentiles', '50']) == 2
     assert 'LOW:HIGH' in capsys.readouterr().err
+
+
+def test_evaluate_command_runs_ctranslate2_with_or_without_the_vocabulary_map(
+        model_file, tmp_path, capsys, sentences):
+    (tmp_path / 'valid.en').write_text('\n'.join(sentences[:3]) + '\n')
+    (tmp_path / 'valid.de').write_text('\n'.join(['Dokument laden'] * 3) + '\n')
+    common = ['evaluate', '--model', str(model_file), '--spm', str(SPM), '--corpus-dir',
+              str(tmp_path), '--split', 'valid', '--subnet', 'smallest', '--beam', '2']
+    ct2 = ['--engine', 'ctranslate2', '--model-cache-dir', str(tmp_path / 'cache')]
+    assert main(common + ct2) == 0
+    assert 'on ctranslate2 int8 with vocabulary map sha256' in capsys.readouterr().out
+    assert main(common + ct2 + ['--vocabulary-map', 'full']) == 0
+    out = capsys.readouterr().out
+    assert 'on ctranslate2 int8, ' in out and 'vocabulary map' not in out
+    map_file = ROOT / 'models' / 'translation' / 'vocabulary_map.txt'
+    assert main(common + ['--engine', 'torch', '--vocabulary-map', str(map_file)]) == 2
+    assert 'a vocabulary map is for the ctranslate2 engine' in capsys.readouterr().err
