@@ -27,6 +27,7 @@ OUTPUTS = {
     'ros_overhead': (),
     'supertransformer': ('out', 'png', 'state'),
     'system_processes': ('out',),
+    'vocabulary_map': ('out',),
     'worker_thread': (),
 }
 

@@ -19,6 +19,7 @@ from dyn_dnn_ros.translation.vocabulary_map import (
     build_vocabulary_map,
     engine_vocabulary_map,
     read_vocabulary_map,
+    shortlist,
     write_vocabulary_map,
 )
 
@@ -195,3 +196,9 @@ def test_the_command_writes_a_map_without_the_held_out_sentences(tmp_path, token
     assert main(['translation', 'vocabulary-map', '--corpus-dir', str(corpus), '--held-out',
                  str(tmp_path / 'none'), '--spm', str(SPM), '--out', str(out),
                  '--no-progress']) == 1
+
+
+def test_a_sentences_shortlist_is_the_common_tokens_and_its_pieces_candidates():
+    entries = {'': ['▁der', '▁die'], '▁dog': ['▁Hund'], '▁cat': ['▁Katze']}
+    assert shortlist(entries, ['▁dog', '▁unseen']) == {'▁der', '▁die', '▁Hund'}
+    assert shortlist({'▁dog': ['▁Hund']}, []) == set()

@@ -151,6 +151,19 @@ def engine_vocabulary_map(library, path=''):
     return str(path or '') if library.vocabulary_map_sha256 else FULL
 
 
+def shortlist(entries, source_pieces) -> set:
+    """The target pieces a sentence may use: ``entries['']`` plus its source pieces' lists.
+
+    ``entries`` as ``read_vocabulary_map`` gives them; this is the set
+    CTranslate2 scores for one sentence (for a batch, the union over it),
+    besides the unknown, start and end tokens it always adds.
+    """
+    allowed = set(entries.get('', ()))
+    for piece in source_pieces:
+        allowed.update(entries.get(piece, ()))
+    return allowed
+
+
 def read_vocabulary_map(path, vocabulary) -> dict:
     """``{source piece: [target pieces]}`` of the map at ``path``, checked against ``vocabulary``.
 
