@@ -106,13 +106,12 @@ def build_vocabulary_map(tokenizer, sources, targets, config=VocabularyMapConfig
         if not kept:
             raise ValueError('sources/targets: every pair is held out')
         sources, targets = (list(side) for side in zip(*kept, strict=True))
-    limit = config.max_pairs or len(sources)
+    total = min(config.max_pairs or len(sources), len(sources))
     counts = CoOccurrence(tokenizer.vocab_size)
-    chunk = 4096   # encode in batches: SentencePiece is much faster so
-    with tqdm(total=min(limit, len(sources)), desc='counting pairs', unit='pair',
-              disable=not progress) as bar:
-        for start in range(0, min(limit, len(sources)), chunk):
-            stop = min(start + chunk, limit)
+    chunk = 4096   # SentencePiece encodes a batch much faster than one text at a time
+    with tqdm(total=total, desc='counting pairs', unit='pair', disable=not progress) as bar:
+        for start in range(0, total, chunk):
+            stop = min(start + chunk, total)
             for source_ids, target_ids in zip(tokenizer.encode_batch(sources[start:stop]),
                                               tokenizer.encode_batch(targets[start:stop]),
                                               strict=True):
