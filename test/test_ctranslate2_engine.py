@@ -20,6 +20,7 @@ from dyn_dnn_ros.translation.ctranslate2_export import (
     export_subnet,
 )
 from dyn_dnn_ros.translation.engines import EngineConfig, create_engine
+from dyn_dnn_ros.translation.engines.ctranslate2_engine import OpenMPPools
 from dyn_dnn_ros.translation.engines.model_cache import RECORD_FILE
 from dyn_dnn_ros.translation.outcome import read_split
 from dyn_dnn_ros.translation.tokenizer import Tokenizer
@@ -105,6 +106,69 @@ def test_a_deadline_caps_decoding_and_marks_the_answer_cut(shipped_engines, widt
     assert late.tokens == full.tokens and not late.cut
 
 
+class Owner:
+    """Stands for an engine: what ``OpenMPPools`` unloads from is its ``_models``."""
+
+    def __init__(self):
+        self._models = {}
+
+
+def test_multi_thread_models_beyond_the_cpus_are_unloaded_least_recently_used_first():
+    pools, first, second = OpenMPPools(budget=2), Owner(), Owner()
+    for owner, key in ((first, 'a'), (second, 'b')):
+        pools.make_room(owner, key, threads=2)
+        owner._models[key] = 'model'
+    first._models['one-thread'] = 'model'   # never counted, never unloaded
+    pools.used(first, 'a')                   # 'b' is now the least recently used
+    pools.make_room(first, 'c', threads=2)
+    assert set(first._models) == {'a', 'one-thread'} and second._models == {}
+    assert pools.held == 2
+    pools.forget(first, 'c')                 # its load failed
+    assert pools.held == 1
+    # One model over the budget on its own (1 CPU) is still loaded: it was asked for.
+    alone = OpenMPPools(budget=0)
+    alone.make_room(first, 'wide', threads=4)
+    assert alone.held == 3
+
+
+def test_a_two_thread_model_keeps_its_pool_only_while_the_cpus_allow(shipped_engines,
+                                                                     monkeypatch):
+    _, ct2_engine = shipped_engines
+    # 2 CPUs: one pool thread besides the process's first.
+    monkeypatch.setattr(ct2_engine, 'pools', OpenMPPools(budget=1))
+    small = expressible(ct2_engine.space.smallest())
+    other = replace(small, decoder_ffn=(ct2_engine.space.ffn_dim[-1],) * small.decoder_layers)
+    sentences = ['Open the file', 'The robot is ready.']
+    before = ct2_engine.translate(sentences, small, 2, threads=2)
+    ct2_engine.translate(sentences, other, 2, threads=2)
+    assert (small.key(), 2) not in ct2_engine.loaded and (other.key(), 2) in ct2_engine.loaded
+    again = ct2_engine.translate(sentences, small, 2, threads=2)   # loaded again on demand
+    assert [o.tokens for o in again] == [o.tokens for o in before]
+    assert ct2_engine.pools.held == 1
+
+
+LOAD_AND_COUNT_THREADS = """
+import os, sys
+from dataclasses import replace
+from dyn_dnn_ros.translation.engines import EngineConfig, create_engine
+engine = create_engine(EngineConfig(engine='ctranslate2', cache_dir=sys.argv[1]))
+small = engine.space.smallest()
+small = replace(small, decoder_ende=(1,) * small.decoder_layers)
+engine.translate(['Open the file'], small, 1, threads=1)   # export outside the count
+before = len(os.listdir('/proc/self/task'))
+engine.translate(['Open the file'], small, 2, threads=2)
+print(len(os.listdir('/proc/self/task')) - before)
+"""
+
+
+def test_loading_a_two_thread_model_leaves_no_pool_on_the_callers_thread(tmp_path):
+    # The model's worker and its one pool thread, and nothing on the thread
+    # that loaded it: a pool there would count against the CPUs for good.
+    added = subprocess.run([sys.executable, '-c', LOAD_AND_COUNT_THREADS, str(tmp_path)],
+                           capture_output=True, text=True, check=True, timeout=120)
+    assert added.stdout.split()[-1] == '2', added.stdout + added.stderr
+
+
 def test_empty_and_overlong_text_get_the_torch_engines_statuses(shipped_engines):
     _, ct2_engine = shipped_engines
     subnet = expressible(ct2_engine.space.smallest())
@@ -142,6 +206,7 @@ def test_the_ctranslate2_run_time_path_does_not_import_torch(tmp_path):
     script = f"""
 import sys
 from dyn_dnn_ros.translation.engines import EngineConfig, create_engine
+from dyn_dnn_ros.translation.engines.ctranslate2_engine import OpenMPPools
 engine = create_engine(EngineConfig(engine='ctranslate2', model_path={str(model_path)!r},
                                     spm_path={str(SPM)!r}, cache_dir={str(tmp_path / 'c')!r}))
 subnet = engine.space.smallest()

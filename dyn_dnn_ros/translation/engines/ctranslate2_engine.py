@@ -3,7 +3,11 @@
 Every sub-network asked for is exported once into the model cache and kept
 loaded, one ``ctranslate2.Translator`` per thread count (CTranslate2 fixes a
 model's threads when it loads), so switching operating points is a dictionary
-lookup. Beam search, length penalty and length limit match the torch engine's
+lookup. Models with more than one thread are the exception: the process holds
+only as many of them as its CPUs allow without slowing all of them down
+(``OpenMPPools``), and loads others again when asked for.
+
+Beam search, length penalty and length limit match the torch engine's
 (``beam_search.py``): the same tokens come out in float32, ties aside, when
 the whole vocabulary is scored (``vocabulary_map='full'``). By default each
 sentence's steps score only the shortlist the vocabulary map gives for its
@@ -21,8 +25,12 @@ slower than measured can still end past the deadline, and the node then
 reports the answer late.
 """
 
+from collections import OrderedDict
 from dataclasses import dataclass
+import os
+import threading
 import time
+import weakref
 
 from tqdm import tqdm
 
@@ -57,6 +65,96 @@ class StepCost:
             self.step_s = 0.8 * self.step_s + 0.2 * observed
 
 
+class OpenMPPools:
+    """The OpenMP threads that loaded multi-thread models keep, counted for the whole process.
+
+    CTranslate2 runs a model's intra-op threads on libgomp, and a model with
+    ``t`` threads keeps a pool of ``t - 1`` of them once it has run. libgomp
+    counts every pool thread in the process, plus the process's first thread;
+    once they outnumber the CPUs its threads stop spinning between parallel
+    regions, and each of a decoding step's hundreds of small regions then waits
+    for a thread to be woken. Measured on 2 CPUs at batch 1: one 2-thread model
+    alone ran at 1.2-1.4x its 1-thread time; with a second one loaded, or the
+    loading thread's own pool left over, about 3x slower still. So the
+    multi-thread models held at once keep within ``budget`` pool threads (the
+    CPUs this process may use, less one), the least recently used one is
+    unloaded to make room, and it is loaded again when asked for. One-thread
+    models keep no pool and are never unloaded.
+    """
+
+    def __init__(self, budget):
+        self.budget = budget
+        self._lock = threading.Lock()
+        self._held = OrderedDict()  # (id(engine), model key) -> (weakref(engine), pool threads)
+
+    @property
+    def held(self):
+        """Pool threads the multi-thread models loaded now keep."""
+        with self._lock:
+            return sum(pool for ref, pool in self._held.values() if ref() is not None)
+
+    def used(self, engine, key):
+        """``key``'s model was just used: it is the last to be unloaded."""
+        with self._lock:
+            if (id(engine), key) in self._held:
+                self._held.move_to_end((id(engine), key))
+
+    def make_room(self, engine, key, threads):
+        """Unload least recently used models until ``threads - 1`` more fit; then count them.
+
+        At least the new model is loaded even when it alone is over the budget
+        (1 CPU): the caller asked for it.
+        """
+        need = threads - 1
+        with self._lock:
+            for held, (ref, _) in list(self._held.items()):
+                if ref() is None:
+                    del self._held[held]
+            while self._held and sum(p for _, p in self._held.values()) + need > self.budget:
+                (_, unloaded), (ref, _) = self._held.popitem(last=False)
+                owner = ref()
+                if owner is not None:
+                    owner._models.pop(unloaded, None)  # its pool ends with its last reference
+            self._held[(id(engine), key)] = (weakref.ref(engine), need)
+
+    def forget(self, engine, key):
+        """``key``'s model is not loaded after all (its load failed)."""
+        with self._lock:
+            self._held.pop((id(engine), key), None)
+
+
+def usable_cpus():
+    """CPUs this process may run on (its affinity), which is what libgomp counts."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+
+
+# One for the process: libgomp's count is the process's, whatever engine loaded the model.
+OPENMP_POOLS = OpenMPPools(budget=max(usable_cpus() - 1, 0))
+
+
+def _load_on_passing_thread(load):
+    """``load()`` run on a thread that then ends, its result (or exception) returned here.
+
+    Loading a multi-thread model runs OpenMP regions on the calling thread,
+    which would keep a pool of idle threads for as long as it lives, counted
+    against the CPUs (``OpenMPPools``); a passing thread takes its pool along
+    when it ends.
+    """
+    box = {}
+
+    def run():
+        try:
+            box['model'] = load()
+        except BaseException as error:  # noqa: BLE001  (re-raised on the caller's thread)
+            box['error'] = error
+    thread = threading.Thread(target=run, name='ctranslate2-load')
+    thread.start()
+    thread.join()
+    if 'error' in box:
+        raise box['error']
+    return box['model']
+
+
 class CTranslate2Engine:
     """Fixed-width beam search on CTranslate2 models of the SuperTransformer's sub-networks."""
 
@@ -88,6 +186,7 @@ class CTranslate2Engine:
         # What a library made on this engine records, and is checked against.
         self.vocabulary_map_sha256 = self.cache.source.get('vocabulary_map_sha256', '')
         self._models = {}  # (subnet key, threads) -> ctranslate2.Translator
+        self.pools = OPENMP_POOLS
         self._costs = {}  # (subnet key, threads, width) -> StepCost
 
     # -- sub-networks and models ------------------------------------------------------
@@ -107,10 +206,20 @@ class CTranslate2Engine:
         if model is None:
             import ctranslate2
             folder = self.cache.model_dir(self.check_subnet(subnet), self.vocabulary)
-            model = ctranslate2.Translator(str(folder), device=self.device,
-                                           compute_type=self.compute_type,
-                                           intra_threads=threads, inter_threads=1)
+            pooled = threads > 1 and self.device == 'cpu'
+            if pooled:
+                self.pools.make_room(self, key, threads)
+            try:
+                model = _load_on_passing_thread(lambda: ctranslate2.Translator(
+                    str(folder), device=self.device, compute_type=self.compute_type,
+                    intra_threads=threads, inter_threads=1))
+            except BaseException:
+                if pooled:
+                    self.pools.forget(self, key)
+                raise
             self._models[key] = model
+        elif threads > 1:
+            self.pools.used(self, key)
         return model
 
     @property
