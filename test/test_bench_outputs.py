@@ -22,6 +22,7 @@ OUTPUTS = {
     'cross_device': ('run_dir', 'plot'),
     'engines': ('out',),
     'front_vs_random': ('run_dir', 'cache', 'plot'),
+    'openmp_pools': (),
     'generalisation': ('out',),
     'remeasure_perception_library': ('out',),
     'ros_overhead': (),
