@@ -10,6 +10,7 @@ from ros_harness import MessageCollector, set_parameters, wait_until
 from std_msgs.msg import String
 from translation_fixtures import SPM, write_tiny_model
 
+from dyn_dnn_ros.ros.diagnostics import DiagnosticStatusWrapper
 from dyn_dnn_ros.ros.nodes.translation import TranslationNode
 from dyn_dnn_ros_interfaces.msg import TranslationRequest, TranslationResult
 
@@ -175,6 +176,36 @@ def test_with_a_budget_decoding_stops_at_the_deadline(ros, probe, tiny_files):
         publisher.publish(broken)
         result = results.wait_for(lambda m: m.id == 'bad-stamp', timeout=30)[0]
         assert result.status == TranslationResult.STATUS_OK
+    finally:
+        ros.remove(node)
+
+
+def test_the_deadline_margin_is_measured_from_the_requests_transport(ros, probe, tiny_files):
+    node = start(ros, '/tr6', tiny_files, budget_ms=2000.0)
+    try:
+        def margin_on_diagnostics():
+            stat = node._diagnose(DiagnosticStatusWrapper(name='translation'))
+            return {kv.key: kv.value for kv in stat.values}['deadline_margin_ms']
+
+        assert margin_on_diagnostics() == '6 (fixed)'   # nothing timed yet
+        results, publisher = connect(probe, '/tr6')
+        # Stamped half a second before they are sent, as a sensor's capture
+        # time may be: the budget runs from the stamp, but the margin measures
+        # the transport alone (counting the stamp's age would make it > 1 s).
+        for i in range(25):
+            sent = TranslationRequest(id=f'm{i}', text='Open the file')
+            sent.header.stamp = (probe.get_clock().now() - Duration(seconds=0.5)).to_msg()
+            publisher.publish(sent)
+        answers = results.wait_for(lambda m: m.id == 'm24', timeout=60)
+        assert answers[0].status == TranslationResult.STATUS_OK
+        measured = node.margin.margin_ms()
+        assert measured is not None and 0.5 <= measured < 500.0
+        assert margin_on_diagnostics().endswith(' (measured)')
+        answer = set_parameters(probe, '/tr6/translation_node', {'deadline_margin_auto': False,
+                                                                  'deadline_margin_ms': 4.0})
+        assert answer[0].successful
+        wait_until(lambda: not node.worker.setting.deadline_margin_auto)
+        assert margin_on_diagnostics() == '4 (fixed)'
     finally:
         ros.remove(node)
 

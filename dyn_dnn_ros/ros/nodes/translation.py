@@ -29,6 +29,7 @@ from dyn_dnn_ros.ros.nodes.inference_node import InferenceNode
 from dyn_dnn_ros.ros.params import ParameterSpec, ValidatedParameters
 from dyn_dnn_ros.ros.spin import publish_while_running, run_node
 from dyn_dnn_ros.ros.worker_presence import WAIT_FOR_SETTING
+from dyn_dnn_ros.runtime.deadline_margin import DeadlineMargin
 from dyn_dnn_ros.runtime.device import resolve_device
 from dyn_dnn_ros.runtime.latency_window import LatencyWindow
 from dyn_dnn_ros.runtime.policy import WORKER_BUDGET_MS_RANGE
@@ -66,12 +67,13 @@ class Setting(WorkerSetting):
     max_source_tokens: int
     stop_at_deadline: bool = False
     deadline_margin_ms: float = 0.0
+    deadline_margin_auto: bool = False
 
-    def deadline(self, origin):
+    def deadline(self, origin, margin_ms):
         """When decoding must end for a request that started at ``origin`` (monotonic)."""
         if not self.stop_at_deadline or not self.budget_ms > 0:
             return None
-        return origin + (self.budget_ms - self.deadline_margin_ms) / 1000.0
+        return origin + (self.budget_ms - margin_ms) / 1000.0
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,10 @@ class TranslationNode(InferenceNode):
                           'best hypothesis found by then'),
             WAIT_FOR_SETTING,
             ParameterSpec('deadline_margin_ms', 6.0, 'time kept back from the budget for '
-                          'publishing the result and its transport', float_range=(0.0, 1000.0)),
+                          'publishing the result and its transport (with deadline_margin_auto: '
+                          'until it is measured)', float_range=(0.0, 1000.0)),
+            ParameterSpec('deadline_margin_auto', True, 'measure that time from recent '
+                          'requests: twice their transport plus publishing, 95th percentiles'),
         ], apply=self._apply, check_together=self._check_together)
         device = resolve_device(self.params.value('device'))
         self.load_library('translation', library_path('translation', device.split(':')[0]),
@@ -192,6 +197,7 @@ class TranslationNode(InferenceNode):
         self.received = 0
         self.published = 0
         self.deadline_stops = 0
+        self.margin = DeadlineMargin()
         self.last_error = ''
         # The worker thread loads the model: inference is fastest on that thread.
         self.worker = InferenceWorker(self._translate, self._publish_finished,
@@ -255,7 +261,13 @@ class TranslationNode(InferenceNode):
             values, Setting, subnet=SubnetConfig.from_dict(point.subnet),
             beam=beam_from(values), max_source_tokens=values['max_source_tokens'],
             stop_at_deadline=values['stop_at_deadline'],
-            deadline_margin_ms=float(values['deadline_margin_ms']))
+            deadline_margin_ms=float(values['deadline_margin_ms']),
+            deadline_margin_auto=values['deadline_margin_auto'])
+
+    def _margin_ms(self, setting):
+        """What to keep back from the budget now: measured, or the fixed margin."""
+        measured = self.margin.margin_ms() if setting.deadline_margin_auto else None
+        return setting.deadline_margin_ms if measured is None else measured
 
     def _apply(self, changed):
         if 'queue_depth' in changed:
@@ -265,9 +277,12 @@ class TranslationNode(InferenceNode):
         self.put_in_force(self._setting(self.params.values()))
 
     # -- requests -----------------------------------------------------------------
-    def _on_request(self, msg):
+    def _on_request(self, msg, info):
         self.received += 1
         origin = time.monotonic()
+        # The way in, from DDS's own stamps (the writer's clock when it was
+        # sent): a header stamp may be a sensor's capture time, long before.
+        self.margin.add_way_in((time.time_ns() - info['source_timestamp']) / 1e9)
         stamp = msg.header.stamp
         if stamp.sec or stamp.nanosec:
             # The budget runs from when the request was sent, not when it arrived.
@@ -294,7 +309,8 @@ class TranslationNode(InferenceNode):
         started = time.perf_counter()
         outcome = self.translator.translate([request.text], subnet=setting.subnet,
                                             beam=setting.beam, threads=setting.threads,
-                                            deadline=setting.deadline(request.origin),
+                                            deadline=setting.deadline(
+                                                request.origin, self._margin_ms(setting)),
                                             max_source_tokens=setting.max_source_tokens)[0]
         return outcome, (time.perf_counter() - started) * 1000.0
 
@@ -350,7 +366,9 @@ class TranslationNode(InferenceNode):
 
     def _publish(self, result):
         # Once the context is shut down there is nobody to tell: drop silently.
+        began = time.perf_counter()
         if publish_while_running(self, self.publisher, result):
+            self.margin.add_publish(time.perf_counter() - began)
             self.published += 1
 
     # -- diagnostics ----------------------------------------------------------------
@@ -375,6 +393,9 @@ class TranslationNode(InferenceNode):
         stat.add('beam', setting.beam.describe())
         stat.add('threads', text(setting.threads))
         stat.add('budget_ms', text(setting.budget_ms))
+        measured = self.margin.margin_ms() if setting.deadline_margin_auto else None
+        stat.add('deadline_margin_ms', text(self._margin_ms(setting)) + (
+            ' (measured)' if measured is not None else ' (fixed)'))
         self.window.report(stat)
         stat.add('queue_depth', text(self.worker.queue_depth))
         stat.add('received', text(self.received))
