@@ -14,6 +14,8 @@ result's arrival here. Printed and written as JSON (``--out``):
 - the share of ``hardware_availability`` samples at each ``usable_threads``
   value and the share of results at each thread count;
 - operating-point switches (consecutive results with different points);
+- the deadline margin the translation node measured (``deadline_margin_ms``
+  on its diagnostics, the last one reported);
 - ``--burn S``: a CPU-burning process on one core for S seconds in the
   middle of the stream: how long until ``usable_threads`` dropped to 1 after
   it started, and how long until it came back after it stopped;
@@ -45,6 +47,7 @@ from dyn_dnn_ros.share import data_path, runs_path
 
 DEFAULT_OUT = runs_path('bench', 'system_processes.json')
 MANAGER_STATUS = 'dnn_manager: translation'
+WORKER_STATUS = 'translation_node: translation'
 LEVEL_NAMES = {0: 'OK', 1: 'WARN', 2: 'ERROR', 3: 'STALE'}
 # Statuses of results the worker ran inference for (they carry a real point).
 RAN = ('ok', 'truncated', 'partial')
@@ -184,6 +187,7 @@ class Observer:
         self.availability = []  # (t, usable_threads, usable_cpus, availability)
         self.heartbeats = []    # (t, dict)
         self.diagnostics = []   # (t, level, message, point, threads) of MANAGER_STATUS
+        self.deadline_margin = None   # the worker's last reported deadline_margin_ms
         self.Request = TranslationRequest
         self.SetLatencyBudget = SetLatencyBudget
         node = self.node
@@ -223,6 +227,10 @@ class Observer:
         t = time.time()
         with self.lock:
             for status in msg.status:
+                if status.name == WORKER_STATUS:
+                    values = {kv.key: kv.value for kv in status.values}
+                    self.deadline_margin = values.get('deadline_margin_ms',
+                                                      self.deadline_margin)
                 if status.name == MANAGER_STATUS:
                     values = {kv.key: kv.value for kv in status.values}
                     self.diagnostics.append((t, level_value(status.level), status.message,
@@ -437,6 +445,7 @@ def run(args):
             raw['exit_codes'] = stop_all(started, grace_s=args.stop_grace)
             if observer is not None:
                 snapshot = observer.snapshot()
+                raw['deadline_margin'] = observer.deadline_margin
                 observer.close()
                 raw['results'], raw['availability'], raw['heartbeats'], \
                     raw['diagnostics'] = snapshot
@@ -495,6 +504,7 @@ def analyse(raw, args):
         'budget_ms': args.budget,
         'budget_response': raw['budget_response'],
         'budget_in_force_after_s': raw['budget_in_force_after_s'],
+        'deadline_margin': raw.get('deadline_margin'),
         'stream_s': raw['stream_s'],
         'stream_extended_s': raw['stream_extended_s'],
         'load': {'loadavg_1min_start': raw['loadavg_1min_start'], **raw['cpu']},
@@ -659,6 +669,7 @@ def table(figures):
         f'| points (most used) | {_top(figures["point_share"])} |',
         f'| startup / budget in force | {_fmt(figures["startup_s"], " s", 1)} / '
         f'{_fmt(figures["budget_in_force_after_s"], " s")} |',
+        f'| deadline margin at the end (ms) | {figures["deadline_margin"] or "not reported"} |',
     ]
     burn = figures.get('burn')
     if burn:
