@@ -74,7 +74,7 @@ class OpenMPPools:
     once they outnumber the CPUs its threads stop spinning between parallel
     regions, and each of a decoding step's hundreds of small regions then waits
     for a thread to be woken. Measured on 2 CPUs at batch 1: one 2-thread model
-    alone ran at 1.2-1.4x its 1-thread time; with a second one loaded, or the
+    alone ran at 1.2-1.6x its 1-thread time; with a second one loaded, or the
     loading thread's own pool left over, about 3x slower still. So the
     multi-thread models held at once keep within ``budget`` pool threads (the
     CPUs this process may use, less one), the least recently used one is
