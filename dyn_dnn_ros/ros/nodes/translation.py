@@ -141,8 +141,9 @@ class TranslationNode(InferenceNode):
             ParameterSpec('vocabulary_map_path', '', 'CTranslate2 target shortlist, used when '
                           'the library was measured with one; it must be that map ("" = '
                           'shipped)', read_only=True),
-            ParameterSpec(THREADS, allowed_cpu_count(), 'CPU threads of inference',
-                          integer_range=(1, 256)),
+            ParameterSpec(THREADS, 0, 'CPU threads of inference (the manager sets it); 0 = '
+                          'the count the library measured fastest for the point in force, '
+                          'within the usable CPUs', integer_range=(0, 256)),
             ParameterSpec('queue_depth', 8, 'requests waiting at most; the oldest is dropped '
                           'beyond', integer_range=(1, 10000)),
             ParameterSpec('max_source_tokens', 0, 'longer sources are truncated at a token '
@@ -223,6 +224,13 @@ class TranslationNode(InferenceNode):
         self.create_subscription(String, 'translation_requests_text', self._on_text, depth)
 
     # -- parameters -------------------------------------------------------------
+    @staticmethod
+    def _fastest_threads(point):
+        """``point``'s fastest measured thread count within the usable CPUs, or None."""
+        usable = allowed_cpu_count()
+        measured = {int(t): ms for t, ms in point.latency_ms.items() if int(t) <= usable}
+        return min(measured, key=measured.get) if measured else None
+
     def _measured_threads(self):
         """Thread counts the manager may choose: the fastest usable count of some point.
 
@@ -230,13 +238,7 @@ class TranslationNode(InferenceNode):
         for every point (CTranslate2 int8 on two threads of a small CPU) is
         loaded only if it is ever asked for, and its memory saved until then.
         """
-        usable = allowed_cpu_count()
-        counts = set()
-        for point in self.library.points:
-            measured = {int(t): ms for t, ms in point.latency_ms.items() if int(t) <= usable}
-            if measured:
-                counts.add(min(measured, key=measured.get))
-        return counts
+        return {self._fastest_threads(point) for point in self.library.points} - {None}
 
     def _check_together(self, values):
         try:
@@ -257,8 +259,13 @@ class TranslationNode(InferenceNode):
 
     def _setting(self, values):
         point = self.worker_library.point(values)
+        # Threads 0 starts the point where the library measured it fastest: on
+        # a small CPU, CTranslate2 on every core is slower than on one, and
+        # loading a model on more threads than it needs costs start-up time.
+        threads = values[THREADS] or self._fastest_threads(point) or 1
         return self.worker_library.setting(
-            values, Setting, subnet=SubnetConfig.from_dict(point.subnet),
+            dict(values, **{THREADS: threads}), Setting,
+            subnet=SubnetConfig.from_dict(point.subnet),
             beam=beam_from(values), max_source_tokens=values['max_source_tokens'],
             stop_at_deadline=values['stop_at_deadline'],
             deadline_margin_ms=float(values['deadline_margin_ms']),
