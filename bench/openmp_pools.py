@@ -12,7 +12,11 @@ library's middle point, at batch 1 on the library's timing sentences:
   beside it (the engine's limit lifted);
 - ``caller-pool``: on 2 threads, after a 2-thread model was loaded on the
   calling thread, which keeps that load's pool (the engine loads on a
-  passing thread instead).
+  passing thread instead);
+- ``beside-torch``: on 2 threads, in a process where torch ran on 2 threads
+  first (the one-process bringup, where the perception node runs torch):
+  CTranslate2 then runs on torch's OpenMP runtime, whose pool threads count
+  too.
 
 libgomp's count lasts as long as the process, so each layout runs in a fresh
 interpreter; rounds interleave the layouts, and the median per sentence over
@@ -29,11 +33,15 @@ import subprocess
 import sys
 import time
 
-LAYOUTS = ('one-thread', 'alone', 'second-model', 'caller-pool')
+LAYOUTS = ('one-thread', 'alone', 'second-model', 'caller-pool', 'beside-torch')
 
 
 def measure(layout, library_file, corpus_dir):
     """Runs in a fresh interpreter; prints milliseconds per sentence."""
+    if layout == 'beside-torch':
+        import torch
+        torch.set_num_threads(2)
+        torch.ones(512, 512) @ torch.ones(512, 512)
     from dyn_dnn_ros.operating_points import OperatingPointLibrary
     from dyn_dnn_ros.translation.design.engine_library import library_timing_sentences
     from dyn_dnn_ros.translation.design_space import SubnetConfig
