@@ -107,10 +107,13 @@ def test_a_deadline_caps_decoding_and_marks_the_answer_cut(shipped_engines, widt
 
 
 class Owner:
-    """Stands for an engine: what ``OpenMPPools`` unloads from is its ``_models``."""
+    """Stands for an engine: its models, and ``unload`` as the engine's."""
 
     def __init__(self):
         self._models = {}
+
+    def unload(self, key):
+        self._models.pop(key, None)
 
 
 def test_multi_thread_models_beyond_the_cpus_are_unloaded_least_recently_used_first():

@@ -271,10 +271,10 @@ class TranslationNode(InferenceNode):
             deadline_margin_ms=float(values['deadline_margin_ms']),
             deadline_margin_auto=values['deadline_margin_auto'])
 
-    def _margin_ms(self, setting):
-        """What to keep back from the budget now: measured, or the fixed margin."""
+    def _margin(self, setting):
+        """(Milliseconds to keep back from the budget now, whether they were measured)."""
         measured = self.margin.margin_ms() if setting.deadline_margin_auto else None
-        return setting.deadline_margin_ms if measured is None else measured
+        return (setting.deadline_margin_ms, False) if measured is None else (measured, True)
 
     def _apply(self, changed):
         if 'queue_depth' in changed:
@@ -317,7 +317,7 @@ class TranslationNode(InferenceNode):
         outcome = self.translator.translate([request.text], subnet=setting.subnet,
                                             beam=setting.beam, threads=setting.threads,
                                             deadline=setting.deadline(
-                                                request.origin, self._margin_ms(setting)),
+                                                request.origin, self._margin(setting)[0]),
                                             max_source_tokens=setting.max_source_tokens)[0]
         return outcome, (time.perf_counter() - started) * 1000.0
 
@@ -400,9 +400,9 @@ class TranslationNode(InferenceNode):
         stat.add('beam', setting.beam.describe())
         stat.add('threads', text(setting.threads))
         stat.add('budget_ms', text(setting.budget_ms))
-        measured = self.margin.margin_ms() if setting.deadline_margin_auto else None
-        stat.add('deadline_margin_ms', text(self._margin_ms(setting)) + (
-            ' (measured)' if measured is not None else ' (fixed)'))
+        margin_ms, measured = self._margin(setting)
+        stat.add('deadline_margin_ms',
+                 text(margin_ms) + (' (measured)' if measured else ' (fixed)'))
         self.window.report(stat)
         stat.add('queue_depth', text(self.worker.queue_depth))
         stat.add('received', text(self.received))

@@ -114,7 +114,7 @@ class OpenMPPools:
                 (_, unloaded), (ref, _) = self._held.popitem(last=False)
                 owner = ref()
                 if owner is not None:
-                    owner._models.pop(unloaded, None)  # its pool ends with its last reference
+                    owner.unload(unloaded)
             self._held[(id(engine), key)] = (weakref.ref(engine), need)
 
     def forget(self, engine, key):
@@ -221,6 +221,10 @@ class CTranslate2Engine:
         elif threads > 1:
             self.pools.used(self, key)
         return model
+
+    def unload(self, key):
+        """Let go of the model ``key`` names; its OpenMP pool ends with its last reference."""
+        self._models.pop(key, None)
 
     @property
     def loaded(self):
