@@ -239,6 +239,24 @@ def test_a_new_instance_id_puts_the_decision_in_force_again():
     assert app.in_force(1.1) == IN_FORCE
 
 
+def test_a_worker_waiting_for_its_setting_gets_an_unanswered_set_again_soon():
+    # Just restarted, the worker waits for its setting before it serves; a set
+    # written before DDS matched its new parameter service never arrives.
+    app = reachable_worker(ApplicationConfig(answer_timeout_s=5.0,
+                                             waiting_answer_timeout_s=0.5))
+    app.decide(SMALL)
+    app.heartbeat('second', 200, 'big', 4, now=1.0, serving=False)
+    lost = app.next_request(True, 1.0)
+    assert app.check(True, 1.4) is None                      # within the short wait
+    note = app.check(True, 1.6)
+    assert note is not None and 'within 0.5 s' in note.text
+    again = app.next_request(True, 1.6)
+    assert again is not lost and again.values == SMALL
+    # Once the worker serves, the usual answer timeout holds.
+    app.heartbeat('second', 200, 'big', 4, now=1.7, serving=True)
+    assert app.check(True, 2.5) is None and app.awaiting is again
+
+
 def test_the_first_heartbeat_and_repeats_are_no_restart():
     app = DecisionApplication('translation', 'translation_node')
     assert app.heartbeat('first', 100, 'big', 4, now=0.0) is None
@@ -347,6 +365,7 @@ def test_report_adds_the_protocol_figures_as_text():
 
 @pytest.mark.parametrize('changes', [dict(worker_timeout_s=0.0), dict(answer_timeout_s=-1.0),
                                      dict(answer_timeout_s=float('nan')),
+                                     dict(waiting_answer_timeout_s=0.0),
                                      dict(results_before_reapply=0)])
 def test_config_refuses_meaningless_values(changes):
     with pytest.raises(ValueError, match=next(iter(changes))):

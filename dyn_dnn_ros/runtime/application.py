@@ -25,7 +25,11 @@ The rules:
   not sent again until the decision changes: the worker would refuse it again.
 - A call that broke is sent again at the next ``check``; one left unanswered
   for ``answer_timeout_s`` counts as failed, its late answer is ignored and
-  it is sent again at once.
+  it is sent again at once. While the worker announces that it is not
+  serving yet (it waits for its setting after a start), the wait is
+  ``waiting_answer_timeout_s``: a set written before DDS has matched a new
+  process's parameter service is never delivered, and the worker serves its
+  defaults once its own wait is over.
 - A worker that restarted runs its own defaults, so whatever it applied or
   refused is void and the decision is sent again: when a heartbeat carries a
   new instance id, when its parameter service disappears and returns, or
@@ -62,10 +66,11 @@ IN_FORCE = 'yes'
 class ApplicationConfig:
     worker_timeout_s: float = 1.5      # announcements stop this long: the worker is lost
     answer_timeout_s: float = 5.0      # a set unanswered this long failed and is sent again
+    waiting_answer_timeout_s: float = 0.5   # the same, to a worker not serving yet
     results_before_reapply: int = 3    # results in a row from another point: worker reset
 
     def __post_init__(self):
-        for name in ('worker_timeout_s', 'answer_timeout_s'):
+        for name in ('worker_timeout_s', 'answer_timeout_s', 'waiting_answer_timeout_s'):
             require_positive(name, getattr(self, name), 'seconds')
         require_int('results_before_reapply', self.results_before_reapply, 1)
 
@@ -87,6 +92,7 @@ class Announcement:
     point: str
     threads: int
     heard_at: float   # monotonic seconds
+    serving: bool = True   # False: the worker waits for its setting before it serves
 
 
 @dataclass(frozen=True)
@@ -183,20 +189,23 @@ class DecisionApplication:
         """The periodic check; ``reachable``: the worker's parameter service is ready now."""
         self._retry_at_check = False
         note = None
-        if self._in_flight is not None and now - self._sent_at > self.config.answer_timeout_s:
+        timeout = self.config.answer_timeout_s
+        if self.announcement is not None and not self.announcement.serving:
+            timeout = min(timeout, self.config.waiting_answer_timeout_s)
+        if self._in_flight is not None and now - self._sent_at > timeout:
             self._in_flight = None   # a late answer to it is ignored
             self.set_failures += 1
             note = Note(Severity.WARNING, f'{self.worker} did not answer a parameter set '
-                        f'within {self.config.answer_timeout_s:g} s: sending it again')
+                        f'within {timeout:g} s: sending it again')
         if reachable and self.reachable is False:
             self._worker_reset()   # the service came back: a restarted worker runs defaults
         self.reachable = reachable
         return note
 
-    def heartbeat(self, instance_id, pid, point, threads, now):
+    def heartbeat(self, instance_id, pid, point, threads, now, serving=True):
         """The worker's announcement; a new instance id means it restarted."""
         known = self.announcement
-        self.announcement = Announcement(instance_id, pid, point, threads, now)
+        self.announcement = Announcement(instance_id, pid, point, threads, now, serving)
         if known is None or known.instance_id == instance_id:
             return None
         self.restarts += 1

@@ -275,7 +275,8 @@ class ManagerNode(Node):
         if target is None:
             return
         self._log(target.application.heartbeat(msg.instance_id, msg.pid, msg.operating_point,
-                                               msg.threads, time.monotonic()))
+                                               msg.threads, time.monotonic(),
+                                               serving=msg.serving))
         self._drop_void_call(target)
         # The first word from a worker, or a restarted one: it may be waiting for
         # its setting, so send it at once.
