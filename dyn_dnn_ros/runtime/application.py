@@ -27,9 +27,9 @@ The rules:
   for ``answer_timeout_s`` counts as failed, its late answer is ignored and
   it is sent again at once. While the worker announces that it is not
   serving yet (it waits for its setting after a start), the wait is
-  ``waiting_answer_timeout_s``: a set written before DDS has matched a new
-  process's parameter service is never delivered, and the worker serves its
-  defaults once its own wait is over.
+  ``waiting_answer_timeout_s``: a request written while DDS is still
+  matching a new process's parameter service can be lost, and the worker
+  serves its defaults once its own wait is over.
 - A worker that restarted runs its own defaults, so whatever it applied or
   refused is void and the decision is sent again: when a heartbeat carries a
   new instance id, when its parameter service disappears and returns, or
