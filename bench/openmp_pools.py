@@ -1,4 +1,4 @@
-"""Why the CTranslate2 engine keeps its OpenMP pools within the CPUs: one point, four layouts.
+"""Why the CTranslate2 engine keeps its OpenMP pools within the CPUs: one point, five layouts.
 
 A CTranslate2 model on ``t`` threads keeps a libgomp pool of ``t - 1``
 threads, and libgomp stops spinning between parallel regions once the

@@ -27,13 +27,13 @@ reports the answer late.
 
 from collections import OrderedDict
 from dataclasses import dataclass
-import os
 import threading
 import time
 import weakref
 
 from tqdm import tqdm
 
+from dyn_dnn_ros.resources.cpu import allowed_cpu_count
 from dyn_dnn_ros.translation.beam_policy import BeamPolicy
 from dyn_dnn_ros.translation.ctranslate2_export import check_expressible
 from dyn_dnn_ros.translation.design_space import DesignSpace
@@ -123,13 +123,9 @@ class OpenMPPools:
             self._held.pop((id(engine), key), None)
 
 
-def usable_cpus():
-    """CPUs this process may run on (its affinity), which is what libgomp counts."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
-
-
-# One for the process: libgomp's count is the process's, whatever engine loaded the model.
-OPENMP_POOLS = OpenMPPools(budget=max(usable_cpus() - 1, 0))
+# One for the process: libgomp's count is the process's, whatever engine loaded the model,
+# against the CPUs of the process's affinity.
+OPENMP_POOLS = OpenMPPools(budget=max(allowed_cpu_count() - 1, 0))
 
 
 def _load_on_passing_thread(load):
